@@ -1,0 +1,3 @@
+from macfinetune.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""Load a base model from a folder or the Hugging Face hub, with messages people can act on."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+from pathlib import Path
+
+from macfinetune.core import modelinfo
+from macfinetune.core.problems import Problem, ProblemError
+
+_TOKENIZER_GLOBS = ("tokenizer*", "special_tokens_map.json", "*.jinja", "chat_template.json", "generation_config.json")
+
+
+def resolve_model_path(path_or_repo: str) -> Path:
+    """A local folder for ``path_or_repo``: the folder itself, or a hub download (real, cached)."""
+    local = Path(path_or_repo).expanduser()
+    if local.exists():
+        problems = modelinfo.check_model_folder(local)
+        if problems:
+            raise ProblemError(problems)
+        return local.resolve()
+    if not modelinfo.looks_like_repo_id(path_or_repo):
+        raise ProblemError(
+            Problem("model folder not found (and not a Hugging Face repo id like org/name)", file=path_or_repo,
+                    field="model.path", value=path_or_repo)
+        )
+    return _download(path_or_repo)
+
+
+def _download(repo_id: str) -> Path:
+    from mlx_lm.utils import _download as mlx_download
+
+    try:
+        folder = mlx_download(repo_id)
+    except Exception as e:  # the hub client raises many types: offline, 404, gated, network
+        raise ProblemError(
+            Problem(
+                f"could not get {repo_id!r} from Hugging Face: {_hub_reason(e)}",
+                field="model.path",
+                value=repo_id,
+            )
+        ) from None
+    problems = modelinfo.check_model_folder(folder)
+    if problems:
+        raise ProblemError(problems)
+    return folder
+
+
+def _hub_reason(error: Exception) -> str:
+    name = type(error).__name__
+    text = str(error).strip().splitlines()[0] if str(error).strip() else name
+    if "Offline" in name or "offline" in text.lower() or "LocalEntryNotFound" in name:
+        return "offline (HF_HUB_OFFLINE is set or there is no network) and the model is not in the local cache"
+    if "RepositoryNotFound" in name or "404" in text:
+        return "no such repository (check the name; private or gated models need `hf auth login`)"
+    if "GatedRepo" in name:
+        return "the repository is gated; accept its license on huggingface.co and log in"
+    return f"{name}: {text}"
+
+
+def check_architecture(config: dict, folder: Path) -> None:
+    from mlx_lm.utils import _get_classes
+
+    try:
+        _get_classes(config)
+    except ValueError:
+        raise ProblemError(
+            Problem(
+                f"mlx-lm has no implementation of model_type {config.get('model_type')!r}",
+                file=str(Path(folder) / "config.json"),
+                field="model_type",
+                value=config.get("model_type"),
+            )
+        ) from None
+    except (ImportError, AttributeError) as e:
+        raise ProblemError(Problem(f"mlx-lm cannot load this architecture: {e}", file=str(folder))) from None
+
+
+def load_model(folder: Path):
+    """(model, tokenizer, config) from a checked local folder; remote code is never run."""
+    from mlx_lm.utils import load
+
+    config = modelinfo.read_config(folder)
+    check_architecture(config, folder)
+    try:
+        model, tokenizer, config = load(str(folder), return_config=True, trust_remote_code=False)
+    except Exception as e:
+        raise ProblemError(Problem(f"mlx-lm could not load the model: {type(e).__name__}: {e}", file=str(folder))) from None
+    model.eval()
+    return model, tokenizer, config
+
+
+def quantize_into(folder: Path, out: Path, bits: int, group_size: int):
+    """Quantize a full-precision model to ``bits`` into ``out`` and return (model, tokenizer, config)."""
+    from mlx_lm.utils import quantize_model, save_config, save_model
+
+    model, tokenizer, config = load_model(folder)
+    if modelinfo.quantization_bits(config):
+        raise ProblemError(
+            Problem("the model is already quantized; set model.quantize: null", file=str(folder), field="model.quantize", value=bits)
+        )
+    model, config = quantize_model(model, config, group_size, bits)
+    out.mkdir(parents=True)
+    save_model(out, model)
+    save_config(dict(config), out / "config.json")
+    copy_tokenizer_files(folder, out)
+    return load_model(out)
+
+
+def copy_tokenizer_files(src: Path, dst: Path) -> None:
+    for pattern in _TOKENIZER_GLOBS:
+        for file in Path(src).glob(pattern):
+            if file.is_file():
+                shutil.copy2(file, dst / file.name)
+
+
+def model_layers(model) -> list:
+    layers = getattr(model, "layers", None)
+    if layers is None:
+        raise ProblemError(Problem("this model has no transformer layers mlx-lm can fine-tune"))
+    return list(layers)
+
+
+def mlx_lm_module(name: str):
+    return importlib.import_module(f"mlx_lm.{name}")

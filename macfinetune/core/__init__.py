@@ -1,0 +1,1 @@
+"""Pure-Python decisions: recipes, run layout, events, problems. No Qt, no MLX."""

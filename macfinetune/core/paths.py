@@ -1,0 +1,35 @@
+"""Where things live: the user's data folder and the files shipped with the package."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+HOME_ENV = "MACFINETUNE_HOME"
+
+
+def data_home() -> Path:
+    """The user's macfinetune folder; ``MACFINETUNE_HOME`` overrides platformdirs."""
+    override = os.environ.get(HOME_ENV)
+    if override:
+        return Path(override).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("macfinetune", appauthor=False))
+
+
+def runs_home() -> Path:
+    return data_home() / "runs"
+
+
+def user_recipes_home() -> Path:
+    return data_home() / "recipes"
+
+
+def shipped(kind: str, *parts: str) -> Path:
+    """A runtime file shipped inside the package: ``kind`` is 'recipes' or 'resources'."""
+    if kind not in ("recipes", "resources"):
+        raise ValueError(f"unknown shipped kind {kind!r}; expected 'recipes' or 'resources'")
+    root = resources.files(f"macfinetune.{kind}")
+    return Path(str(root.joinpath(*parts)))

@@ -1,0 +1,85 @@
+"""Arithmetic that turns a recipe plus a dataset size into concrete training numbers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from macfinetune.core.problems import Problem, ProblemError
+from macfinetune.core.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class Plan:
+    iterations: int
+    epochs: float
+    train_rows: int
+    valid_rows: int
+    batch_size: int
+    grad_accumulation: int
+    effective_batch: int
+    optimizer_updates: int
+    warmup_updates: int
+    val_batch_size: int
+    lora_scale: float
+
+
+def make_plan(recipe: Recipe, train_rows: int, valid_rows: int, data_file: str = "data") -> Plan:
+    """Iterations from epochs (or epochs implied by iterations), updates, warmup."""
+    t = recipe.training
+    if train_rows < t.batch_size:
+        raise ProblemError(
+            Problem(
+                f"the training set has {train_rows} rows, fewer than training.batch_size = {t.batch_size}; "
+                f"lower the batch size to at most {train_rows} or add rows",
+                file=data_file,
+                field="training.batch_size",
+                value=t.batch_size,
+            )
+        )
+    batches_per_epoch = train_rows // t.batch_size
+    if t.iterations is not None:
+        iterations = t.iterations
+    else:
+        iterations = max(1, math.ceil(t.epochs * batches_per_epoch))
+    updates = max(1, iterations // t.grad_accumulation)
+    warmup = t.warmup_steps if t.warmup_steps else round(t.warmup_ratio * updates)
+    return Plan(
+        iterations=iterations,
+        epochs=iterations / batches_per_epoch,
+        train_rows=train_rows,
+        valid_rows=valid_rows,
+        batch_size=t.batch_size,
+        grad_accumulation=t.grad_accumulation,
+        effective_batch=t.batch_size * t.grad_accumulation,
+        optimizer_updates=updates,
+        warmup_updates=min(warmup, max(updates - 1, 0)),
+        val_batch_size=max(1, min(t.batch_size, valid_rows)) if valid_rows else 0,
+        lora_scale=recipe.method.scale,
+    )
+
+
+def schedule_spec(recipe: Recipe, plan: Plan) -> dict | None:
+    """The learning-rate schedule in mlx-lm's ``build_schedule`` format (None: a constant rate)."""
+    t = recipe.training
+    lr = t.learning_rate
+    end = lr * t.min_lr_ratio
+    steps = max(1, plan.optimizer_updates - plan.warmup_updates)
+    by_name = {
+        "constant": ("linear_schedule", [lr, lr, 1]),
+        "cosine": ("cosine_decay", [lr, steps, end]),
+        "linear": ("linear_schedule", [lr, end, steps]),
+    }
+    name, arguments = by_name[t.lr_schedule]
+    if t.lr_schedule == "constant" and plan.warmup_updates == 0:
+        return None
+    spec = {"name": name, "arguments": arguments}
+    if plan.warmup_updates:
+        spec["warmup"] = plan.warmup_updates
+    return spec
+
+
+def eta_seconds(iteration: int, total: int, iterations_per_second: float) -> float | None:
+    if iterations_per_second <= 0 or iteration >= total:
+        return None if iteration < total else 0.0
+    return (total - iteration) / iterations_per_second

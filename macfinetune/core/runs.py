@@ -1,0 +1,311 @@
+"""The run folder: a contract shared by training, fuse, generate and the app.
+
+RUN/
+  recipe.yaml          fully resolved settings (reloadable with ``macfinetune train``)
+  status.json          state, pid, progress, best checkpoint (written atomically)
+  metrics.jsonl        one JSON object per event, appended and flushed
+  data/                the train.jsonl / valid.jsonl actually used
+  adapters/            exactly mlx-lm's layout: adapter_config.json, adapters.safetensors,
+                       NNNNNNN_adapters.safetensors
+  checkpoints/         NNNNNNN_state.json (+ optimizer state) for exact resume
+  base_model/          only when the base was quantized on the fly
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from macfinetune.core import atomic, events
+from macfinetune.core.problems import Problem, ProblemError
+
+RECIPE = "recipe.yaml"
+STATUS = "status.json"
+METRICS = "metrics.jsonl"
+ADAPTERS = "adapters"
+CHECKPOINTS = "checkpoints"
+DATA = "data"
+BASE_MODEL = "base_model"
+ADAPTER_CONFIG = "adapter_config.json"
+FINAL_ADAPTERS = "adapters.safetensors"
+_CHECKPOINT_RE = re.compile(r"^(\d{7})_adapters\.safetensors$")
+
+
+def checkpoint_name(iteration: int) -> str:
+    return f"{iteration:07d}_adapters.safetensors"
+
+
+def default_run_dir(home: Path, model: str, method: str, now: float | None = None) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model.rstrip("/")).name or "model").strip("-")
+    base = home / f"{stamp}-{name}-{method}"
+    candidate, n = base, 2
+    while candidate.exists():
+        candidate, n = Path(f"{base}-{n}"), n + 1
+    return candidate
+
+
+def check_new_dir(path: Path, what: str = "output folder") -> list[Problem]:
+    """A folder we are about to create must not exist, and its parent must be writable."""
+    path = Path(path)
+    if path.exists():
+        return [Problem(f"{what} already exists; choose another --out or remove it", file=str(path), value=str(path))]
+    parent = _existing_parent(path)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return [Problem(f"cannot create the {what}: {parent} is not writable", file=str(path), value=str(path))]
+    return []
+
+
+def _existing_parent(path: Path) -> Path:
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    return parent
+
+
+# --- metrics ----------------------------------------------------------------------------
+
+_RECORD_NAMES = {
+    events.RunStarted: "start",
+    events.TrainReport: "train",
+    events.ValReport: "val",
+    events.CheckpointSaved: "checkpoint",
+    events.RunPaused: "pause",
+    events.RunResumed: "resume",
+    events.RunFinished: "finish",
+    events.RunFailed: "fail",
+}
+
+
+def event_record(event) -> dict | None:
+    """The metrics.jsonl line for an event, or None for events the log does not keep."""
+    name = _RECORD_NAMES.get(type(event))
+    if name is None:
+        return None
+    record = {"event": name, "time": round(time.time(), 3)}
+    for key, value in dataclasses.asdict(event).items():
+        if key == "problems":
+            value = [str(p) for p in event.problems]
+        record[key] = value
+    record.setdefault("iteration", None)
+    return record
+
+
+class MetricsLog:
+    """Appends one JSON line per event and flushes it, so a crash loses nothing written."""
+
+    def __init__(self, run_dir: Path):
+        self._file = open(Path(run_dir) / METRICS, "a", encoding="utf-8")
+
+    def write(self, event) -> None:
+        record = event_record(event)
+        if record is None or self._file.closed:
+            return
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """Every complete record; a half-written last line (crash mid-write) is skipped."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+# --- status -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    state: str  # running, paused, finished, stopped, failed, interrupted
+    iteration: int = 0
+    total_iterations: int = 0
+    best_iteration: int | None = None
+    best_val_loss: float | None = None
+    message: str = ""
+    pid: int | None = None
+    host: str = ""
+    started: float = 0.0
+    updated: float = 0.0
+    model: str = ""
+    method: str = ""
+
+
+def write_status(run_dir: Path, status: RunStatus) -> None:
+    atomic.write_json(Path(run_dir) / STATUS, dataclasses.asdict(status))
+
+
+def new_status(model: str, method: str, total: int) -> RunStatus:
+    now = time.time()
+    return RunStatus(
+        state="running",
+        total_iterations=total,
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        started=now,
+        updated=now,
+        model=model,
+        method=method,
+    )
+
+
+def read_status(run_dir: Path) -> RunStatus | None:
+    """The run's status; a 'running' run whose process is gone reads as 'interrupted'."""
+    path = Path(run_dir) / STATUS
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        status = RunStatus(**{k: v for k, v in data.items() if k in RunStatus.__dataclass_fields__})
+    except (OSError, ValueError, TypeError):
+        return None
+    if status.state in ("running", "paused") and not _alive(status.pid, status.host):
+        status = dataclasses.replace(status, state="interrupted")
+    return status
+
+
+def _alive(pid: int | None, host: str) -> bool:
+    if host and host != socket.gethostname():
+        return True  # written on another machine: we cannot tell
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- checkpoints ------------------------------------------------------------------------
+
+
+def adapters_dir(path: Path) -> Path:
+    """A run folder's adapters/, or the folder itself when it is an mlx-lm adapter folder."""
+    path = Path(path)
+    if (path / ADAPTERS / ADAPTER_CONFIG).exists():
+        return path / ADAPTERS
+    if (path / ADAPTER_CONFIG).exists():
+        return path
+    raise ProblemError(
+        Problem(
+            "not a run folder or an adapter folder: no adapters/adapter_config.json or adapter_config.json",
+            file=str(path),
+            value=str(path),
+        )
+    )
+
+
+def list_checkpoints(adapters: Path) -> dict[int, Path]:
+    found = {}
+    for entry in Path(adapters).iterdir():
+        match = _CHECKPOINT_RE.match(entry.name)
+        if match and entry.stat().st_size > 0:
+            found[int(match.group(1))] = entry
+    return dict(sorted(found.items()))
+
+
+def best_checkpoint(run_dir: Path) -> tuple[int, float] | None:
+    """(iteration, val_loss) of the saved checkpoint with the lowest validation loss."""
+    best = None
+    for record in read_metrics(run_dir):
+        if record.get("event") == "checkpoint" and record.get("val_loss") is not None:
+            if best is None or record["val_loss"] < best[1]:
+                best = (record["iteration"], record["val_loss"])
+    return best
+
+
+def resolve_checkpoint(path: Path, which: str | int = "best") -> tuple[Path, int | None]:
+    """The adapter weights file for 'best', 'last' or an iteration number, with its iteration."""
+    adapters = adapters_dir(path)
+    found = list_checkpoints(adapters)
+    which = str(which).strip().lower()
+    if which == "last":
+        if found:
+            it = max(found)
+            return found[it], it
+        return _final_file(adapters), None
+    if which == "best":
+        run_dir = adapters.parent if adapters.name == ADAPTERS else adapters
+        best = best_checkpoint(run_dir)
+        if best is None:
+            raise ProblemError(
+                Problem(
+                    "no checkpoint has a validation loss, so there is no 'best'; use --checkpoint last or a number"
+                    + (f" ({_available(found)})" if found else ""),
+                    file=str(path),
+                    value="best",
+                )
+            )
+        if best[0] in found:
+            return found[best[0]], best[0]
+        raise ProblemError(Problem(f"the best checkpoint {best[0]} is missing from {adapters}", file=str(path)))
+    if not which.isdigit():
+        raise ProblemError(
+            Problem(f"checkpoint must be best, last or an iteration number, got {which!r}", value=which)
+        )
+    if int(which) not in found:
+        raise ProblemError(
+            Problem(f"there is no checkpoint {int(which)}; {_available(found)}", file=str(adapters), value=which)
+        )
+    return found[int(which)], int(which)
+
+
+def _final_file(adapters: Path) -> Path:
+    final = adapters / FINAL_ADAPTERS
+    if not final.exists():
+        raise ProblemError(Problem("no adapter weights saved yet", file=str(adapters)))
+    return final
+
+
+def _available(found: dict[int, Path]) -> str:
+    if not found:
+        return "no numbered checkpoints were saved"
+    return "available: " + ", ".join(str(i) for i in found)
+
+
+# --- listing ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    path: Path
+    status: RunStatus | None
+    size_bytes: int
+
+
+def list_runs(home: Path) -> list[RunSummary]:
+    if not Path(home).is_dir():
+        return []
+    out = []
+    for entry in sorted(Path(home).iterdir()):
+        if entry.is_dir() and (entry / RECIPE).exists():
+            out.append(RunSummary(entry, read_status(entry), _folder_size(entry)))
+    return out
+
+
+def _folder_size(folder: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total

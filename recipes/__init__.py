@@ -1,0 +1,1 @@
+"""Shipped recipes (YAML, one per model x method). Found through macfinetune.core.paths."""

@@ -1,0 +1,1 @@
+"""Shipped runtime files (sample data, tables). Found through macfinetune.core.paths."""
