@@ -1,0 +1,89 @@
+"""Stream text from a base model, base + checkpoint, or a fused model, with the chat template."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from macfinetune.core import runs
+from macfinetune.core.control import JobControl
+from macfinetune.core.events import GenerationFinished, Stage, TokenChunk
+from macfinetune.core.problems import Problem, ProblemError
+from macfinetune.core.sampling import Sampling
+
+CHUNK_TOKENS = 16
+CHUNK_SECONDS = 0.05
+
+
+def format_prompt(tokenizer, prompt: str, system: str | None = None):
+    """Token ids of the prompt through the model's chat template (raw text when it has none)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return prompt
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+
+
+def generate(model, tokenizer, prompt: str, sampling: Sampling, *, source: str = "model", system: str | None = None,
+             emit=lambda e: None, control: JobControl | None = None) -> GenerationFinished:
+    """Generate, emitting TokenChunk every 16 tokens or 50 ms; stops between tokens on request."""
+    import mlx.core as mx
+    from mlx_lm.generate import stream_generate
+    from mlx_lm.sample_utils import make_sampler
+
+    control = control or JobControl()
+    mx.random.seed(sampling.seed)
+    sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p)
+    pieces, pending, last_flush, response = [], [], time.perf_counter(), None
+    for response in stream_generate(model, tokenizer, format_prompt(tokenizer, prompt, system),
+                                    max_tokens=sampling.max_tokens, sampler=sampler):
+        pending.append(response.text)
+        if len(pending) >= CHUNK_TOKENS or time.perf_counter() - last_flush > CHUNK_SECONDS:
+            emit(TokenChunk(source, "".join(pending)))
+            pieces += pending
+            pending, last_flush = [], time.perf_counter()
+        if control.stop_requested:
+            break
+    if pending:
+        emit(TokenChunk(source, "".join(pending)))
+        pieces += pending
+    text = "".join(pieces)
+    if response is None:
+        return GenerationFinished(source, text, 0, 0, 0.0)
+    return GenerationFinished(source, text, response.prompt_tokens, response.generation_tokens, response.generation_tps)
+
+
+def load_generator(model: str | None, adapter: tuple[Path, str] | None, emit=lambda e: None):
+    """(model, tokenizer, base, checkpoint file) for a model and an optional adapter spec."""
+    from macfinetune.backend import fusing, models
+
+    adapters_dir = runs.adapters_dir(adapter[0]) if adapter else None
+    base = model or (fusing.base_model_of(adapters_dir) if adapters_dir else None)
+    if base is None:
+        raise ProblemError(Problem("pass --model, or --adapter with a run folder", field="model"))
+    folder = models.resolve_model_path(base)
+    weights = runs.resolve_checkpoint(adapter[0], adapter[1])[0] if adapter else None
+    emit(Stage("generate", f"Loading {folder}"))
+    net, tokenizer, _ = models.load_model(folder)
+    return net, tokenizer, adapters_dir, weights
+
+
+def run_generate(model: str | None, adapter: tuple[Path, str] | None, prompt: str, sampling: Sampling, *,
+                 compare: bool = False, system: str | None = None, emit=lambda e: None,
+                 control: JobControl | None = None) -> list[GenerationFinished]:
+    """Generate once (base, base + adapter, or a fused model) or side by side (base, then tuned)."""
+    from macfinetune.backend import adapters as adapter_ops
+
+    problems = sampling.problems()
+    if problems:
+        raise ProblemError(problems)
+    if compare and adapter is None:
+        raise ProblemError(Problem("--compare needs --adapter RUN_DIR[:best|last|N]", field="compare"))
+    net, tokenizer, adapters_dir, weights = load_generator(model, adapter, emit)
+    results = []
+    if compare:
+        results.append(generate(net, tokenizer, prompt, sampling, source="base", system=system, emit=emit, control=control))
+    if adapter:
+        adapter_ops.apply_adapter(net, adapters_dir, weights)
+    source = "tuned" if adapter else "model"
+    results.append(generate(net, tokenizer, prompt, sampling, source=source, system=system, emit=emit, control=control))
+    return results

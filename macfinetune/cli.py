@@ -1,0 +1,359 @@
+"""The command line: the same backend jobs as the app, run headless on the main thread.
+
+Exit codes: 0 done, 1 the job failed while running, 2 bad input (nothing written), 130 stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from macfinetune import __version__
+from macfinetune.core import paths, runs
+from macfinetune.core.control import JobControl
+from macfinetune.core.events import (
+    CheckpointSaved,
+    RunFailed,
+    RunFinished,
+    RunPaused,
+    RunStarted,
+    Stage,
+    TokenChunk,
+    TrainReport,
+    ValReport,
+)
+from macfinetune.core.plan import eta_seconds
+from macfinetune.core.problems import ProblemError
+from macfinetune.core.recipe import Recipe, apply_overrides, load_recipe, with_paths
+from macfinetune.core.sampling import Sampling, parse_adapter_spec
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 130
+
+
+# --- parser -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="macfinetune",
+        description="Fine-tune LLMs on your Mac with MLX: train, fuse, compare. "
+        "Run without arguments for this help (the app arrives in a later release).",
+    )
+    parser.add_argument("--version", action="version", version=f"macfinetune {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_demo(sub)
+    _add_train(sub)
+    _add_fuse(sub)
+    _add_generate(sub)
+    sub.add_parser("runs", help="list runs with status, best validation loss and size")
+    return parser
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="offline demo: tiny model + sample data -> train -> fuse -> base vs tuned")
+    p.add_argument("--out", type=Path, help="folder for the demo (default: a new folder under your runs)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe setting")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train from a recipe YAML")
+    p.add_argument("recipe", help="recipe YAML (a file, or the name of a shipped recipe)")
+    p.add_argument("--model", help="model folder or Hugging Face repo id (overrides model.path)")
+    p.add_argument("--data", help="data folder or .jsonl file (overrides data.path)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set training.batch_size=2 --set rank=16")
+    p.add_argument("--out", type=Path, help="run folder to create (default: a new folder under your runs)")
+
+
+def _add_fuse(sub) -> None:
+    p = sub.add_parser("fuse", help="fuse a checkpoint into a standalone model folder")
+    p.add_argument("run_dir", type=Path, help="run folder (or an mlx-lm adapter folder)")
+    p.add_argument("--checkpoint", default="best", help="best, last or an iteration number (default best)")
+    p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/fused-<checkpoint>)")
+    p.add_argument("--model", help="base model, when the adapter folder does not name it")
+    p.add_argument("--dequantize", action="store_true", help="save full-precision weights")
+    p.add_argument("--gguf", action="store_true", help="also export model.gguf (llama, mistral, mixtral)")
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="generate text from a model, base + checkpoint, or both side by side")
+    p.add_argument("--model", help="base or fused model (default: the adapter's base model)")
+    p.add_argument("--adapter", help="RUN_DIR[:best|last|N] (default checkpoint: best)")
+    p.add_argument("--compare", action="store_true", help="answer with the base model, then the tuned one")
+    p.add_argument("--prompt", required=True, help="the user message")
+    p.add_argument("--system", help="an optional system message")
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--temp", type=float, default=0.7, help="sampling temperature (0 = greedy)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+
+
+# --- entry point ------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    handler = _COMMANDS[args.command]
+    try:
+        return handler(args)
+    except ProblemError as e:
+        _print_problems(e)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("\nstopped", file=sys.stderr)
+        return EXIT_STOPPED
+
+
+def _print_problems(error: ProblemError) -> None:
+    for problem in error.problems:
+        print(f"error: {problem}", file=sys.stderr)
+
+
+# --- train ------------------------------------------------------------------------------
+
+
+def cmd_train(args) -> int:
+    from macfinetune.backend import training
+
+    recipe = _read_recipe(args.recipe)
+    recipe = with_paths(recipe, args.model, args.data)
+    if args.set:
+        recipe = apply_overrides(recipe, args.set)
+    run_dir = args.out or runs.default_run_dir(paths.runs_home(), recipe.model.path or "model", recipe.method.type)
+    control = JobControl()
+    with _stop_on_ctrl_c(control):
+        result = training.train_run(recipe, run_dir, Progress().show, control)
+    return _train_exit(result)
+
+
+def _read_recipe(name: str) -> Recipe:
+    path = Path(name).expanduser()
+    if not path.exists() and not path.suffix:
+        shipped = paths.shipped("recipes", f"{name}.yaml")
+        path = shipped if shipped.exists() else path
+    return load_recipe(path)
+
+
+def _train_exit(result) -> int:
+    if result.state == "failed":
+        print(f"error: training failed: {result.message}\nthe run folder keeps what was saved: {result.run_dir}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    best = f"best checkpoint {result.best_iteration} (val loss {result.best_val_loss:.3f})" if result.best_iteration else "no validated checkpoint"
+    print(f"{result.state} at iteration {result.iteration}; {best}\nrun folder: {result.run_dir}")
+    print(f"next: macfinetune generate --adapter {result.run_dir} --compare --prompt '...'"
+          f"  |  macfinetune fuse {result.run_dir}")
+    return EXIT_STOPPED if result.state == "stopped" else EXIT_OK
+
+
+class _stop_on_ctrl_c:
+    """First Ctrl-C: stop after the current step and save; a second one aborts."""
+
+    def __init__(self, control: JobControl):
+        self.control = control
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.control.stop_requested:
+            raise KeyboardInterrupt
+        print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
+        self.control.request_stop()
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+class Progress:
+    """Renders training events: a live bar on a terminal, one line per report otherwise."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.last_val: float | None = None
+        self._bar_open = False
+
+    def show(self, event) -> None:
+        if isinstance(event, TrainReport):
+            self._bar(event)
+        elif isinstance(event, TokenChunk):
+            return
+        else:
+            text = self._line(event)
+            if text:
+                self._print(text)
+
+    def _line(self, event) -> str | None:
+        if isinstance(event, Stage):
+            return event.message
+        if isinstance(event, RunStarted):
+            return (f"training {event.method}: {event.iterations} iterations ({event.epochs:.2f} epochs of "
+                    f"{event.train_rows} rows, batch {event.batch_size} x accumulation {event.grad_accumulation}); "
+                    f"{event.trainable_parameters:,} of {event.total_parameters:,} parameters trainable\n"
+                    f"run folder: {event.run_dir}")
+        if isinstance(event, ValReport):
+            self.last_val = event.val_loss
+            return f"iter {event.iteration:>6}  val loss {event.val_loss:.3f}  ({event.val_time:.1f}s)"
+        if isinstance(event, CheckpointSaved):
+            mark = "  * best" if event.is_best else ""
+            return f"iter {event.iteration:>6}  saved {Path(event.path).name}{mark}"
+        if isinstance(event, RunPaused):
+            return f"paused at iteration {event.iteration}"
+        if isinstance(event, (RunFinished, RunFailed)):
+            return None
+        return None
+
+    def _bar(self, r: TrainReport) -> None:
+        width = 24
+        done = int(width * r.iteration / max(r.total_iterations, 1))
+        eta = eta_seconds(r.iteration, r.total_iterations, r.iterations_per_second)
+        val = f"  val {self.last_val:.3f}" if self.last_val is not None else ""
+        text = (f"[{'#' * done}{'.' * (width - done)}] {r.iteration}/{r.total_iterations}  "
+                f"loss {r.train_loss:.3f}{val}  {r.tokens_per_second:,.0f} tok/s  "
+                f"mem {r.peak_memory_gb:.2f} GB  ETA {_duration(eta)}")
+        if self.tty:
+            self.stream.write("\r\033[K" + text)
+            self.stream.flush()
+            self._bar_open = True
+        else:
+            self._print(text)
+
+    def _print(self, text: str) -> None:
+        if self._bar_open:
+            self.stream.write("\n")
+            self._bar_open = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+# --- fuse, generate, runs ---------------------------------------------------------------
+
+
+def cmd_fuse(args) -> int:
+    from macfinetune.backend import fusing
+
+    progress = Progress()
+    result = fusing.fuse(args.run_dir, str(args.checkpoint), args.out, dequantize=args.dequantize,
+                         gguf=args.gguf, model=args.model, emit=progress.show)
+    print(f"fused model: {result.out_dir}")
+    if result.gguf_path:
+        print(f"gguf: {result.gguf_path}")
+    return EXIT_OK
+
+
+def cmd_generate(args) -> int:
+    from macfinetune.backend import generation
+
+    adapter = parse_adapter_spec(args.adapter) if args.adapter else None
+    sampling = Sampling(max_tokens=args.max_tokens, temperature=args.temp, top_p=args.top_p, seed=args.seed)
+    printer = _StreamPrinter(compare=args.compare)
+    control = JobControl()
+    with _stop_on_ctrl_c(control):
+        results = generation.run_generate(args.model, adapter, args.prompt, sampling, compare=args.compare,
+                                          system=args.system, emit=printer.show, control=control)
+    printer.close()
+    for r in results:
+        print(f"[{r.source}] {r.generated_tokens} tokens, {r.tokens_per_second:.1f} tok/s", file=sys.stderr)
+    return EXIT_OK
+
+
+class _StreamPrinter:
+    """Streams tokens as they arrive, under a header per model in compare mode."""
+
+    def __init__(self, compare: bool):
+        self.compare = compare
+        self.source: str | None = None
+
+    def show(self, event) -> None:
+        if isinstance(event, Stage):
+            print(event.message, file=sys.stderr)
+        elif isinstance(event, TokenChunk):
+            if event.source != self.source:
+                if self.source is not None:
+                    print()
+                if self.compare:
+                    print(f"--- {event.source} ---")
+                self.source = event.source
+            print(event.text, end="", flush=True)
+
+    def close(self) -> None:
+        if self.source is not None:
+            print()
+
+
+def cmd_runs(args) -> int:
+    home = paths.runs_home()
+    found = runs.list_runs(home)
+    if not found:
+        print(f"no runs yet in {home}")
+        return EXIT_OK
+    print(f"{'RUN':<48} {'STATUS':<12} {'ITER':>11} {'BEST VAL':>9} {'SIZE':>9}")
+    for summary in found:
+        s = summary.status
+        state = s.state if s else "unknown"
+        progress = f"{s.iteration}/{s.total_iterations}" if s else "-"
+        best = f"{s.best_val_loss:.3f}" if s and s.best_val_loss is not None else "-"
+        print(f"{summary.path.name:<48} {state:<12} {progress:>11} {best:>9} {_size(summary.size_bytes):>9}")
+    print(f"\n{len(found)} runs in {home}")
+    return EXIT_OK
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+# --- demo -------------------------------------------------------------------------------
+
+
+def cmd_demo(args) -> int:
+    import time
+
+    from macfinetune.backend import demo
+
+    out = args.out or runs.default_run_dir(paths.runs_home(), "demo", "tiny")
+    control = JobControl()
+    started = time.perf_counter()
+    with _stop_on_ctrl_c(control):
+        result = demo.run_demo(out, Progress().show, control, args.set)
+    if result.state == "failed":
+        print(f"error: the demo's training failed; see {result.run_dir}", file=sys.stderr)
+        return EXIT_FAILED
+    _print_demo(result, time.perf_counter() - started)
+    return EXIT_OK if result.state == "finished" else EXIT_STOPPED
+
+
+def _print_demo(result, seconds: float) -> None:
+    print()
+    if result.first_val_loss is not None and result.best_val_loss is not None:
+        print(f"validation loss {result.first_val_loss:.3f} -> {result.best_val_loss:.3f} "
+              f"(best checkpoint: iteration {result.best_iteration})")
+    for answer in result.answers:
+        print(f"\nprompt: {answer.prompt}\n  base : {answer.base.strip()!r}\n  tuned: {answer.tuned.strip()!r}")
+    print(f"\nrun folder: {result.run_dir}\nfused model: {result.fused_dir}\ndone in {seconds:.0f} s")
+
+
+_COMMANDS = {"train": cmd_train, "fuse": cmd_fuse, "generate": cmd_generate, "runs": cmd_runs, "demo": cmd_demo}
