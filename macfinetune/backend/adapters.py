@@ -51,8 +51,10 @@ def _linear_paths(block) -> list[str]:
     return [path for path, module in block.named_modules() if isinstance(module, kinds) or hasattr(module, "to_lora")]
 
 
-def prepare_model(model, recipe: Recipe) -> None:
-    """Freeze the base and make the trained part trainable (LoRA/DoRA layers, or the last blocks)."""
+def prepare_model(model, recipe: Recipe) -> list[str] | None:
+    """Freeze the base and make the trained part trainable (LoRA/DoRA layers, or the last blocks).
+
+    Returns the adapted module keys (None: all linear layers, or full fine-tuning)."""
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
     m = recipe.method
@@ -60,15 +62,15 @@ def prepare_model(model, recipe: Recipe) -> None:
     if m.type == "full":
         for layer in model.layers[-max(m.num_layers, 0) :]:
             layer.unfreeze()
-        return
+        return None
     keys = resolve_keys(model, m.target_modules)
     linear_to_lora_layers(model, m.num_layers, lora_parameters(recipe, keys), use_dora=m.type == "dora")
+    return keys
 
 
-def adapter_config(recipe: Recipe, model, base_model: str) -> dict:
+def adapter_config(recipe: Recipe, keys: list[str] | None, base_model: str) -> dict:
     """adapter_config.json as mlx-lm writes and reads it, plus our own notes."""
     m = recipe.method
-    keys = resolve_keys(model, m.target_modules) if m.type != "full" else None
     return {
         "model": base_model,
         "fine_tune_type": m.type,
@@ -81,8 +83,8 @@ def adapter_config(recipe: Recipe, model, base_model: str) -> dict:
     }
 
 
-def write_adapter_config(adapters: Path, recipe: Recipe, model, base_model: str) -> None:
-    atomic.write_json(adapters / runs.ADAPTER_CONFIG, adapter_config(recipe, model, base_model))
+def write_adapter_config(adapters: Path, recipe: Recipe, keys: list[str] | None, base_model: str) -> None:
+    atomic.write_json(adapters / runs.ADAPTER_CONFIG, adapter_config(recipe, keys, base_model))
 
 
 def make_optimizer(recipe: Recipe, schedule: dict | None):

@@ -105,7 +105,7 @@ class TrainingSection:
     warmup_ratio: float = knob(
         0.0, "Warmup as a share of all optimizer updates (instead of warmup_steps).", low=0.0, high=0.5
     )
-    optimizer: str = knob("adam", "Optimizer.", choices=("adam", "adamw", "sgd", "adafactor"))
+    optimizer: str = knob("adam", "Optimizer: adam, adamw (decoupled weight decay), sgd or adafactor (least memory).", choices=("adam", "adamw", "sgd", "adafactor"))
     weight_decay: float = knob(0.0, "Decoupled weight decay (adamw, sgd, adafactor).", low=0.0, high=1.0)
     grad_checkpoint: bool = knob(
         False, "Recompute activations in the backward pass: less memory, about 30% slower."

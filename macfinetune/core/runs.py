@@ -291,13 +291,11 @@ class RunSummary:
 
 
 def list_runs(home: Path) -> list[RunSummary]:
+    """Run folders directly under ``home`` or one level deeper (a demo folder holds its run)."""
     if not Path(home).is_dir():
         return []
-    out = []
-    for entry in sorted(Path(home).iterdir()):
-        if entry.is_dir() and (entry / RECIPE).exists():
-            out.append(RunSummary(entry, read_status(entry), _folder_size(entry)))
-    return out
+    found = [p.parent for pattern in (f"*/{RECIPE}", f"*/*/{RECIPE}") for p in Path(home).glob(pattern)]
+    return [RunSummary(d, read_status(d), _folder_size(d)) for d in sorted(found)]
 
 
 def _folder_size(folder: Path) -> int:

@@ -1,0 +1,62 @@
+"""Test set-up: offscreen Qt, offline hub, no JIT compile, a private MACFINETUNE_HOME."""
+
+import os
+import tempfile
+
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["MLX_DISABLE_COMPILE"] = "1"  # g++ kernel compiles cost 25-50 s cold on Linux CPUs
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["MACFINETUNE_HOME"] = tempfile.mkdtemp(prefix="macfinetune-test-home-")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from macfinetune.core.recipe import Recipe, apply_overrides, with_paths  # noqa: E402
+
+SAMPLE_DATA = Path(__file__).resolve().parents[1] / "resources" / "sample_data"
+
+FAST = [
+    "iterations=12",
+    "batch_size=4",
+    "num_layers=-1",
+    "learning_rate=1e-3",
+    "report_every=4",
+    "eval_every=4",
+    "save_every=4",
+    "val_batches=2",
+    "max_seq_length=96",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from macfinetune.backend.tinymodel import build_demo_model
+
+    return build_demo_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_q4(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model quantized to 4 bits with mlx-lm's own converter."""
+    from mlx_lm.convert import convert
+
+    out = tmp_path_factory.mktemp("models") / "tiny-q4"
+    convert(str(tiny_model), str(out), quantize=True, q_bits=4, q_group_size=32)
+    return out
+
+
+def fast_recipe(model: Path, *overrides: str, data: Path = SAMPLE_DATA) -> Recipe:
+    return apply_overrides(with_paths(Recipe(), str(model), str(data)), FAST + list(overrides))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_model, tmp_path_factory) -> Path:
+    """One LoRA run shared by the fuse, generate and interop tests."""
+    from macfinetune.backend.training import train_run
+
+    run_dir = tmp_path_factory.mktemp("runs") / "lora"
+    result = train_run(fast_recipe(tiny_model), run_dir, lambda e: None)
+    assert result.state == "finished"
+    return run_dir
