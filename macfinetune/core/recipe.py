@@ -278,7 +278,8 @@ def _unknown_key(key: str, where: dict, value) -> Problem:
         candidates = all_keys() + list(SECTIONS) if "." not in key else all_keys()
         close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
         if not close:
-            close = [k for k in all_keys() if k.endswith("." + leaf)]
+            leaves = {k.rsplit(".", 1)[-1]: k for k in all_keys()}
+            close = [leaves[m] for m in difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.7)]
         hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(all_keys())}"
     return Problem(f"unknown key {key!r}; {hint}", file=where["file"], line=where["line"], field=key, value=value)
 

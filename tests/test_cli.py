@@ -1,0 +1,91 @@
+"""The command line: exit codes, messages without tracebacks, and no half-made folders."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import FAST, SAMPLE_DATA
+
+from macfinetune import cli
+from macfinetune.core import runs
+
+
+def run_cli(capsys, *args):
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def sets(*items):
+    return [x for item in items for x in ("--set", item)]
+
+
+def test_no_arguments_prints_help(capsys):
+    code, out, _ = run_cli(capsys)
+    assert code == 0 and "train" in out and "demo" in out
+
+
+def test_train_fuse_generate_runs(capsys, tiny_model, tmp_path):
+    run = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", "demo-tiny-lora", "--model", tiny_model, "--data", SAMPLE_DATA,
+                             "--out", run, *sets(*FAST, "iterations=8"))
+    assert code == 0, err
+    assert "finished at iteration 8" in out and "loss" in out and "tok/s" in out and "ETA" in out
+    code, out, err = run_cli(capsys, "fuse", run, "--checkpoint", "best")
+    assert code == 0, err and (run / "fused-best" / "config.json").exists()
+    code, out, err = run_cli(capsys, "generate", "--adapter", f"{run}:last", "--compare", "--prompt", "Hi",
+                             "--max-tokens", "8", "--temp", "0")
+    assert code == 0, err and "--- base ---" in out and "--- tuned ---" in out
+
+
+def test_runs_lists_status_and_best(capsys, trained_run, monkeypatch):
+    monkeypatch.setenv("MACFINETUNE_HOME", str(trained_run.parent.parent))
+    monkeypatch.setattr(runs, "list_runs", lambda home: [runs.RunSummary(trained_run, runs.read_status(trained_run), 1)])
+    code, out, _ = run_cli(capsys, "runs")
+    assert code == 0 and "finished" in out and "12/12" in out
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["train", "missing.yaml"], "recipe file not found"),
+        (["train", "demo-tiny-lora", "--model", "/nowhere/model", "--data", SAMPLE_DATA], "model folder not found"),
+        (["train", "demo-tiny-lora", "--data", SAMPLE_DATA, "--set", "rank=0"], "allowed 1 to 4096"),
+        (["train", "demo-tiny-lora", "--data", SAMPLE_DATA, "--set", "optimiser=adam"], "did you mean training.optimizer"),
+        (["fuse", "/nowhere/run"], "not a run folder"),
+        (["generate", "--model", "org/not-downloaded", "--prompt", "x"], "offline"),
+    ],
+)
+def test_bad_input_exits_2_with_one_clear_message(capsys, tiny_model, tmp_path, args, expected):
+    args = [str(a) for a in args]
+    if "--model" not in args and args[0] == "train":
+        args += ["--model", str(tiny_model)]
+    code, out, err = run_cli(capsys, *args, *(["--out", tmp_path / "run"] if args[0] == "train" else []))
+    assert code == 2
+    assert expected in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_dataset_and_existing_output(capsys, tiny_model, tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "a"}\n{"text": "b"}\n{"text": \n')
+    code, _, err = run_cli(capsys, "train", "demo-tiny-lora", "--model", tiny_model, "--data", data,
+                           "--out", tmp_path / "run", "--set", "mask_prompt=false")
+    assert code == 2 and f"{data} line 3" in err
+    (tmp_path / "exists").mkdir()
+    code, _, err = run_cli(capsys, "train", "demo-tiny-lora", "--model", tiny_model, "--data", SAMPLE_DATA,
+                           "--out", tmp_path / "exists")
+    assert code == 2 and "already exists" in err
+
+
+def test_fuse_unknown_checkpoint_exits_2(capsys, trained_run):
+    code, _, err = run_cli(capsys, "fuse", trained_run, "--checkpoint", "999")
+    assert code == 2 and "there is no checkpoint 999; available: 4, 8, 12" in err
+
+
+def test_console_script_runs_without_traceback(tmp_path):
+    env = {**os.environ, "MACFINETUNE_HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "macfinetune", "fuse", str(tmp_path / "x")], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "error:" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,102 @@
+"""Fuse and generate on a real run; interoperability with mlx-lm's own command line, both ways."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from macfinetune.backend import fusing, generation, models
+from macfinetune.core.events import TokenChunk
+from macfinetune.core.problems import ProblemError
+from macfinetune.core.sampling import Sampling
+
+GREEDY = Sampling(max_tokens=12, temperature=0.0)
+
+
+def test_fused_model_loads_and_matches_base_plus_adapter(trained_run, tmp_path):
+    out = tmp_path / "fused"
+    result = fusing.fuse(trained_run, "best", out)
+    assert result.out_dir == str(out) and (out / "config.json").exists()
+    net, tok, _ = models.load_model(out)
+    fused = generation.generate(net, tok, "What color is the sea?", GREEDY).text
+    (tuned,) = generation.run_generate(None, (trained_run, "best"), "What color is the sea?", GREEDY)
+    assert fused == tuned.text and tuned.source == "tuned"
+
+
+def test_compare_streams_base_then_tuned(trained_run):
+    chunks = []
+    results = generation.run_generate(None, (trained_run, "last"), "Hello?", GREEDY, compare=True, emit=chunks.append)
+    assert [r.source for r in results] == ["base", "tuned"]
+    streamed = [c for c in chunks if isinstance(c, TokenChunk)]
+    assert "".join(c.text for c in streamed if c.source == "base") == results[0].text
+    assert results[0].text != results[1].text
+
+
+def test_fuse_refuses_missing_checkpoint_and_existing_output(trained_run, tmp_path):
+    with pytest.raises(ProblemError, match="there is no checkpoint 7"):
+        fusing.fuse(trained_run, "7", tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    with pytest.raises(ProblemError, match="already exists"):
+        fusing.fuse(trained_run, "best", tmp_path / "b")
+
+
+def test_gguf_export_for_llama_and_clear_refusal_elsewhere(trained_run, tmp_path, tiny_model):
+    result = fusing.fuse(trained_run, "last", tmp_path / "g", gguf=True)
+    with open(result.gguf_path, "rb") as f:
+        assert f.read(4) == b"GGUF"
+    config = json.loads((tiny_model / "config.json").read_text())
+    with pytest.raises(ProblemError, match="GGUF only for llama"):
+        fusing._check_gguf({**config, "model_type": "qwen3"}, tiny_model)
+
+
+def test_qlora_fuse_dequantized_equals_base_plus_adapter(tiny_model_q4, tmp_path):
+    from conftest import fast_recipe
+
+    from macfinetune.backend.training import train_run
+
+    run = tmp_path / "run"
+    assert train_run(fast_recipe(tiny_model_q4, "iterations=4"), run, lambda e: None).state == "finished"
+    out = fusing.fuse(run, "last", tmp_path / "deq", dequantize=True)
+    config = json.loads((tmp_path / "deq" / "config.json").read_text())
+    assert "quantization" not in config
+    net, tok, _ = models.load_model(out.out_dir)
+    fused = generation.generate(net, tok, "Hi", GREEDY).text
+    (tuned,) = generation.run_generate(None, (run, "last"), "Hi", GREEDY)
+    assert fused == tuned.text
+
+
+def test_offline_hub_id_fails_with_a_clear_message():
+    with pytest.raises(ProblemError, match="could not get 'mlx-community/not-here' from Hugging Face: offline"):
+        models.resolve_model_path("mlx-community/not-here")
+
+
+def _mlx_lm(*args, timeout=180):
+    proc = subprocess.run([sys.executable, "-m", "mlx_lm", *args], capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_mlx_lm_generate_and_fuse_read_our_run_folder(trained_run, tiny_model, tmp_path):
+    adapters = str(trained_run / "adapters")
+    out = _mlx_lm("generate", "--model", str(tiny_model), "--adapter-path", adapters, "--prompt", "What color is the sea?",
+                  "--max-tokens", "12", "--temp", "0")
+    (ours,) = generation.run_generate(None, (trained_run, "last"), "What color is the sea?", GREEDY)
+    assert ours.text.strip() and ours.text.strip() in out
+    _mlx_lm("fuse", "--model", str(tiny_model), "--adapter-path", adapters, "--save-path", str(tmp_path / "f"))
+    models.load_model(tmp_path / "f")
+
+
+def test_adapters_written_by_mlx_lm_lora_fuse_and_generate_here(tiny_model, tmp_path):
+    from conftest import SAMPLE_DATA
+
+    adapters = tmp_path / "mlx-adapters"
+    _mlx_lm("lora", "--model", str(tiny_model), "--train", "--data", str(SAMPLE_DATA), "--iters", "4",
+            "--batch-size", "2", "--num-layers", "2", "--save-every", "2", "--val-batches", "1",
+            "--adapter-path", str(adapters))
+    (tuned,) = generation.run_generate(None, (adapters, "2"), "Hi", GREEDY)
+    assert tuned.source == "tuned"
+    out = fusing.fuse(adapters, "last", tmp_path / "fused")
+    models.load_model(out.out_dir)
+    with pytest.raises(ProblemError, match="no 'best'"):
+        fusing.fuse(adapters, "best", tmp_path / "fused2")
