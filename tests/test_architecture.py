@@ -33,3 +33,10 @@ def test_shipped_files_are_found_through_one_function():
 
     assert (shipped("recipes", "demo-tiny-lora.yaml")).is_file()
     assert (shipped("resources", "sample_data", "train.jsonl")).is_file()
+
+
+def test_ruff_is_clean():
+    ruff = Path(sys.executable).with_name("ruff")
+    proc = subprocess.run([str(ruff), "check", "macfinetune", "tests", "bench"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout

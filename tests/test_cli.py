@@ -89,3 +89,50 @@ def test_console_script_runs_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "macfinetune", "fuse", str(tmp_path / "x")], capture_output=True,
                           text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _broken_model(tiny_model, tmp_path, drop=(), model_type=None):
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    for pattern in drop:
+        for f in folder.glob(pattern):
+            f.unlink()
+    if model_type:
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "model_type": model_type}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "drop, model_type, expected",
+    [
+        (["tokenizer*"], None, "has no tokenizer"),
+        (["*.safetensors"], None, "has no .safetensors weights"),
+        (["config.json"], None, "has no config.json"),
+        ([], "made_up_arch", "no implementation of model_type 'made_up_arch'"),
+    ],
+)
+def test_broken_model_folders_exit_2(capsys, tiny_model, tmp_path, drop, model_type, expected):
+    model = _broken_model(tiny_model, tmp_path, drop, model_type)
+    code, _, err = run_cli(capsys, "train", "demo-tiny-lora", "--model", model, "--data", SAMPLE_DATA,
+                           "--out", tmp_path / "run")
+    assert code == 2 and expected in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_exits_2(capsys, tiny_model, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    code, _, err = run_cli(capsys, "train", "demo-tiny-lora", "--model", tiny_model, "--data", SAMPLE_DATA,
+                           "--out", locked / "run")
+    assert code == 2 and "not writable" in err
+
+
+def test_unwritable_output_is_detected(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    (problem,) = runs.check_new_dir(tmp_path / "run")
+    assert "is not writable" in problem.message

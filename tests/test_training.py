@@ -10,7 +10,14 @@ from macfinetune.backend import adapters as adapter_ops
 from macfinetune.backend.training import train_run
 from macfinetune.core import runs
 from macfinetune.core.control import JobControl
-from macfinetune.core.events import CheckpointSaved, RunFinished, RunPaused, RunResumed, RunStarted, TrainReport
+from macfinetune.core.events import (
+    CheckpointSaved,
+    RunFinished,
+    RunPaused,
+    RunResumed,
+    RunStarted,
+    TrainReport,
+)
 from macfinetune.core.problems import ProblemError
 from macfinetune.core.recipe import load_recipe
 
@@ -75,10 +82,8 @@ def test_run_folder_contract(trained_run):
 
 def test_each_checkpoint_carries_the_val_loss_of_its_own_weights(trained_run, tiny_model):
     """Best-checkpoint tracking is exact: re-evaluating a checkpoint reproduces its logged loss."""
-    from mlx_lm.tuner.trainer import evaluate
-
     from macfinetune.backend import models
-    from macfinetune.backend.training import _datasets, preflight
+    from macfinetune.backend.training import _datasets, preflight, validation_loss
 
     saved = [r for r in runs.read_metrics(trained_run) if r["event"] == "checkpoint"]
     best = min(saved, key=lambda r: r["val_loss"])
@@ -91,7 +96,7 @@ def test_each_checkpoint_carries_the_val_loss_of_its_own_weights(trained_run, ti
     adapter_ops.apply_adapter(model, trained_run / "adapters", runs.resolve_checkpoint(trained_run, "4")[0])
     pre = preflight(recipe, trained_run.parent / "unused")
     _, valid = _datasets(pre, tokenizer)
-    loss = evaluate(model, valid, batch_size=4, num_batches=2, max_seq_length=96)
+    loss = validation_loss(model, valid, pre)
     logged = next(r["val_loss"] for r in saved if r["iteration"] == 4)
     assert loss == pytest.approx(logged, rel=1e-4)
 
@@ -187,3 +192,13 @@ def test_every_recipe_field_reaches_mlx_lm(tiny_model):
     assert isinstance(opt, optim.AdamW) and opt.weight_decay == 0.05
     assert callable(opt.learning_rate) or opt.learning_rate is not None
     assert isinstance(adapter_ops.make_optimizer(fast_recipe(tiny_model, "optimizer=sgd"), None), optim.SGD)
+
+
+def test_validation_does_not_change_the_training_trajectory(tiny_model, tmp_path):
+    def losses(name, *overrides):
+        _, events = train(fast_recipe(tiny_model, "iterations=8", "report_every=1", *overrides), tmp_path / name)
+        return [e.train_loss for e in events if isinstance(e, TrainReport)]
+
+    often = losses("often", "eval_every=1", "save_every=2")
+    rarely = losses("rarely", "eval_every=100", "save_every=100")
+    assert often == pytest.approx(rarely, rel=1e-5)

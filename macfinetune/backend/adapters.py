@@ -144,7 +144,6 @@ def read_adapter_config(adapters: Path) -> dict:
 
 def apply_adapter(model, adapters: Path, weights_file: Path) -> None:
     """Add the adapter layers described by adapter_config.json and load one checkpoint's weights."""
-    import mlx.core as mx
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
     config = read_adapter_config(adapters)

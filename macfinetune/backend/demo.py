@@ -73,7 +73,7 @@ def _compare(base_dir: Path, fused_dir: Path, emit, models, generation) -> tuple
         outputs[source] = [
             generation.generate(net, tokenizer, p, sampling, source=source).text for p in heldout_prompts()
         ]
-    return tuple(DemoAnswer(p, b, t) for p, b, t in zip(heldout_prompts(), outputs["base"], outputs["tuned"]))
+    return tuple(DemoAnswer(p, b, t) for p, b, t in zip(heldout_prompts(), outputs["base"], outputs["tuned"], strict=True))
 
 
 def _first_val(run_dir: Path) -> float | None:

@@ -357,18 +357,10 @@ class _Hook:
             self._save(iteration, val_loss)
 
     def _validate(self, iteration: int) -> float | None:
-        from mlx_lm.tuner.trainer import evaluate
-
         if not len(self.valid_set):
             return None
         tic = time.perf_counter()
-        loss = evaluate(
-            self.model,
-            self.valid_set,
-            batch_size=self.pre.plan.val_batch_size,
-            num_batches=self.pre.recipe.eval.val_batches,
-            max_seq_length=self.pre.recipe.data.max_seq_length,
-        )
+        loss = validation_loss(self.model, self.valid_set, self.pre)
         self.model.train()
         self.run.emit(ValReport(iteration, loss, time.perf_counter() - tic))
         return loss
@@ -382,6 +374,29 @@ class _Hook:
         if is_best:
             self.run.update(best_iteration=iteration, best_val_loss=val_loss)
         self.run.emit(CheckpointSaved(iteration, str(path), val_loss, is_best))
+
+
+def validation_loss(model, valid_set, pre: Preflight) -> float:
+    """mlx-lm's evaluate on the same validation batches every time.
+
+    mlx-lm draws the batches from NumPy's global RNG: unseeded, each checkpoint would be judged
+    on a different subset, and validating would shift the training data order. So seed it for
+    the pass and restore it afterwards."""
+    import numpy as np
+    from mlx_lm.tuner.trainer import evaluate
+
+    saved = np.random.get_state()
+    np.random.seed(pre.recipe.training.seed)
+    try:
+        return evaluate(
+            model,
+            valid_set,
+            batch_size=pre.plan.val_batch_size,
+            num_batches=pre.recipe.eval.val_batches,
+            max_seq_length=pre.recipe.data.max_seq_length,
+        )
+    finally:
+        np.random.set_state(saved)
 
 
 class _Window:
