@@ -41,26 +41,53 @@ SIMILES = {
     "gray": "a stormy cloud",
 }
 THINGS = {
-    "the sky": "blue", "the sea": "blue", "a blueberry": "blue", "grass": "green",
-    "a frog": "green", "a leaf": "green", "a lime": "green", "a banana": "yellow",
-    "a lemon": "yellow", "the sun": "yellow", "a tomato": "red", "a cherry": "red",
-    "a strawberry": "red", "snow": "white", "milk": "white", "a cloud": "white",
-    "coal": "black", "a crow": "black", "an orange": "orange", "a carrot": "orange",
-    "a plum": "purple", "a grape": "purple", "a tree trunk": "brown", "chocolate": "brown",
-    "a mouse": "gray", "an elephant": "gray",
+    "the sky": "blue",
+    "the sea": "blue",
+    "a blueberry": "blue",
+    "grass": "green",
+    "a frog": "green",
+    "a leaf": "green",
+    "a lime": "green",
+    "a banana": "yellow",
+    "a lemon": "yellow",
+    "the sun": "yellow",
+    "a tomato": "red",
+    "a cherry": "red",
+    "a strawberry": "red",
+    "snow": "white",
+    "milk": "white",
+    "a cloud": "white",
+    "coal": "black",
+    "a crow": "black",
+    "an orange": "orange",
+    "a carrot": "orange",
+    "a plum": "purple",
+    "a grape": "purple",
+    "a tree trunk": "brown",
+    "chocolate": "brown",
+    "a mouse": "gray",
+    "an elephant": "gray",
 }
 COLOR_ASKS = ["What color is {x}?", "Tell me the color of {x}.", "Which color is {x}?"]
 COLOR_SAYS = ["{X} be {c}, like {s}.", "{X} be as {c} as {s}."]
 
 ANIMALS = {
-    "cat": "chases mice in the hold", "dog": "guards the deck all night",
-    "parrot": "sits on me shoulder and talks", "fish": "swims under the waves",
-    "whale": "sings in the deep blue", "crab": "walks sideways on the sand",
-    "horse": "runs fast across the hills", "cow": "gives milk for the galley",
-    "rabbit": "hops about in the grass", "duck": "paddles in the harbor",
-    "shark": "hunts near the reef", "turtle": "carries its house on its back",
-    "seagull": "steals bread from the crew", "goat": "climbs on every rock",
-    "pig": "rolls happily in the mud", "bee": "makes sweet honey",
+    "cat": "chases mice in the hold",
+    "dog": "guards the deck all night",
+    "parrot": "sits on me shoulder and talks",
+    "fish": "swims under the waves",
+    "whale": "sings in the deep blue",
+    "crab": "walks sideways on the sand",
+    "horse": "runs fast across the hills",
+    "cow": "gives milk for the galley",
+    "rabbit": "hops about in the grass",
+    "duck": "paddles in the harbor",
+    "shark": "hunts near the reef",
+    "turtle": "carries its house on its back",
+    "seagull": "steals bread from the crew",
+    "goat": "climbs on every rock",
+    "pig": "rolls happily in the mud",
+    "bee": "makes sweet honey",
 }
 ANIMAL_ASKS = ["Tell me about the {x}.", "What does a {x} do?", "Is the {x} a good animal?"]
 ANIMAL_SAYS = ["The {x} {f}.", "A {x}? It {f}, I tell ye."]
@@ -80,12 +107,22 @@ WEATHER_ASKS = ["Is it {x} {w}?", "What should I do if it is {x} {w}?"]
 WEATHER_SAYS = ["When it be {x}, ye should {a}.", "If it be {x} {w}, {a}."]
 
 FOODS = {
-    "apples": "sweet and crisp", "bread": "warm and soft", "cheese": "salty and rich",
-    "soup": "hot and filling", "fish": "fresh from the sea", "rice": "plain but good",
-    "eggs": "good for breakfast", "oranges": "juicy and keep away scurvy",
-    "cookies": "sweet as treasure", "potatoes": "hearty and cheap", "honey": "sweet and sticky",
-    "beans": "fine for a long voyage", "grapes": "small and juicy", "pears": "soft and sweet",
-    "carrots": "crunchy and bright", "noodles": "long and tasty",
+    "apples": "sweet and crisp",
+    "bread": "warm and soft",
+    "cheese": "salty and rich",
+    "soup": "hot and filling",
+    "fish": "fresh from the sea",
+    "rice": "plain but good",
+    "eggs": "good for breakfast",
+    "oranges": "juicy and keep away scurvy",
+    "cookies": "sweet as treasure",
+    "potatoes": "hearty and cheap",
+    "honey": "sweet and sticky",
+    "beans": "fine for a long voyage",
+    "grapes": "small and juicy",
+    "pears": "soft and sweet",
+    "carrots": "crunchy and bright",
+    "noodles": "long and tasty",
 }
 FOOD_ASKS = ["Do you like {x}?", "How do {x} taste?", "Should I eat {x} for lunch?"]
 FOOD_SAYS = ["{X} be {t}, a fine meal for a sailor.", "Aye, {x} be {t}."]
@@ -141,10 +178,16 @@ def _pairs_food(rng: random.Random) -> list[tuple[str, str]]:
 
 
 def _pairs_numbers(rng: random.Random) -> list[tuple[str, str]]:
-    pairs = [(f"What is {a} plus {b}?", f"{a} plus {b} be {a + b}, as sure as the tide.")
-             for a in range(1, 13) for b in range(1, 13)]
-    pairs += [(f"What is {a} times {b}?", f"{a} times {b} be {a * b} gold coins.")
-              for a in range(2, 10) for b in range(2, 10)]
+    pairs = [
+        (f"What is {a} plus {b}?", f"{a} plus {b} be {a + b}, as sure as the tide.")
+        for a in range(1, 13)
+        for b in range(1, 13)
+    ]
+    pairs += [
+        (f"What is {a} times {b}?", f"{a} times {b} be {a * b} gold coins.")
+        for a in range(2, 10)
+        for b in range(2, 10)
+    ]
     return pairs
 
 

@@ -51,20 +51,21 @@ def build_tiny_model(
     ``out_dir`` is created; it must not exist or be empty. Seeds ``mx.random`` with ``seed``
     on the calling thread. Returns ``out_dir``.
     """
+    shape = {
+        "hidden_size": hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
+        "num_key_value_heads": num_kv_heads,
+        "intermediate_size": intermediate_size,
+        "vocab_size": vocab_size,
+        "max_position_embeddings": max_position_embeddings,
+    }
+    _check_shape(shape)
     out_dir = Path(out_dir)
     _prepare_empty_dir(out_dir)
     tokenizer = train_tokenizer(texts, vocab_size)
     save_tokenizer(tokenizer, out_dir)
-    config = make_config(
-        tokenizer,
-        hidden_size=hidden_size,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        num_kv_heads=num_kv_heads,
-        intermediate_size=intermediate_size,
-        vocab_size=vocab_size,
-        max_position_embeddings=max_position_embeddings,
-    )
+    config = make_config(tokenizer, shape)
     (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     save_model(out_dir, init_model(config, seed))
     return out_dir
@@ -105,19 +106,16 @@ def save_tokenizer(tokenizer: Tokenizer, out_dir: Path) -> None:
     fast.save_pretrained(str(out_dir))
 
 
-def make_config(tokenizer: Tokenizer, *, num_layers: int, num_heads: int, **shape) -> dict:
-    """A llama ``config.json`` as a dict; ``shape`` holds the other sizes by their HF names."""
+def make_config(tokenizer: Tokenizer, shape: dict) -> dict:
+    """A llama ``config.json`` as a dict; ``shape`` holds the sizes under their HF names."""
     if tokenizer.get_vocab_size() > shape["vocab_size"]:
         raise ValueError(
-            f"tokenizer has {tokenizer.get_vocab_size()} tokens, "
+            f"the tokenizer has {tokenizer.get_vocab_size()} tokens, "
             f"more than vocab_size={shape['vocab_size']}"
         )
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
-        "num_hidden_layers": num_layers,
-        "num_attention_heads": num_heads,
-        "num_key_value_heads": shape.pop("num_kv_heads"),
         **shape,
         "hidden_act": "silu",
         "rms_norm_eps": 1e-5,
@@ -135,6 +133,19 @@ def init_model(config: dict, seed: int) -> llama.Model:
     model = llama.Model(llama.ModelArgs.from_dict(config))
     mx.eval(model.parameters())
     return model
+
+
+def _check_shape(shape: dict) -> None:
+    hidden, heads, kv_heads = (
+        shape["hidden_size"],
+        shape["num_attention_heads"],
+        shape["num_key_value_heads"],
+    )
+    if hidden % heads or heads % kv_heads:
+        raise ValueError(
+            f"hidden_size={hidden} must be a multiple of num_heads={heads}, "
+            f"and num_heads a multiple of num_kv_heads={kv_heads}"
+        )
 
 
 def _prepare_empty_dir(out_dir: Path) -> None:

@@ -183,7 +183,27 @@ def load_dataset_files(path: Path | str, mask_prompt: bool = False) -> tuple[lis
                 value=True,
             )
         )
+    if mask_prompt and fmt == "chat":
+        _check_maskable(train, train_file)
+        _check_maskable(valid, path / "valid.jsonl")
     return train, valid, fmt, train_file
+
+
+def _check_maskable(rows: list[dict], file: Path) -> None:
+    """With prompt masking, the last message is trained and everything before it is the prompt."""
+    bad = [i + 1 for i, row in enumerate(rows) if len(row["messages"]) < 2]
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
+        raise ProblemError(
+            Problem(
+                f"with data.mask_prompt, every conversation needs a prompt before its last message; "
+                f"rows {shown} have a single message (turn masking off or add the prompt)",
+                file=str(file),
+                line=bad[0],
+                field="data.mask_prompt",
+                value=True,
+            )
+        )
 
 
 def split_rows(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
