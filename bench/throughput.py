@@ -50,7 +50,7 @@ def run_macfinetune(model: Path, work: Path, s: dict, n: int) -> float:
     subprocess.run(cmd, check=True, capture_output=True, env=_env())
     reports = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["event"] == "train"]
     points = [(r["time"], r["trained_tokens"]) for r in reports]
-    return _rate(points)
+    return _rate(points), statistics.median(r["tokens_per_second"] for r in reports[1:-1])
 
 
 def run_mlx_lm(model: Path, work: Path, s: dict, n: int) -> float:
@@ -62,14 +62,15 @@ def run_mlx_lm(model: Path, work: Path, s: dict, n: int) -> float:
            "--val-batches", "1", "--steps-per-eval", str(s["iters"] * 10), "--save-every", str(s["iters"] * 10),
            "--adapter-path", str(work / f"mlx-{n}"), "-c", str(config)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env())
-    points = []
+    points, own = [], []
     for line in proc.stdout:
         match = MLX_LM_LINE.match(ANSI.sub("", line))
         if match:
             points.append((time.time(), float(match.group(4)) * 1000))
+            own.append(float(match.group(3).replace(",", "")))
     if proc.wait() != 0:
         raise SystemExit("mlx_lm lora failed")
-    return _rate(points)
+    return _rate(points), statistics.median(own[1:-1])
 
 
 def _rate(points: list[tuple[float, float]]) -> float:
@@ -93,17 +94,23 @@ def main() -> None:
         work = Path(tmp)
         model = build_model(work)
         run_mlx_lm(model, work, s, -1)  # warm-up: compile caches, file caches
-        print(f"{'pair':>4} {'macfinetune tok/s':>18} {'mlx_lm lora tok/s':>18} {'ratio':>7}")
-        ratios = []
+        print("tokens/s: wall = trained tokens per wall-clock second between reports; own = what the tool reports")
+        print(f"{'pair':>4} {'macfinetune wall':>17} {'mlx_lm wall':>12} {'ratio':>6}   "
+              f"{'macfinetune own':>16} {'mlx_lm own':>11} {'ratio':>6}")
+        walls, owns = [], []
         for n in range(args.pairs):
             first, second = (run_macfinetune, run_mlx_lm) if n % 2 == 0 else (run_mlx_lm, run_macfinetune)
             a = first(model, work, s, n)
             b = second(model, work, s, n)
             ours, theirs = (a, b) if first is run_macfinetune else (b, a)
-            ratios.append(ours / theirs)
-            print(f"{n + 1:>4} {ours:>18,.0f} {theirs:>18,.0f} {ours / theirs:>7.3f}", flush=True)
-        print(f"median ratio macfinetune / mlx_lm: {statistics.median(ratios):.3f} "
-              f"(min {min(ratios):.3f}, max {max(ratios):.3f}) over {args.pairs} pairs; settings {s}")
+            walls.append(ours[0] / theirs[0])
+            owns.append(ours[1] / theirs[1])
+            print(f"{n + 1:>4} {ours[0]:>17,.0f} {theirs[0]:>12,.0f} {walls[-1]:>6.3f}   "
+                  f"{ours[1]:>16,.0f} {theirs[1]:>11,.0f} {owns[-1]:>6.3f}", flush=True)
+        for name, ratios in (("wall-clock", walls), ("self-reported", owns)):
+            print(f"median {name} ratio macfinetune / mlx_lm: {statistics.median(ratios):.3f} "
+                  f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
+        print(f"{args.pairs} pairs; settings {s}")
 
 
 if __name__ == "__main__":
