@@ -16,6 +16,7 @@ from macfinetune.core import paths, runs
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import (
     CheckpointSaved,
+    RunContinued,
     RunFailed,
     RunFinished,
     RunPaused,
@@ -26,7 +27,7 @@ from macfinetune.core.events import (
     ValReport,
 )
 from macfinetune.core.plan import eta_seconds
-from macfinetune.core.problems import ProblemError
+from macfinetune.core.problems import Problem, ProblemError
 from macfinetune.core.recipe import Recipe, apply_overrides, load_recipe, with_paths
 from macfinetune.core.sampling import Sampling, parse_adapter_spec
 
@@ -60,7 +61,9 @@ def _add_demo(sub) -> None:
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train from a recipe YAML")
-    p.add_argument("recipe", help="recipe YAML (a file, or the name of a shipped recipe)")
+    p.add_argument("recipe", nargs="?", help="recipe YAML (a file, or the name of a shipped recipe)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue an interrupted or stopped run from its newest complete checkpoint")
     p.add_argument("--model", help="model folder or Hugging Face repo id (overrides model.path)")
     p.add_argument("--data", help="data folder or .jsonl file (overrides data.path)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -123,12 +126,21 @@ def _print_problems(error: ProblemError) -> None:
 def cmd_train(args) -> int:
     from macfinetune.backend import training
 
+    control = JobControl(pause_on_trouble=False)  # nobody can press "resume" on a headless run
+    if args.resume:
+        if args.recipe or args.model or args.data or args.set or args.out:
+            raise ProblemError(Problem("--resume takes only the run folder; its recipe.yaml has the settings",
+                                       field="resume", value=str(args.resume)))
+        with _stop_on_ctrl_c(control):
+            return _train_exit(training.resume_run(args.resume, Progress().show, control))
+    if not args.recipe:
+        raise ProblemError(Problem("give a recipe (a YAML file or a shipped recipe name) or --resume RUN_DIR",
+                                   field="recipe"))
     recipe = _read_recipe(args.recipe)
     recipe = with_paths(recipe, args.model, args.data)
     if args.set:
         recipe = apply_overrides(recipe, args.set)
     run_dir = args.out or runs.default_run_dir(paths.runs_home(), recipe.model.path or "model", recipe.method.type)
-    control = JobControl()
     with _stop_on_ctrl_c(control):
         result = training.train_run(recipe, run_dir, Progress().show, control)
     return _train_exit(result)
@@ -149,6 +161,10 @@ def _train_exit(result) -> int:
         return EXIT_FAILED
     best = f"best checkpoint {result.best_iteration} (val loss {result.best_val_loss:.3f})" if result.best_iteration else "no validated checkpoint"
     print(f"{result.state} at iteration {result.iteration}; {best}\nrun folder: {result.run_dir}")
+    if result.message:
+        print(result.message)
+    if result.state == "stopped":
+        print(f"continue with: macfinetune train --resume {result.run_dir}")
     print(f"next: macfinetune generate --adapter {result.run_dir} --compare --prompt '...'"
           f"  |  macfinetune fuse {result.run_dir}")
     return EXIT_STOPPED if result.state == "stopped" else EXIT_OK
@@ -209,7 +225,9 @@ class Progress:
             mark = "  * best" if event.is_best else ""
             return f"iter {event.iteration:>6}  saved {Path(event.path).name}{mark}"
         if isinstance(event, RunPaused):
-            return f"paused at iteration {event.iteration}"
+            return f"paused at iteration {event.iteration}" + (f": {event.reason}" if event.reason else "")
+        if isinstance(event, RunContinued):
+            return f"resuming {event.run_dir} from checkpoint {event.iteration}"
         if isinstance(event, (RunFinished, RunFailed)):
             return None
         return None

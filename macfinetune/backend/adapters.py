@@ -119,10 +119,19 @@ def save_checkpoint(run_dir: Path, iteration: int, model, optimizer) -> Path:
     _save_tensors(path, weights)
     _save_tensors(adapters / runs.FINAL_ADAPTERS, weights)
     state = {k: v for k, v in tree_flatten(optimizer.state) if isinstance(v, mx.array)}
-    checkpoints = run_dir / runs.CHECKPOINTS
-    _save_tensors(checkpoints / f"{iteration:07d}_optimizer.safetensors", state)
-    atomic.write_json(checkpoints / f"{iteration:07d}_state.json", {"iteration": iteration})
+    _save_tensors(runs.optimizer_file(run_dir, iteration), state)
     return path
+
+
+def restore_checkpoint(start: runs.CheckpointState, model, optimizer) -> None:
+    """Trainable weights and optimizer state (step, moments, schedule position) of a checkpoint."""
+    from mlx.utils import tree_unflatten
+
+    weights = _read_tensors(start.adapters)
+    _check_fits(model, weights, start.adapters)
+    model.load_weights(list(weights.items()), strict=False)
+    optimizer.init(model.trainable_parameters())
+    optimizer.state = tree_unflatten(list(_read_tensors(start.optimizer).items()))
 
 
 def _save_tensors(path: Path, arrays: dict) -> None:

@@ -1,22 +1,22 @@
 """Fine-tune in-process with mlx-lm's trainer, wrapped at its seams.
 
-How a run works (the numbered protocol spans several functions here):
+How a run works (the numbered protocol spans several functions here and in loop.py):
 1. ``preflight`` checks everything that needs no MLX (recipe, model folder, data, output folder).
 2. ``_load_base`` loads the model; model-dependent checks run before the run folder exists,
    so a bad input never leaves a half-made folder behind.
 3. ``_start_run`` creates the folder: recipe.yaml, data/, status.json, adapter_config.json.
-4. mlx-lm's ``train()`` runs with ``steps_per_report=1`` and no validation set of its own; our
-   ``_Hook`` callback aggregates reports, validates and saves atomic checkpoints at our intervals,
-   so every checkpoint carries the validation loss of exactly its weights.
-5. ``_controlled_batches`` wraps ``iterate_batches``: it blocks while paused and stops yielding
-   when a stop is requested, which ends ``train()`` normally after the current step.
-6. ``_finish`` saves the last checkpoint (with validation) and records the final status.
+4. ``_train`` runs mlx-lm's ``train()`` with ``loop.StepHook`` as its callback after every step
+   (reports, validation, atomic checkpoints, health) and ``loop.controlled_batches`` as its
+   batch source (pause, stop, fast-forward on resume).
+5. ``_finish`` saves the last checkpoint (with validation) and records the final status.
+``resume_run`` re-enters at 4 from the newest complete checkpoint of an existing run folder.
 """
 
 from __future__ import annotations
 
-import math
+import os
 import shutil
+import socket
 import time
 import types
 from collections.abc import Callable
@@ -25,20 +25,10 @@ from pathlib import Path
 
 from macfinetune.core import dataset, modelinfo, runs
 from macfinetune.core.control import JobControl
-from macfinetune.core.events import (
-    CheckpointSaved,
-    RunFailed,
-    RunFinished,
-    RunPaused,
-    RunResumed,
-    RunStarted,
-    Stage,
-    TrainReport,
-    ValReport,
-)
+from macfinetune.core.events import RunContinued, RunFailed, RunFinished, RunStarted, Stage
 from macfinetune.core.plan import Plan, make_plan, schedule_spec
 from macfinetune.core.problems import Problem, ProblemError
-from macfinetune.core.recipe import Recipe, save_recipe
+from macfinetune.core.recipe import Recipe, load_recipe, save_recipe
 
 Emit = Callable[[object], None]
 _SCRATCH = ".mlx_lm_final.safetensors"
@@ -105,9 +95,58 @@ def train_run(recipe: Recipe, run_dir: Path, emit: Emit, control: JobControl | N
         message = _failure_message(e)
         run.update(state="failed", message=message)
         run.emit(RunFailed(str(run.dir), message, getattr(e, "problems", ())))
-        return RunResult(run.dir, "failed", run.status.iteration, run.best_iteration, run.best_val_loss, message)
+        st = run.status
+        return RunResult(run.dir, "failed", st.iteration, st.best_iteration, st.best_val_loss, message)
     finally:
         run.close()
+
+
+def resume_run(run_dir: Path, emit: Emit, control: JobControl | None = None) -> RunResult:
+    """Continue an interrupted or stopped run from its newest complete checkpoint."""
+    from macfinetune.backend import models
+
+    control = control or JobControl()
+    run_dir = Path(run_dir).expanduser()
+    status, start = _check_resumable(run_dir)
+    runs.remove_partial_files(run_dir)
+    recipe = load_recipe(run_dir / runs.RECIPE)
+    train_rows = dataset.read_jsonl(run_dir / runs.DATA / "train.jsonl")
+    valid_rows = dataset.read_jsonl(run_dir / runs.DATA / "valid.jsonl")
+    plan = make_plan(recipe, len(train_rows), len(valid_rows), data_file=str(run_dir / runs.DATA))
+    pre = Preflight(recipe, run_dir, train_rows, valid_rows, dataset.detect_format(train_rows[0]), plan)
+    emit(Stage("train", f"Loading model {status.model}"))
+    model, tokenizer, _ = models.load_model(models.resolve_model_path(status.model))
+    run = _Run(run_dir, status, emit)
+    run.update(state="running", pid=os.getpid(), host=socket.gethostname(), message="")
+    run.emit(RunContinued(str(run_dir), start.iteration))
+    try:
+        return _train(pre, run, model, tokenizer, emit, control, start=start)
+    except Exception as e:
+        message = _failure_message(e)
+        run.update(state="failed", message=message)
+        run.emit(RunFailed(str(run.dir), message, getattr(e, "problems", ())))
+        st = run.status
+        return RunResult(run.dir, "failed", st.iteration, st.best_iteration, st.best_val_loss, message)
+    finally:
+        run.close()
+
+
+def _check_resumable(run_dir: Path) -> tuple[runs.RunStatus, runs.CheckpointState]:
+    status = runs.read_status(run_dir)
+    if status is None or not (run_dir / runs.RECIPE).exists():
+        raise ProblemError(Problem("not a run folder (no status.json or recipe.yaml)", file=str(run_dir)))
+    if status.state in ("running", "paused"):
+        raise ProblemError(
+            Problem(f"the run is still {status.state} in process {status.pid}; stop it first", file=str(run_dir))
+        )
+    if status.state == "finished":
+        raise ProblemError(Problem("the run already finished; nothing to resume", file=str(run_dir)))
+    complete = runs.complete_checkpoints(run_dir)
+    if not complete:
+        raise ProblemError(
+            Problem("the run has no complete checkpoint to resume from; start it again", file=str(run_dir))
+        )
+    return status, complete[-1]
 
 
 def _failure_message(error: Exception) -> str:
@@ -172,8 +211,6 @@ class _Run:
         self.status = status
         self._emit = emit
         self.log = runs.MetricsLog(run_dir)
-        self.best_iteration: int | None = None
-        self.best_val_loss: float | None = None
 
     def emit(self, event) -> None:
         self.log.write(event)
@@ -182,12 +219,6 @@ class _Run:
     def update(self, **changes) -> None:
         self.status = replace(self.status, updated=time.time(), **changes)
         runs.write_status(self.dir, self.status)
-
-    def note_checkpoint(self, iteration: int, val_loss: float | None) -> bool:
-        if val_loss is None or (self.best_val_loss is not None and val_loss >= self.best_val_loss):
-            return False
-        self.best_iteration, self.best_val_loss = iteration, val_loss
-        return True
 
     def close(self) -> None:
         self.log.close()
@@ -233,32 +264,57 @@ def _recipe_header(pre: Preflight) -> str:
 # --- 4. training ------------------------------------------------------------------------
 
 
-def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: JobControl) -> RunResult:
+@dataclass
+class _Context:
+    """Everything one training session shares with the loop's callback and batch wrapper."""
+
+    recipe: Recipe
+    plan: Plan
+    run: _Run
+    model: object
+    optimizer: object
+    valid_set: object
+    control: JobControl
+    hook: object = None
+    trouble: str = ""
+
+
+def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: JobControl,
+           start: runs.CheckpointState | None = None) -> RunResult:
     import mlx.core as mx
     import numpy as np
     from mlx_lm.tuner.trainer import TrainingArgs, train
     from mlx_lm.utils import get_total_parameters
 
-    from macfinetune.backend import adapters, quiet
+    from macfinetune.backend import adapters, loop, quiet
 
     r, plan = pre.recipe, pre.plan
-    model, tokenizer = _maybe_quantize(pre, run, model, tokenizer)
+    if start is None:
+        model, tokenizer = _maybe_quantize(pre, run, model, tokenizer)
     np.random.seed(r.training.seed)
     mx.random.seed(r.training.seed)
     keys = adapters.prepare_model(model, r)
-    adapters.write_adapter_config(run.dir / runs.ADAPTERS, r, keys, run.status.model)
+    if start is None:
+        adapters.write_adapter_config(run.dir / runs.ADAPTERS, r, keys, run.status.model)
     train_set, valid_set = _datasets(pre, tokenizer)
     optimizer = adapters.make_optimizer(r, schedule_spec(r, plan))
-    trainable = adapters.count_trainable(model)
+    state = loop.LoopState()
+    if start is not None:
+        adapters.restore_checkpoint(start, model, optimizer)
+        mx.random.seed(loop.step_seed(r.training.seed, start.iteration))
+        state = _resumed_state(run, start)
+    ctx = _Context(r, plan, run, model, optimizer, valid_set, control)
+    ctx.hook = loop.StepHook(ctx, state)
     run.emit(
         RunStarted(str(run.dir), r.method.type, plan.iterations, plan.epochs, plan.train_rows, plan.valid_rows,
-                   plan.batch_size, plan.grad_accumulation, trainable, get_total_parameters(model))
+                   plan.batch_size, plan.grad_accumulation, adapters.count_trainable(model),
+                   get_total_parameters(model))
     )
-    hook = _Hook(pre, run, model, optimizer, valid_set, emit)
-    hook.validate_and_maybe_save(0, save=False)
+    if start is None:
+        ctx.hook.validate_and_maybe_save(0, save=False)
     args = TrainingArgs(
         batch_size=plan.batch_size,
-        iters=plan.iterations,
+        iters=plan.iterations - state.iteration,
         val_batches=r.eval.val_batches,
         steps_per_report=1,
         steps_per_eval=plan.iterations + 1,
@@ -268,16 +324,26 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
         grad_checkpoint=r.training.grad_checkpoint,
         grad_accumulation_steps=plan.grad_accumulation,
     )
+    batches = loop.controlled_batches(control, *loop.pause_events(ctx), skip=state.iteration)
     layer_class = type(model.layers[0])
     original_call = layer_class.__call__
-    batches = _controlled_batches(control, run, hook)
     try:
         with quiet.quiet_trainer(lambda text: emit(Stage("train", text))):
-            train(model, optimizer, train_set, None, args, iterate_batches=batches, training_callback=hook)
+            if args.iters > 0:
+                train(model, optimizer, train_set, None, args, iterate_batches=batches, training_callback=ctx.hook)
     finally:
         layer_class.__call__ = original_call  # mlx-lm patches the block class for checkpointing
         (run.dir / runs.CHECKPOINTS / _SCRATCH).unlink(missing_ok=True)
-    return _finish(run, hook, stopped=control.stop_requested)
+    return _finish(ctx, stopped=control.stop_requested)
+
+
+def _resumed_state(run: _Run, start: runs.CheckpointState):
+    from macfinetune.backend.loop import LoopState
+
+    status = run.status
+    return LoopState(iteration=start.iteration, trained_tokens=start.trained_tokens,
+                     best_iteration=status.best_iteration, best_val_loss=status.best_val_loss,
+                     last_saved=start.iteration)
 
 
 def _maybe_quantize(pre: Preflight, run: _Run, model, tokenizer):
@@ -302,143 +368,23 @@ def _datasets(pre: Preflight, tokenizer):
     return train, valid
 
 
-# --- 5. the seams: batches and callback -------------------------------------------------
-
-
-def _controlled_batches(control: JobControl, run: _Run, hook: _Hook):
-    """mlx-lm's iterate_batches, honouring pause and stop between steps."""
-    from mlx_lm.tuner.trainer import iterate_batches
-
-    def batches(**kwargs):
-        for batch in iterate_batches(**kwargs):
-            if control.paused:
-                run.update(state="paused")
-                run.emit(RunPaused(hook.iteration))
-                control.wait_while_paused()
-                run.update(state="running")
-                run.emit(RunResumed(hook.iteration))
-            if control.stop_requested:
-                return
-            yield batch
-
-    return batches
-
-
-class _Hook:
-    """mlx-lm TrainingCallback called after every step (steps_per_report=1)."""
-
-    def __init__(self, pre: Preflight, run: _Run, model, optimizer, valid_set, emit: Emit):
-        self.pre, self.run, self.model, self.optimizer = pre, run, model, optimizer
-        self.valid_set = valid_set
-        self.iteration = 0
-        self.last_saved = -1
-        self._window = _Window()
-
-    def on_train_loss_report(self, info: dict) -> None:
-        it = info["iteration"]
-        self.iteration = it
-        self._window.add(info)
-        every = self.pre.recipe.eval
-        total = self.pre.plan.iterations
-        if it % every.report_every == 0 or it == total:
-            self.run.emit(self._window.report(it, total, info))
-            self.run.update(iteration=it)
-        if it % every.save_every == 0 and it != total:
-            self.validate_and_maybe_save(it, save=True)
-        elif it % every.eval_every == 0 and it != total:
-            self.validate_and_maybe_save(it, save=False)
-
-    def on_val_loss_report(self, info: dict) -> None:  # mlx-lm validates nothing itself here
-        pass
-
-    def validate_and_maybe_save(self, iteration: int, save: bool) -> None:
-        val_loss = self._validate(iteration)
-        if save:
-            self._save(iteration, val_loss)
-
-    def _validate(self, iteration: int) -> float | None:
-        if not len(self.valid_set):
-            return None
-        tic = time.perf_counter()
-        loss = validation_loss(self.model, self.valid_set, self.pre)
-        self.model.train()
-        self.run.emit(ValReport(iteration, loss, time.perf_counter() - tic))
-        return loss
-
-    def _save(self, iteration: int, val_loss: float | None) -> None:
-        from macfinetune.backend import adapters
-
-        path = adapters.save_checkpoint(self.run.dir, iteration, self.model, self.optimizer)
-        is_best = self.run.note_checkpoint(iteration, val_loss)
-        self.last_saved = iteration
-        if is_best:
-            self.run.update(best_iteration=iteration, best_val_loss=val_loss)
-        self.run.emit(CheckpointSaved(iteration, str(path), val_loss, is_best))
-
-
 def validation_loss(model, valid_set, pre: Preflight) -> float:
-    """mlx-lm's evaluate on the same validation batches every time.
+    """The validation loss the run logs for a model's current weights."""
+    from macfinetune.backend.loop import validation_loss as loss
 
-    mlx-lm draws the batches from NumPy's global RNG: unseeded, each checkpoint would be judged
-    on a different subset, and validating would shift the training data order. So seed it for
-    the pass and restore it afterwards."""
-    import numpy as np
-    from mlx_lm.tuner.trainer import evaluate
-
-    saved = np.random.get_state()
-    np.random.seed(pre.recipe.training.seed)
-    try:
-        return evaluate(
-            model,
-            valid_set,
-            batch_size=pre.plan.val_batch_size,
-            num_batches=pre.recipe.eval.val_batches,
-            max_seq_length=pre.recipe.data.max_seq_length,
-        )
-    finally:
-        np.random.set_state(saved)
-
-
-class _Window:
-    """Sums per-step reports into one report over the reporting window."""
-
-    def __init__(self):
-        self.steps = 0
-        self.loss = 0.0
-        self.seconds = 0.0
-        self.tokens = 0.0
-
-    def add(self, info: dict) -> None:
-        seconds = 1.0 / info["iterations_per_second"] if info["iterations_per_second"] else 0.0
-        self.steps += 1
-        self.loss += info["train_loss"]
-        self.seconds += seconds
-        self.tokens += info["tokens_per_second"] * seconds
-
-    def report(self, it: int, total: int, info: dict) -> TrainReport:
-        seconds = self.seconds or math.inf
-        out = TrainReport(
-            iteration=it,
-            total_iterations=total,
-            train_loss=self.loss / self.steps,
-            learning_rate=float(info["learning_rate"]),
-            iterations_per_second=self.steps / seconds,
-            tokens_per_second=self.tokens / seconds,
-            trained_tokens=int(info["trained_tokens"]),
-            peak_memory_gb=float(info["peak_memory"]),
-        )
-        self.__init__()
-        return out
+    p, r = pre.plan, pre.recipe
+    return loss(model, valid_set, p.val_batch_size, r.eval.val_batches, r.data.max_seq_length, r.training.seed)
 
 
 # --- 6. the end -------------------------------------------------------------------------
 
 
-def _finish(run: _Run, hook: _Hook, stopped: bool) -> RunResult:
-    it = hook.iteration
-    if it > 0 and hook.last_saved != it:
-        hook.validate_and_maybe_save(it, save=True)
-    state = "stopped" if stopped and it < hook.pre.plan.iterations else "finished"
-    run.update(state=state, iteration=it)
-    run.emit(RunFinished(str(run.dir), it, state == "stopped", run.best_iteration, run.best_val_loss))
-    return RunResult(run.dir, state, it, run.best_iteration, run.best_val_loss)
+def _finish(ctx: _Context, stopped: bool) -> RunResult:
+    s, run = ctx.hook.state, ctx.run
+    it = s.iteration
+    if it > 0 and s.last_saved != it and not s.save_failed:
+        ctx.hook.validate_and_maybe_save(it, save=True)
+    state = "stopped" if stopped and it < ctx.plan.iterations and not s.stop_reason.startswith("early") else "finished"
+    run.update(state=state, iteration=it, message=s.stop_reason)
+    run.emit(RunFinished(str(run.dir), it, state == "stopped", s.best_iteration, s.best_val_loss, s.stop_reason))
+    return RunResult(run.dir, state, it, s.best_iteration, s.best_val_loss, s.stop_reason)

@@ -8,7 +8,10 @@ import threading
 class JobControl:
     """Thread-safe flags: the GUI (or a signal handler) sets them, the worker polls them."""
 
-    def __init__(self) -> None:
+    def __init__(self, pause_on_trouble: bool = True) -> None:
+        # On trouble (memory pressure, a failed save) a job with someone to resume it pauses;
+        # a headless one stops, keeping its checkpoint, so it can be resumed later.
+        self.pause_on_trouble = pause_on_trouble
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()

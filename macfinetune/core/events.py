@@ -63,10 +63,21 @@ class CheckpointSaved:
 @dataclass(frozen=True)
 class RunPaused:
     iteration: int
+    reason: str = ""
 
 
 @dataclass(frozen=True)
 class RunResumed:
+    """A paused run goes on."""
+
+    iteration: int
+
+
+@dataclass(frozen=True)
+class RunContinued:
+    """An interrupted or stopped run continues from a checkpoint (``train --resume``)."""
+
+    run_dir: str
     iteration: int
 
 
@@ -77,6 +88,7 @@ class RunFinished:
     stopped: bool
     best_iteration: int | None
     best_val_loss: float | None
+    reason: str = ""
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,15 @@ class EvalSection:
     eval_every: int = knob(50, "Iterations between validation passes.", low=1)
     save_every: int = knob(50, "Iterations between checkpoints.", low=1)
     val_batches: int = knob(25, "Validation batches per pass; -1 for the whole validation set.", low=1, special=(-1,))
+    early_stopping_patience: int = knob(
+        0, "Stop after this many validations without improvement (0: never stop early).", low=0
+    )
+    early_stopping_min_delta: float = knob(
+        0.0, "Smallest drop in validation loss that counts as an improvement.", low=0.0
+    )
+    keep_checkpoints: int = knob(
+        0, "Keep only the best N checkpoints by validation loss, plus the latest (0: keep all).", low=0
+    )
 
 
 @dataclass(frozen=True)
@@ -439,6 +448,13 @@ def check_recipe(recipe: Recipe, file: str = "<recipe>", lines: dict[str, int] |
             "training.weight_decay",
             "adam has no weight decay in MLX; use optimizer: adamw",
             t.weight_decay,
+        ),
+        (
+            recipe.eval.save_every % t.grad_accumulation != 0,
+            "eval.save_every",
+            f"save_every must be a multiple of training.grad_accumulation ({t.grad_accumulation}) so that "
+            "every checkpoint falls on an optimizer update and resumes exactly",
+            recipe.eval.save_every,
         ),
         (
             recipe.model.quantize is not None and m.type == "full",

@@ -77,7 +77,8 @@ _RECORD_NAMES = {
     events.ValReport: "val",
     events.CheckpointSaved: "checkpoint",
     events.RunPaused: "pause",
-    events.RunResumed: "resume",
+    events.RunResumed: "unpause",
+    events.RunContinued: "resume",
     events.RunFinished: "finish",
     events.RunFailed: "fail",
 }
@@ -116,16 +117,20 @@ class MetricsLog:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """Every complete record; a half-written last line (crash mid-write) is skipped."""
+    """The run's history as it stands: a half-written line (crash mid-write) is skipped, and a
+    'resume' record rewinds it, dropping records of iterations after the checkpoint resumed from."""
     path = Path(run_dir) / METRICS
     if not path.exists():
         return []
     records = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if record.get("event") == "resume":
+            records = [r for r in records if (r.get("iteration") or 0) <= record["iteration"]]
+        records.append(record)
     return records
 
 
@@ -219,6 +224,75 @@ def list_checkpoints(adapters: Path) -> dict[int, Path]:
         if match and entry.stat().st_size > 0:
             found[int(match.group(1))] = entry
     return dict(sorted(found.items()))
+
+
+@dataclass(frozen=True)
+class CheckpointState:
+    """What a complete checkpoint holds; its state file is written last, as the commit marker."""
+
+    iteration: int
+    trained_tokens: int
+    val_loss: float | None
+    adapters: Path
+    optimizer: Path
+
+
+def state_file(run_dir: Path, iteration: int) -> Path:
+    return Path(run_dir) / CHECKPOINTS / f"{iteration:07d}_state.json"
+
+
+def optimizer_file(run_dir: Path, iteration: int) -> Path:
+    return Path(run_dir) / CHECKPOINTS / f"{iteration:07d}_optimizer.safetensors"
+
+
+def write_checkpoint_state(run_dir: Path, iteration: int, trained_tokens: int, val_loss: float | None) -> None:
+    atomic.write_json(
+        state_file(run_dir, iteration),
+        {"format": 1, "iteration": iteration, "trained_tokens": trained_tokens, "val_loss": val_loss},
+    )
+
+
+def complete_checkpoints(run_dir: Path) -> list[CheckpointState]:
+    """Checkpoints whose state file and both weight files exist; a half-written one is skipped."""
+    out = []
+    for path in sorted((Path(run_dir) / CHECKPOINTS).glob("*_state.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            it = int(data["iteration"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        adapters = Path(run_dir) / ADAPTERS / checkpoint_name(it)
+        optimizer = optimizer_file(run_dir, it)
+        if _nonempty(adapters) and _nonempty(optimizer):
+            out.append(CheckpointState(it, int(data.get("trained_tokens", 0)), data.get("val_loss"), adapters, optimizer))
+    return out
+
+
+def _nonempty(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def remove_partial_files(run_dir: Path) -> list[str]:
+    """Temporary files a killed process left mid-write (atomic writes start them with a dot)."""
+    removed = []
+    for folder in (Path(run_dir), Path(run_dir) / ADAPTERS, Path(run_dir) / CHECKPOINTS):
+        for entry in folder.glob(".*"):
+            if entry.is_file() and (entry.name.endswith(".tmp") or entry.name.endswith(".safetensors")):
+                entry.unlink(missing_ok=True)
+                removed.append(entry.name)
+    return removed
+
+
+def checkpoints_to_delete(saved: dict[int, float | None], keep: int, latest: int) -> list[int]:
+    """With keep N: all but the N best by validation loss and the latest (needed to resume)."""
+    if keep <= 0:
+        return []
+    scored = sorted((loss, it) for it, loss in saved.items() if loss is not None)
+    kept = {it for _, it in scored[:keep]} | {latest}
+    return sorted(it for it in saved if it not in kept)
 
 
 def best_checkpoint(run_dir: Path) -> tuple[int, float] | None:
