@@ -286,7 +286,7 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
     from mlx_lm.tuner.trainer import TrainingArgs, train
     from mlx_lm.utils import get_total_parameters
 
-    from macfinetune.backend import adapters, loop, quiet
+    from macfinetune.backend import adapters, hardware, loop, quiet
 
     r, plan = pre.recipe, pre.plan
     if start is None:
@@ -327,8 +327,9 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
     batches = loop.controlled_batches(control, *loop.pause_events(ctx), skip=state.iteration)
     layer_class = type(model.layers[0])
     original_call = layer_class.__call__
+    hardware.apply_memory_limit()
     try:
-        with quiet.quiet_trainer(lambda text: emit(Stage("train", text))):
+        with quiet.quiet_trainer(lambda text: emit(Stage("train", text))), hardware.keep_awake():
             if args.iters > 0:
                 train(model, optimizer, train_set, None, args, iterate_batches=batches, training_callback=ctx.hook)
     finally:

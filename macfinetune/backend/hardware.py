@@ -1,0 +1,50 @@
+"""The machine as MLX sees it, the memory budget, and keeping a Mac awake while it trains."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from contextlib import contextmanager
+
+BUDGET_SHARE = 0.9  # of the Metal working set (macOS) or of physical memory (elsewhere)
+
+
+def memory_budget_bytes() -> int:
+    """What MLX may allocate: the Metal working-set limit on a Mac, physical memory elsewhere."""
+    import mlx.core as mx
+    import psutil
+
+    info = mx.device_info() if hasattr(mx, "device_info") else {}
+    limit = info.get("max_recommended_working_set_size") or psutil.virtual_memory().total
+    return int(limit * BUDGET_SHARE)
+
+
+def apply_memory_limit() -> int:
+    """Make an allocation beyond the budget fail cleanly rather than swap (a guideline on CPU)."""
+    import mlx.core as mx
+
+    budget = memory_budget_bytes()
+    mx.set_memory_limit(budget)
+    return budget
+
+
+@contextmanager
+def keep_awake():
+    """Keep the Mac from idle sleep while training, without forcing the display on.
+
+    ``caffeinate -i`` holds only an idle-sleep assertion (a display assertion has been reported
+    to trigger the GPU watchdog); ``-w`` ties it to this process so a crash releases it too."""
+    proc = None
+    if sys.platform == "darwin":
+        import os
+
+        try:
+            proc = subprocess.Popen(["caffeinate", "-i", "-w", str(os.getpid())])
+        except OSError:
+            proc = None
+    try:
+        yield proc
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=5)
