@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import shutil
 from pathlib import Path
 
@@ -65,9 +64,14 @@ def check_architecture(config: dict, folder: Path) -> None:
     try:
         _get_classes(config)
     except ValueError:
+        extra = (
+            "; the repository ships its own model code (auto_map), which macfinetune never runs"
+            if modelinfo.needs_remote_code(config)
+            else ""
+        )
         raise ProblemError(
             Problem(
-                f"mlx-lm has no implementation of model_type {config.get('model_type')!r}",
+                f"mlx-lm has no implementation of model_type {config.get('model_type')!r}{extra}",
                 file=str(Path(folder) / "config.json"),
                 field="model_type",
                 value=config.get("model_type"),
@@ -121,6 +125,3 @@ def model_layers(model) -> list:
         raise ProblemError(Problem("this model has no transformer layers mlx-lm can fine-tune"))
     return list(layers)
 
-
-def mlx_lm_module(name: str):
-    return importlib.import_module(f"mlx_lm.{name}")

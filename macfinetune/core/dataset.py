@@ -17,6 +17,7 @@ from macfinetune.core.problems import Problem, ProblemError
 
 FORMATS = ("completions", "chat", "text")
 _MAX_PROBLEMS = 20
+MAX_ROW_BYTES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,12 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _parse_line(line: bytes, path: Path, number: int, problems: list) -> dict | None:
+    if len(line) > MAX_ROW_BYTES:
+        problems.append(Problem(
+            f"a {len(line) / 1e6:.1f} MB row; mlx-lm keeps only the first max_seq_length tokens of a row, "
+            "so split long documents into rows of a few thousand words",
+            file=str(path), line=number, value=f"{len(line):,} bytes"))
+        return None
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -189,21 +196,25 @@ def load_dataset_files(path: Path | str, mask_prompt: bool = False) -> tuple[lis
     return train, valid, fmt, train_file
 
 
+_MASK_RULES = (
+    (lambda m: len(m) < 2, "have a single message; a prompt must come before the trained answer"),
+    (lambda m: m[-1].get("role") != "assistant", "do not end with an assistant message, which is what masking trains"),
+)
+
+
 def _check_maskable(rows: list[dict], file: Path) -> None:
     """With prompt masking, the last message is trained and everything before it is the prompt."""
-    bad = [i + 1 for i, row in enumerate(rows) if len(row["messages"]) < 2]
-    if bad:
-        shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
-        raise ProblemError(
-            Problem(
-                f"with data.mask_prompt, every conversation needs a prompt before its last message; "
-                f"rows {shown} have a single message (turn masking off or add the prompt)",
-                file=str(file),
-                line=bad[0],
-                field="data.mask_prompt",
-                value=True,
+    problems = []
+    for rule, why in _MASK_RULES:
+        bad = [i + 1 for i, row in enumerate(rows) if rule(row["messages"])]
+        if bad:
+            shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
+            problems.append(
+                Problem(f"with data.mask_prompt, rows {shown} {why} (turn masking off or fix the rows)",
+                        file=str(file), line=bad[0], field="data.mask_prompt", value=True)
             )
-        )
+    if problems:
+        raise ProblemError(problems)
 
 
 def split_rows(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:

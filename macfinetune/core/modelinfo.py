@@ -50,6 +50,15 @@ def check_model_folder(folder: Path) -> list[Problem]:
             else ""
         )
         problems.append(Problem(f"the model folder has no .safetensors weights{hint}", file=str(folder)))
+    if _tokenizer_needs_code(folder):
+        problems.append(
+            Problem(
+                "the tokenizer needs custom code from the model repository (auto_map in tokenizer_config.json); "
+                "macfinetune never runs code from a model repository",
+                file=str(folder / "tokenizer_config.json"),
+                field="auto_map",
+            )
+        )
     if not names.intersection(_TOKENIZER_FILES):
         problems.append(
             Problem("the model folder has no tokenizer (tokenizer.json or tokenizer.model)", file=str(folder))
@@ -70,3 +79,16 @@ def num_hidden_layers(config: dict) -> int | None:
             if isinstance(source.get(key), int):
                 return source[key]
     return None
+
+
+def _tokenizer_needs_code(folder: Path) -> bool:
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and bool(config.get("auto_map"))
+
+
+def needs_remote_code(config: dict) -> bool:
+    """config.json points at Python classes shipped in the repository."""
+    return bool(config.get("auto_map"))

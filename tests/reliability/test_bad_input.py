@@ -1,0 +1,101 @@
+"""The bad-input catalogue: every entry gets one clear message, exit code 2, no traceback,
+no run folder, and the user's files are left exactly as they were."""
+
+import hashlib
+import json
+import shutil
+
+import pytest
+from conftest import SAMPLE_DATA
+
+from macfinetune import cli
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Arr!"}]}
+
+
+def rows(n, row=CHAT):
+    return "".join(json.dumps(row) + "\n" for _ in range(n))
+
+
+def data_file(tmp_path, content):
+    path = tmp_path / "user-data.jsonl"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+# name -> (file content or None for the sample data, extra CLI args, expected words)
+CATALOGUE = {
+    "malformed JSONL": (rows(3) + '{"messages": [\n', [], "line 4: not valid JSON"),
+    "JSON array instead of JSONL": (json.dumps([CHAT, CHAT]), [], "JSON array; expected JSON Lines"),
+    "mixed formats": (rows(2) + '{"text": "plain"}\n', [], "line 3: this row is text but the first row is chat"),
+    "empty row object": (rows(2) + "{}\n", [], "line 3: this row is of no known format"),
+    "no assistant turn with masking": (
+        rows(3) + json.dumps({"messages": [{"role": "user", "content": "only a question"}]}) + "\n",
+        ["--set", "mask_prompt=true"], "rows 4 have a single message"),
+    "last turn not the assistant's with masking": (
+        rows(3) + json.dumps({"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]})
+        + "\n", ["--set", "mask_prompt=true"], "do not end with an assistant message"),
+    "non-UTF-8 bytes": (rows(2).encode() + b'{"text": "caf\xe9"}\n', [], "line 3: not UTF-8"),
+    "a 10 MB single line": (json.dumps({"text": "x" * 10_000_000}) + "\n", [], "a 10.0 MB row"),
+    "empty file": ("", [], "the file is empty"),
+    "fewer rows than the batch size": (rows(3), ["--set", "batch_size=8"], "fewer than training.batch_size = 8"),
+    "recipe key typo": (None, ["--set", "trainig.batch_size=2"], "unknown key"),
+    "unknown optimizer": (None, ["--set", "optimizer=lion"], "'lion' is not one of adam, adamw, sgd, adafactor"),
+    "negative learning rate": (None, ["--set", "learning_rate=-1e-4"], "out of range"),
+    "more layers than the model has": (None, ["--set", "num_layers=64"], "the model has 2 layers"),
+}
+
+
+@pytest.mark.parametrize("name", list(CATALOGUE))
+def test_catalogue(name, tiny_model, tmp_path, capsys):
+    content, extra, expected = CATALOGUE[name]
+    data = SAMPLE_DATA if content is None else data_file(tmp_path, content)
+    before = hashlib.sha256(data.read_bytes()).hexdigest() if data.is_file() else None
+    code = cli.main(["train", "demo-tiny-lora", "--model", str(tiny_model), "--data", str(data),
+                     "--out", str(tmp_path / "run"), "--set", "mask_prompt=false", *extra])
+    _, err = capsys.readouterr()
+    assert code == 2, err
+    assert expected in err and "Traceback" not in err
+    assert err.startswith("error: ")
+    assert not (tmp_path / "run").exists()
+    if before:
+        assert hashlib.sha256(data.read_bytes()).hexdigest() == before
+
+
+@pytest.mark.parametrize(
+    "breakage, expected",
+    [
+        ("tokenizer", "has no tokenizer"),
+        ("weights", "has no .safetensors weights"),
+        ("pickle", "pickle weights are refused"),
+        ("remote-code tokenizer", "never runs code from a model repository"),
+        ("remote-code model", "ships its own model code (auto_map)"),
+    ],
+)
+def test_broken_models(breakage, expected, tiny_model, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    if breakage in ("tokenizer", "weights", "pickle"):
+        for f in model.glob("tokenizer*" if breakage == "tokenizer" else "*.safetensors"):
+            f.unlink()
+    if breakage == "pickle":
+        (model / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    if breakage == "remote-code tokenizer":
+        config = json.loads((model / "tokenizer_config.json").read_text())
+        (model / "tokenizer_config.json").write_text(json.dumps({**config, "auto_map": {"AutoTokenizer": "x.Tok"}}))
+    if breakage == "remote-code model":
+        config = json.loads((model / "config.json").read_text())
+        config.update(model_type="custom_thing", auto_map={"AutoModelForCausalLM": "modeling_x.X"})
+        (model / "config.json").write_text(json.dumps(config))
+    code = cli.main(["train", "demo-tiny-lora", "--model", str(model), "--data", str(SAMPLE_DATA),
+                     "--out", str(tmp_path / "run")])
+    _, err = capsys.readouterr()
+    assert code == 2 and expected in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_quantized_model_with_full_fine_tuning(tiny_model_q4, tmp_path, capsys):
+    code = cli.main(["train", "demo-tiny-lora", "--model", str(tiny_model_q4), "--data", str(SAMPLE_DATA),
+                     "--out", str(tmp_path / "run"), "--set", "method.type=full"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "full fine-tuning needs full-precision weights" in err
