@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fuse(sub)
     _add_generate(sub)
     sub.add_parser("runs", help="list runs with status, best validation loss and size")
+    sub.add_parser("login", help="store a Hugging Face token in the system keychain (read from stdin)")
+    sub.add_parser("logout", help="remove the Hugging Face token from the system keychain")
     return parser
 
 
@@ -374,4 +376,23 @@ def _print_demo(result, seconds: float) -> None:
     print(f"\nrun folder: {result.run_dir}\nfused model: {result.fused_dir}\ndone in {seconds:.0f} s")
 
 
-_COMMANDS = {"train": cmd_train, "fuse": cmd_fuse, "generate": cmd_generate, "runs": cmd_runs, "demo": cmd_demo}
+def cmd_login(args) -> int:
+    import getpass
+
+    from macfinetune.core.secrets import save_hf_token
+
+    token = getpass.getpass("Hugging Face token: ") if sys.stdin.isatty() else sys.stdin.readline()
+    save_hf_token(token)
+    print("token saved in the system keychain")
+    return EXIT_OK
+
+
+def cmd_logout(args) -> int:
+    from macfinetune.core.secrets import clear_hf_token
+
+    print("token removed" if clear_hf_token() else "no token was stored")
+    return EXIT_OK
+
+
+_COMMANDS = {"train": cmd_train, "fuse": cmd_fuse, "generate": cmd_generate, "runs": cmd_runs, "demo": cmd_demo,
+             "login": cmd_login, "logout": cmd_logout}

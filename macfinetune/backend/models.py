@@ -28,10 +28,15 @@ def resolve_model_path(path_or_repo: str) -> Path:
 
 
 def _download(repo_id: str) -> Path:
-    from mlx_lm.utils import _download as mlx_download
+    """Only weights, config and tokenizer files: no Python files from the repository."""
+    from huggingface_hub import snapshot_download
+    from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS
 
+    from macfinetune.core.secrets import load_hf_token
+
+    patterns = [p for p in DEFAULT_ALLOW_PATTERNS if not p.endswith(".py")] + ["*.jinja"]
     try:
-        folder = mlx_download(repo_id)
+        folder = Path(snapshot_download(repo_id, allow_patterns=patterns, token=load_hf_token()))
     except Exception as e:  # the hub client raises many types: offline, 404, gated, network
         raise ProblemError(
             Problem(
