@@ -89,16 +89,7 @@ def train_run(recipe: Recipe, run_dir: Path, emit: Emit, control: JobControl | N
     model, tokenizer, base_folder = _load_base(pre)
     _check_against_model(pre, model, base_folder)
     run = _start_run(pre, base_folder, emit)
-    try:
-        return _train(pre, run, model, tokenizer, emit, control)
-    except Exception as e:  # anything after the folder exists is recorded, not raised
-        message = _failure_message(e)
-        run.update(state="failed", message=message)
-        run.emit(RunFailed(str(run.dir), message, getattr(e, "problems", ())))
-        st = run.status
-        return RunResult(run.dir, "failed", st.iteration, st.best_iteration, st.best_val_loss, message)
-    finally:
-        run.close()
+    return _recorded(run, lambda: _train(pre, run, model, tokenizer, emit, control))
 
 
 def resume_run(run_dir: Path, emit: Emit, control: JobControl | None = None) -> RunResult:
@@ -119,16 +110,7 @@ def resume_run(run_dir: Path, emit: Emit, control: JobControl | None = None) -> 
     run = _Run(run_dir, status, emit)
     run.update(state="running", pid=os.getpid(), host=socket.gethostname(), message="")
     run.emit(RunContinued(str(run_dir), start.iteration))
-    try:
-        return _train(pre, run, model, tokenizer, emit, control, start=start)
-    except Exception as e:
-        message = _failure_message(e)
-        run.update(state="failed", message=message)
-        run.emit(RunFailed(str(run.dir), message, getattr(e, "problems", ())))
-        st = run.status
-        return RunResult(run.dir, "failed", st.iteration, st.best_iteration, st.best_val_loss, message)
-    finally:
-        run.close()
+    return _recorded(run, lambda: _train(pre, run, model, tokenizer, emit, control, start=start))
 
 
 def _check_resumable(run_dir: Path) -> tuple[runs.RunStatus, runs.CheckpointState]:
@@ -147,6 +129,20 @@ def _check_resumable(run_dir: Path) -> tuple[runs.RunStatus, runs.CheckpointStat
             Problem("the run has no complete checkpoint to resume from; start it again", file=str(run_dir))
         )
     return status, complete[-1]
+
+
+def _recorded(run: _Run, body) -> RunResult:
+    """Run ``body``; once the folder exists a failure is recorded in it, not raised."""
+    try:
+        return body()
+    except Exception as e:
+        message = _failure_message(e)
+        run.update(state="failed", message=message)
+        run.emit(RunFailed(str(run.dir), message, getattr(e, "problems", ())))
+        st = run.status
+        return RunResult(run.dir, "failed", st.iteration, st.best_iteration, st.best_val_loss, message)
+    finally:
+        run.close()
 
 
 def _failure_message(error: Exception) -> str:
@@ -229,7 +225,7 @@ def _start_run(pre: Preflight, base_folder: Path, emit: Emit) -> _Run:
     run_dir = pre.run_dir
     run_dir.mkdir(parents=True)
     try:
-        resolved = _resolved_recipe(r, base_folder, run_dir)
+        resolved = _resolved_recipe(r, base_folder)
         save_recipe(run_dir / runs.RECIPE, resolved, header=_recipe_header(pre))
         data_dir = run_dir / runs.DATA
         data_dir.mkdir()
@@ -245,7 +241,7 @@ def _start_run(pre: Preflight, base_folder: Path, emit: Emit) -> _Run:
     return _Run(run_dir, status, emit)
 
 
-def _resolved_recipe(r: Recipe, base_folder: Path, run_dir: Path) -> Recipe:
+def _resolved_recipe(r: Recipe, base_folder: Path) -> Recipe:
     data_path = str(Path(r.data.path).expanduser().resolve())
     model_path = r.model.path if not Path(r.model.path).expanduser().exists() else str(base_folder)
     return replace(r, model=replace(r.model, path=model_path), data=replace(r.data, path=data_path))
