@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from macfinetune import __version__
+from macfinetune import __version__, commands_data
 from macfinetune.core import paths, runs
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import (
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fuse(sub)
     _add_generate(sub)
     sub.add_parser("runs", help="list runs with status, best validation loss and size")
+    commands_data.add_parsers(sub)
     sub.add_parser("login", help="store a Hugging Face token in the system keychain (read from stdin)")
     sub.add_parser("logout", help="remove the Hugging Face token from the system keychain")
     return parser
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_OK
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # data inspect tokenizes in batches (parallel helps); nothing forks after it
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if args.command == "data" else "false")
     handler = _COMMANDS[args.command]
     try:
         return handler(args)
@@ -395,4 +397,5 @@ def cmd_logout(args) -> int:
 
 
 _COMMANDS = {"train": cmd_train, "fuse": cmd_fuse, "generate": cmd_generate, "runs": cmd_runs, "demo": cmd_demo,
-             "login": cmd_login, "logout": cmd_logout}
+             "login": cmd_login, "logout": cmd_logout,
+             "data": commands_data.cmd_data, "models": commands_data.cmd_models}

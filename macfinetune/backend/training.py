@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from macfinetune.core import dataset, modelinfo, runs
+from macfinetune.core import dataset, formats, modelinfo, runs
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import RunContinued, RunFailed, RunFinished, RunStarted, Stage
 from macfinetune.core.plan import Plan, make_plan, schedule_spec
@@ -70,7 +70,10 @@ def preflight(recipe: Recipe, run_dir: Path) -> Preflight:
         problems += modelinfo.check_model_folder(local)
     if problems:
         raise ProblemError(problems)
-    train, valid, fmt, _ = dataset.load_dataset_files(recipe.data.path, recipe.data.mask_prompt)
+    from macfinetune.backend.hfdata import load_hf_dataset  # imports `datasets` only when called
+
+    train, valid, fmt, _ = formats.load_dataset_files(recipe.data.path, recipe.data.mask_prompt,
+                                                      load_hf=load_hf_dataset)
     if not valid:
         train, valid = dataset.split_rows(train, recipe.data.valid_fraction, recipe.training.seed)
     plan = make_plan(recipe, len(train), len(valid), data_file=recipe.data.path)

@@ -26,6 +26,7 @@ class TokenCount(NamedTuple):
     total: int  # tokens of the templated row, before truncation
     prompt: int  # tokens before the answer: what prompt masking leaves out (0 for text rows)
     eos: bool  # an EOS token comes after the start of the answer: the model learns to stop
+    error: str | None = None  # the chat template refused the row (then the numbers are 0)
 
 
 CountTokens = Callable[[Sequence[dict]], Sequence[tuple]]
@@ -39,6 +40,7 @@ CHECKS = {
     "truncated": ("warning", "rows longer than max_seq_length"),
     "nothing_trained": ("error", "rows with no answer left to train"),
     "missing_eos": ("warning", "no EOS token after the answer"),
+    "template_error": ("error", "rows the chat template cannot render"),
 }
 
 # Which role may follow which in a conversation (None: the first message).
@@ -158,6 +160,8 @@ def inspect(
     lengths = trained = truncation = None
     if count_tokens is not None:
         counts = [TokenCount(*c) for c in count_tokens(rows)]
+        findings.append(template_finding(counts, refs))
+        counts, refs = _rendered(counts, refs)
         lengths = length_stats([c.total for c in counts])
         trained = trained_tokens(counts, max_seq_length, mask_prompt)
         truncation = truncation_stats(counts, max_seq_length)
@@ -174,7 +178,10 @@ def _finding(check: str, message: str, hits: list[tuple[RowRef, str]]) -> Findin
     severity = CHECKS[check][0]
     rows = tuple(ref for ref, _ in hits)
     details = tuple(f"{ref}: {detail}" for ref, detail in hits[:_DETAILS_SHOWN] if detail)
-    return Finding(check, severity, f"{len(rows)} {message}", rows, details)
+    n = len(rows)
+    words = {"rows": f"{n} row" + ("" if n == 1 else "s"), "have": "has" if n == 1 else "have",
+             "are": "is" if n == 1 else "are", "repeat": "repeats" if n == 1 else "repeat"}
+    return Finding(check, severity, message.format(**words), rows, details)
 
 
 # --- checks on the rows themselves ---------------------------------------------------------------
@@ -189,8 +196,8 @@ def row_findings(rows: Sequence[dict], refs: Sequence[RowRef]) -> list[Finding]:
             if detail:
                 found[check].append((ref, detail))
     return [
-        _finding("empty_field", "rows have an empty field", found["empty_field"]),
-        _finding("role_order", "conversations have their roles out of order", found["role_order"]),
+        _finding("empty_field", "{rows} {have} an empty field", found["empty_field"]),
+        _finding("role_order", "{rows} {have} the roles of the conversation out of order", found["role_order"]),
     ]
 
 
@@ -260,8 +267,8 @@ def overlap_findings(data: LoadedData) -> list[Finding]:
         if split.name == "train":
             seen_in_train = seen
     return [
-        _finding("duplicate", "rows repeat an earlier row of their split (ignoring case and spacing)", duplicates),
-        _finding("leakage", "valid/test rows are also in train: the validation loss will look better than it is",
+        _finding("duplicate", "{rows} {repeat} an earlier row of the same split (ignoring case and spacing)", duplicates),
+        _finding("leakage", "{rows} of valid/test {are} also in train: the validation loss will look better than it is",
                  leaks),
     ]
 
@@ -283,13 +290,24 @@ def token_findings(counts: Sequence[TokenCount], refs: Sequence[RowRef], mlx_for
     lost = ("nothing is trained on them (prompt masking)" if mask_prompt
             else "the model sees only their prompt")
     return [
-        _finding("truncated", f"rows are longer than max_seq_length={max_seq_length} and are cut at the end "
+        _finding("truncated", f"{{rows}} {{are}} longer than max_seq_length={max_seq_length} and cut at the end "
                  "(the answer's end and its EOS are lost)", truncated),
-        _finding("nothing_trained", f"rows have no answer left after truncation at {max_seq_length} tokens: {lost}",
+        _finding("nothing_trained", f"{{rows}} {{have}} no answer left after truncation at {max_seq_length} tokens: {lost}",
                  nothing),
-        _finding("missing_eos", "rows have no EOS token after the answer under this chat template: the model "
+        _finding("missing_eos", "{rows} {have} no EOS token after the answer under this chat template: the model "
                  "may not learn to stop", no_eos),
     ]
+
+
+def template_finding(counts: Sequence[TokenCount], refs: Sequence[RowRef]) -> Finding:
+    hits = [(ref, c.error) for c, ref in zip(counts, refs, strict=True) if c.error]
+    return _finding("template_error", "{rows} {are} refused by the model's chat template (training would stop on them)",
+                    hits)
+
+
+def _rendered(counts: list[TokenCount], refs: Sequence[RowRef]) -> tuple[list, list]:
+    keep = [i for i, c in enumerate(counts) if not c.error]
+    return [counts[i] for i in keep], [refs[i] for i in keep]
 
 
 def trained_tokens(counts: Sequence[TokenCount], max_seq_length: int, mask_prompt: bool) -> int:
@@ -318,12 +336,14 @@ def percentile(ordered: Sequence[int], q: float) -> int:
 
 
 def histogram(values: Sequence[int], bins: int = 10) -> tuple:
-    """Equal-width bins from 0; the width is 1, 2 or 5 times a power of ten, for at most ``bins`` bins."""
-    width = nice_width(max(values) + 1, bins)
-    counts = [0] * (max(values) // width + 1)
+    """Equal-width bins on multiples of the width (1, 2 or 5 times a power of ten, about ``bins`` bins)."""
+    low, high = min(values), max(values)
+    width = nice_width(high - low + 1, bins)
+    start = low // width * width
+    counts = [0] * ((high - start) // width + 1)
     for value in values:
-        counts[value // width] += 1
-    return tuple(HistogramBin(i * width, (i + 1) * width, n) for i, n in enumerate(counts))
+        counts[(value - start) // width] += 1
+    return tuple(HistogramBin(start + i * width, start + (i + 1) * width, n) for i, n in enumerate(counts))
 
 
 def nice_width(span: int, bins: int) -> int:

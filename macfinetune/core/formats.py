@@ -40,6 +40,8 @@ _SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "val"
 _JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 _TABLE_DELIMITERS = {".csv": ",", ".tsv": "\t"}
 _TEXT_SUFFIXES = (".txt", ".md", ".markdown")
+_FILE_SUFFIXES = (*_JSON_SUFFIXES, *_TABLE_DELIMITERS, *_TEXT_SUFFIXES, ".parquet")
+_ROW_LIST_KEYS = ("data", "rows", "examples", "instances", "train")  # {"data": [rows]} wrappers
 _MAX_PROBLEMS = 20
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 
@@ -154,7 +156,7 @@ def load_any(
         return _load_folder(local, mapping, load_hf, chunk_chars)
     if local.is_file():
         return _assemble(str(local), {"train": _read_file(local, mapping, chunk_chars)})
-    if modelinfo.looks_like_repo_id(text):
+    if modelinfo.looks_like_repo_id(text) and local.suffix.lower() not in _FILE_SUFFIXES:
         return _load_hf(text, load_hf)
     raise fail("dataset not found (not a file, a folder, or a Hugging Face name like org/name)",
                file=text, field="data.path", value=text)
@@ -178,19 +180,36 @@ def load_dataset_files(
     return list(train.rows), list(valid.rows) if valid else [], data.mlx_format, train.file or data.source
 
 
+# Prompt masking trains the last message; what a conversation needs for that (same words as core.dataset).
+_MASK_RULES = (
+    (lambda m: len(m) < 2, "have a single message; a prompt must come before the trained answer"),
+    (lambda m: m[-1].get("role") != "assistant", "do not end with an assistant message, which is what masking trains"),
+)
+
+
 def check_trainable(data: LoadedData, mask_prompt: bool) -> None:
-    """Problems that stop mlx-lm from training on ``data`` with or without prompt masking."""
+    """Problems that stop mlx-lm from training on ``data`` with prompt masking (none without it)."""
     if not mask_prompt:
         return
     if data.mlx_format == "text":
         raise fail("prompt masking needs chat or completions data; this data is plain text",
                    file=data.source, field="data.mask_prompt", value=True)
     if data.mlx_format == "chat":
-        single = [ref for s in data.splits for row, ref in zip(s.rows, s.refs, strict=True) if len(row["messages"]) < 2]
-        if single:
-            raise fail(f"with data.mask_prompt, every conversation needs a prompt before its last message; "
-                       f"{_rows_text(single)} have a single message (turn masking off or add the prompt)",
-                       file=single[0].file, line=single[0].line, field="data.mask_prompt", value=True)
+        problems = [p for split in data.splits for p in _mask_problems(split)]
+        if problems:
+            raise ProblemError(problems)
+
+
+def _mask_problems(split: Split) -> list[Problem]:
+    problems = []
+    for rule, why in _MASK_RULES:
+        bad = [ref for row, ref in zip(split.rows, split.refs, strict=True) if rule(row["messages"])]
+        if bad:
+            numbers = [r.line if r.line is not None else r.index + 1 for r in bad]
+            shown = ", ".join(map(str, numbers[:10])) + (" ..." if len(bad) > 10 else "")
+            problems.append(Problem(f"with data.mask_prompt, rows {shown} {why} (turn masking off or fix the rows)",
+                                    file=bad[0].file, line=bad[0].line, field="data.mask_prompt", value=True))
+    return problems
 
 
 def with_valid_split(data: LoadedData, fraction: float, seed: int) -> LoadedData:
@@ -355,7 +374,7 @@ def _read_file(path: Path, mapping: ColumnMapping | None, chunk_chars: int | Non
     text = _read_text(path)
     if not text.strip():
         raise fail("the file is empty", file=str(path))
-    numbered = _json_array(text, path) if text.lstrip()[:1] == "[" else _json_lines(text, path)
+    numbered = _json_array(text, path) if text.lstrip()[:1] == "[" else _json_lines_or_object(text, path)
     if not numbered:
         raise fail("the file has no rows", file=str(path))
     return _convert_records(numbered, str(path))
@@ -379,6 +398,9 @@ def _json_lines(text: str, path: Path) -> list[tuple[RowRef, object]]:
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
+        if _too_long(line):
+            problems.append(_too_long_problem(line, path, number))
+            continue
         try:
             numbered.append((RowRef(str(path), number, len(numbered)), json.loads(line)))
         except json.JSONDecodeError as e:
@@ -391,10 +413,43 @@ def _json_lines(text: str, path: Path) -> list[tuple[RowRef, object]]:
     return numbered
 
 
-def _json_array(text: str, path: Path) -> list[tuple[RowRef, object]]:
+def _json_lines_or_object(text: str, path: Path) -> list[tuple[RowRef, object]]:
+    """JSON Lines, or one JSON object (pretty-printed) that holds the rows under a key like 'data'."""
+    try:
+        return _json_lines(text, path)
+    except ProblemError:
+        whole = _parse_whole(text) if "\n" in text.strip() else None  # one object over several lines
+        if whole is None:
+            raise
+    key = next((k for k in _ROW_LIST_KEYS if isinstance(whole, dict) and isinstance(whole.get(k), list)), None)
+    if key is None:
+        return [(RowRef(str(path), 1, 0), whole)]
+    return _json_array(text, path, start=re.search(rf'"{key}"\s*:\s*\[', text).end() - 1)
+
+
+def _parse_whole(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+def _too_long(row_text: str) -> bool:
+    return len(row_text) > dataset.MAX_ROW_BYTES // 4 and len(row_text.encode("utf-8")) > dataset.MAX_ROW_BYTES
+
+
+def _too_long_problem(row_text: str, path: Path, line: int) -> Problem:
+    size = len(row_text.encode("utf-8"))
+    return Problem(f"a {size / 1e6:.1f} MB row; mlx-lm keeps only the first max_seq_length tokens of a row, "
+                   "so split long documents into rows of a few thousand words", file=str(path), line=line,
+                   value=f"{size:,} bytes")
+
+
+def _json_array(text: str, path: Path, start: int | None = None) -> list[tuple[RowRef, object]]:
     """Parse a JSON array element by element, keeping the line where each element starts."""
     decoder, numbered = json.JSONDecoder(), []
-    pos = _WHITESPACE.match(text, text.index("[") + 1).end()
+    start = text.index("[") if start is None else start
+    pos = _WHITESPACE.match(text, start + 1).end()
     line, counted = 1, 0
     while pos < len(text) and text[pos] != "]":
         line += text.count("\n", counted, pos)
@@ -403,10 +458,13 @@ def _json_array(text: str, path: Path) -> list[tuple[RowRef, object]]:
             value, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
             raise fail(f"not valid JSON: {e.msg} at column {e.colno}", file=str(path), line=e.lineno) from None
+        if _too_long(text[counted:pos]):
+            raise ProblemError(_too_long_problem(text[counted:pos], path, line))
         numbered.append((RowRef(str(path), line, len(numbered)), value))
         pos = _after_comma(text, pos, path)
     if pos >= len(text):
-        raise fail("not valid JSON: the array is not closed with ']'", file=str(path), line=text.count("\n") + 1)
+        raise fail("not valid JSON: the array is not closed with ']'", file=str(path),
+                   line=text.rstrip().count("\n") + 1)
     return numbered
 
 
@@ -745,11 +803,6 @@ def _paragraphs(text: str) -> list[tuple[int, str]]:
 
 
 # --- small helpers -------------------------------------------------------------------------
-
-
-def _rows_text(refs: list[RowRef], limit: int = 10) -> str:
-    shown = ", ".join(str(r) for r in refs[:limit])
-    return f"{len(refs)} rows ({shown}{' ...' if len(refs) > limit else ''})"
 
 
 def _clip(text: str, limit: int = 120) -> str:

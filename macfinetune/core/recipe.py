@@ -45,8 +45,9 @@ class ModelSection:
 class DataSection:
     path: str = knob(
         "",
-        "Folder with train.jsonl and valid.jsonl in an mlx-lm format (chat, completions, text), "
-        "or a single .jsonl file from which a seeded validation split is made.",
+        "A dataset file (.jsonl, .json, .csv, .tsv, .txt/.md), a folder (train/valid[/test] files, "
+        ".txt/.md files, or a saved Hugging Face dataset), or a Hugging Face dataset name; "
+        "a seeded validation split is made when there is none.",
     )
     mask_prompt: bool = knob(
         False, "Train on completions only: the loss ignores the prompt (chat and completions data)."
@@ -168,6 +169,36 @@ FOREIGN_KEYS: dict[str, str] = {
     "bnb_4bit_quant_type": "nf4 is a bitsandbytes format; MLX uses affine quantization: model.quantize: 4",
     "fp16": "MLX trains in the model's own dtype; remove the key",
     "bf16": "MLX trains in the model's own dtype; remove the key",
+    # litgpt, Hugging Face Trainer/PEFT/TRL and mlx-lm command-line names (issue 3)
+    "micro_batch_size": "use training.batch_size (rows per iteration; litgpt's micro batch)",
+    "per_device_train_batch_size": "use training.batch_size",
+    "global_batch_size": "use training.batch_size x training.grad_accumulation (global batch / micro batch)",
+    "grad_accumulation_steps": "use training.grad_accumulation",
+    "lr_warmup_steps": "use training.warmup_steps",
+    "lr_scheduler_type": "use training.lr_schedule (constant, cosine or linear)",
+    "min_lr": "use training.min_lr_ratio = min_lr / learning_rate",
+    "lr_decay_iters": "the schedule decays over the whole run; set training.iterations",
+    "max_steps": "use training.iterations",
+    "optim": "use training.optimizer (adam, adamw, sgd or adafactor)",
+    "use_dora": "use method.type: dora",
+    "lora_query": "use method.target_modules, e.g. [q_proj, v_proj]",
+    "lora_key": "use method.target_modules, e.g. [q_proj, k_proj, v_proj]",
+    "lora_value": "use method.target_modules, e.g. [q_proj, v_proj]",
+    "lora_projection": "use method.target_modules with o_proj",
+    "lora_mlp": "use method.target_modules with gate_proj, up_proj, down_proj",
+    "lora_head": "mlx-lm adapts the layers inside the blocks, not the output head; remove the key",
+    "bnb_4bit_use_double_quant": "MLX affine quantization has no double quantization; model.quantize: 4 is enough",
+    "bnb_4bit_compute_dtype": "MLX computes in the model's own dtype; remove the key",
+    "quantization_config": "use model.quantize: 4 or 8 (MLX affine, group model.quantize_group_size)",
+    "precision": "MLX trains in the model's own dtype (bf16 weights train in bf16); remove the key",
+    "eval_steps": "use eval.eval_every",
+    "steps_per_eval": "use eval.eval_every",
+    "save_steps": "use eval.save_every",
+    "logging_steps": "use eval.report_every",
+    "steps_per_report": "use eval.report_every",
+    "load_best_model_at_end": "the best checkpoint by validation loss is always kept (fuse RUN --checkpoint best)",
+    "task_type": "macfinetune trains causal language models; remove the key",
+    "devices": "MLX trains on one Mac's GPU; remove the key",
 }
 
 

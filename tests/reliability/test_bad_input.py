@@ -26,7 +26,8 @@ def data_file(tmp_path, content):
 # name -> (file content or None for the sample data, extra CLI args, expected words)
 CATALOGUE = {
     "malformed JSONL": (rows(3) + '{"messages": [\n', [], "line 4: not valid JSON"),
-    "JSON array instead of JSONL": (json.dumps([CHAT, CHAT]), [], "JSON array; expected JSON Lines"),
+    "JSON array not closed": ("[" + json.dumps(CHAT) + ",\n" + json.dumps(CHAT) + "\n", [],
+                              "line 2: not valid JSON: the array is not closed"),
     "mixed formats": (rows(2) + '{"text": "plain"}\n', [], "line 3: this row is text but the first row is chat"),
     "empty row object": (rows(2) + "{}\n", [], "line 3: this row is of no known format"),
     "no assistant turn with masking": (
