@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -174,25 +173,9 @@ def _train_exit(result) -> int:
     return EXIT_STOPPED if result.state == "stopped" else EXIT_OK
 
 
-class _stop_on_ctrl_c:
+def _stop_on_ctrl_c(control: JobControl) -> commands_data.StopOnCtrlC:
     """First Ctrl-C: stop after the current step and save; a second one aborts."""
-
-    def __init__(self, control: JobControl):
-        self.control = control
-
-    def __enter__(self):
-        self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.control.stop_requested:
-            raise KeyboardInterrupt
-        print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
-        self.control.request_stop()
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._previous)
-        return False
+    return commands_data.StopOnCtrlC(control, "\nstopping after this step (Ctrl-C again to abort)...")
 
 
 class Progress:

@@ -215,7 +215,7 @@ def _download(args) -> int:
 
     control = JobControl()
     try:
-        with _stop_on_ctrl_c(control):
+        with StopOnCtrlC(control):
             folder = hub.download_model(args.repo, _DownloadPrinter().show, control, revision=args.revision,
                                         offline=True if args.offline else None)
     except hub.DownloadCancelled:
@@ -254,11 +254,12 @@ class _DownloadPrinter:
             print(event.message, file=sys.stderr)
 
 
-class _stop_on_ctrl_c:
-    """First Ctrl-C: stop the download cleanly; a second one aborts."""
+class StopOnCtrlC:
+    """First Ctrl-C: ask the job to stop cleanly (saying ``message``); a second one aborts."""
 
-    def __init__(self, control: JobControl):
+    def __init__(self, control: JobControl, message: str = ""):
         self.control = control
+        self.message = message
 
     def __enter__(self):
         self._previous = signal.signal(signal.SIGINT, self._handle)
@@ -267,6 +268,8 @@ class _stop_on_ctrl_c:
     def _handle(self, signum, frame):
         if self.control.stop_requested:
             raise KeyboardInterrupt
+        if self.message:
+            print(self.message, file=sys.stderr)
         self.control.request_stop()
 
     def __exit__(self, *exc):

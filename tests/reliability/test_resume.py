@@ -131,3 +131,17 @@ def test_kill_9_during_checkpoint_writes_never_leaves_a_loadable_broken_checkpoi
     assert all(name.endswith(".safetensors") for name in leftovers)  # temp files never take a real name
     runs.remove_partial_files(run)
     assert not [p for p in (run / "adapters").iterdir() if p.name.startswith(".")]
+
+
+def test_ctrl_c_stops_after_the_step_saves_and_exits_130(tiny_model, tmp_path):
+    run = tmp_path / "run"
+    sets = [x for item in FAST + ["iterations=100000", "save_every=2", "eval_every=2"] for x in ("--set", item)]
+    proc = _cli("train", "demo-tiny-lora", "--model", tiny_model, "--data", SAMPLE_DATA, "--out", run, *sets)
+    _wait_for_checkpoint(run, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "stopping after this step" in err and "continue with: macfinetune train --resume" in out
+    status = runs.read_status(run)
+    assert status.state == "stopped"
+    assert runs.complete_checkpoints(run)[-1].iteration == status.iteration
