@@ -1,0 +1,265 @@
+"""`macfinetune estimate` (will it fit, how long), `recommend` (a recipe with reasons) and `recipes`.
+
+``add_parsers(subparsers)`` adds the commands; ``cmd_estimate``, ``cmd_recommend`` and
+``cmd_recipes`` run them and return 0. Bad input raises ``ProblemError`` (``cli.main`` prints it and exits 2).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from macfinetune.core import catalog, timing
+from macfinetune.core.autofit import auto_fit
+from macfinetune.core.calibration import collect_rows, machine_rate
+from macfinetune.core.estimator import Settings, estimate, judge, settings_from_recipe
+from macfinetune.core.hardware import GB, Machine, machine_from_memory
+from macfinetune.core.paths import runs_home
+from macfinetune.core.problems import Problem, ProblemError
+from macfinetune.core.recipe import load_recipe, save_recipe
+from macfinetune.core.recommend import recommend
+
+EXIT_OK = 0
+_BAR = 40
+
+
+# --- parsers ------------------------------------------------------------------------------
+
+
+def add_parsers(sub) -> None:
+    """Add the ``estimate`` and ``recipes`` commands to ``cli.build_parser``'s subparsers."""
+    p = sub.add_parser("estimate", help="peak memory, verdict, auto-fit and duration of a run, before training")
+    p.add_argument("--model", required=True, help="model folder (config.json is enough), downloaded repo id or known name")
+    p.add_argument("--recipe", help="start from a recipe (a file or a shipped recipe name)")
+    p.add_argument("--method", choices=("lora", "dora", "full"))
+    p.add_argument("--quantize", type=int, choices=(4, 8), help="quantize a full-precision base on the fly (QLoRA)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--max-seq-length", type=int)
+    p.add_argument("--num-layers", type=int, help="adapted blocks, counted from the last; -1 for all")
+    p.add_argument("--rank", type=int)
+    p.add_argument("--keys", help="'all' or module names, comma-separated (e.g. q_proj,v_proj)")
+    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd", "adafactor"))
+    p.add_argument("--grad-checkpoint", action="store_true", default=None)
+    p.add_argument("--memory-gb", type=float, help="estimate for a Mac with this much memory (default: this machine)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    c = sub.add_parser("recommend", help="a recipe for a model on this Mac, with the reason for every choice")
+    c.add_argument("--model", required=True, help="model folder (config.json is enough), downloaded repo id or known name")
+    c.add_argument("--data", default="", help="dataset the recipe will train on (written into the recipe)")
+    c.add_argument("--rows", type=int, help="training rows in your data (sets the number of passes)")
+    c.add_argument("--longest-row", type=int, help="tokens in your longest row (caps the sequence length)")
+    c.add_argument("--memory-gb", type=float, help="recommend for a Mac with this much memory (default: this machine)")
+    c.add_argument("--out", type=Path, help="write the recipe to this YAML file")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    r = sub.add_parser("recipes", help="the recipe catalog with its feasibility on this machine")
+    r.add_argument("--memory-gb", type=float, help="judge for a Mac with this much memory (default: this machine)")
+    r.add_argument("--json", action="store_true", help="print a JSON list")
+    r.add_argument("--save-from", type=Path, metavar="RUN_DIR",
+                   help="save a run's settings as one of your recipes (needs --name)")
+    r.add_argument("--name", help="name of the recipe --save-from writes")
+    r.add_argument("--description", default="", help="what the saved recipe is for")
+
+
+# --- estimate -----------------------------------------------------------------------------
+
+
+def cmd_estimate(args) -> int:
+    shape = catalog.find_shape(args.model)
+    recipe = _read_recipe(args.recipe) if args.recipe else None
+    machine = _machine(args.memory_gb)
+    settings = replace(_settings(args, recipe), device=machine.device)
+    if args.max_seq_length is None and recipe is None and shape.max_positions:
+        settings = replace(settings, max_seq_length=min(settings.max_seq_length, shape.max_positions))
+    est = estimate(shape, settings)
+    verdict = judge(est, machine)
+    fit = auto_fit(shape, settings, machine) if verdict.status != "fits" else None
+    iterations = recipe.training.iterations if recipe else None
+    time = timing.estimate_time(shape, settings, _rate(machine), iterations=iterations)
+    report = _report(args.model, shape, est, verdict, fit, time, machine)
+    print(json.dumps(report, indent=2) if args.json else _text(report))
+    return EXIT_OK
+
+
+def _read_recipe(name: str):
+    return load_recipe(catalog.recipe_path(name))
+
+
+def _settings(args, recipe) -> Settings:
+    s = settings_from_recipe(recipe) if recipe else Settings()
+    given = {
+        "method": args.method, "quantize": args.quantize, "batch_size": args.batch_size,
+        "max_seq_length": args.max_seq_length, "num_layers": args.num_layers, "rank": args.rank,
+        "optimizer": args.optimizer, "grad_checkpoint": args.grad_checkpoint,
+        "target_modules": _keys(args.keys) if args.keys is not None else None,
+    }
+    return replace(s, **{k: v for k, v in given.items() if v is not None})
+
+
+def _keys(text: str) -> tuple[str, ...]:
+    names = tuple(k.strip() for k in text.split(",") if k.strip())
+    if not names:
+        raise ProblemError(Problem("--keys needs 'all' or module names", field="keys", value=text))
+    return () if names == ("all",) else names
+
+
+def _machine(memory_gb: float | None) -> Machine:
+    if memory_gb is not None:
+        return machine_from_memory(memory_gb, source=f"a Mac with {memory_gb:g} GB (--memory-gb)")
+    from macfinetune.backend.machine_probe import probe_machine
+
+    return probe_machine()
+
+
+def _rate(machine: Machine) -> timing.Rate:
+    return machine_rate(collect_rows(runs_home())) or timing.seed_rate(machine.chip)
+
+
+def _report(model, shape, est, verdict, fit, time, machine) -> dict:
+    out = {
+        "model": model,
+        "total_gb": round(est.total_gb, 3),
+        "verdict": verdict.status,
+        "breakdown_gb": est.breakdown_gb(),
+        "phase": est.phase,
+        "usable_gb": round(verdict.usable_bytes / GB, 3),
+        "message": verdict.message,
+        "machine": machine.source,
+        "system_reserve_gb": round(machine.reserve_bytes / GB, 1),
+        "parameters": est.total_params,
+        "trainable_parameters": est.trainable_params,
+        "adapted_layers": est.adapted_layers,
+        "uncertain": list(est.uncertain),
+        "time": _time_report(time),
+    }
+    if fit is not None:
+        out["auto_fit"] = {"found": fit.found, "total_gb": round(fit.estimate.total_gb, 3), "verdict": fit.verdict.status,
+                           "changes": [{"key": c.key, "from": c.old, "to": c.new, "what": c.what, "cost": c.cost}
+                                       for c in fit.changes], "summary": fit.summary()}
+    return out
+
+
+def _time_report(t: timing.TimeEstimate) -> dict:
+    return {"tokens_per_iteration": t.tokens_per_iteration, "iterations": t.iterations,
+            "tokens_per_second": [round(x, 1) for x in t.tokens_per_second],
+            "seconds_per_iteration": [round(x, 2) for x in t.seconds_per_iteration],
+            "seconds": [round(x) for x in t.seconds] if t.seconds else None, "source": t.source}
+
+
+def _text(r: dict) -> str:
+    lines = [f"{r['model']}: {r['parameters'] / 1e9:.2f}B parameters, {r['trainable_parameters']:,} trainable "
+             f"({r['adapted_layers']} adapted blocks)", f"peak memory {r['total_gb']:.2f} GB (set by the {r['phase']}):"]
+    total = max(r["total_gb"], 1e-9)
+    for key, gb in r["breakdown_gb"].items():
+        bar = "#" * round(_BAR * gb / total)
+        lines.append(f"  {key:<12} {gb:9.3f} GB  {bar}")
+    lines.append(f"verdict: {r['verdict'].upper()}: {r['message']}")
+    lines.append(f"machine: {r['machine']}")
+    lines += [f"uncertain: {u}" for u in r["uncertain"]]
+    if "auto_fit" in r:
+        lines.append(f"auto-fit: {r['auto_fit']['summary']}")
+    lines.append(_time_text(r["time"]))
+    return "\n".join(lines)
+
+
+def _time_text(t: dict) -> str:
+    low, high = t["seconds_per_iteration"]
+    text = (f"time: {t['tokens_per_iteration']:,} tokens per iteration, {low:.1f}-{high:.1f} s each "
+            f"({t['tokens_per_second'][0]:,.0f}-{t['tokens_per_second'][1]:,.0f} tokens/s, from {t['source']})")
+    if t["seconds"]:
+        text += (f"; {t['iterations']} iterations: {timing.format_duration(t['seconds'][0])} to "
+                 f"{timing.format_duration(t['seconds'][1])}")
+    return text
+
+
+# --- recommend ----------------------------------------------------------------------------
+
+
+def cmd_recommend(args) -> int:
+    for name in ("rows", "longest_row"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ProblemError(Problem(f"--{name.replace('_', '-')} must be 1 or more", field=name, value=value))
+    shape = catalog.find_shape(args.model)
+    machine = _machine(args.memory_gb)
+    rec = recommend(shape, machine, model_path=args.model, data_path=args.data, train_rows=args.rows,
+                    longest_row_tokens=args.longest_row)
+    if args.out:
+        if args.out.exists():
+            raise ProblemError(Problem("the file exists; choose a new name (nothing you made is overwritten)",
+                                       file=str(args.out), field="out", value=str(args.out)))
+        save_recipe(args.out, rec.recipe, header=f"Recommended by macfinetune for {args.model} on {machine.source}.")
+    report = {"model": args.model, "machine": machine.source, "verdict": rec.fit.verdict.status,
+              "total_gb": round(rec.fit.estimate.total_gb, 3), "message": rec.fit.verdict.message,
+              "choices": [{"key": c.key, "value": c.value, "reason": c.reason} for c in rec.choices],
+              "recipe": str(args.out) if args.out else None}
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return EXIT_OK
+    lines = [f"recommended for {args.model} on {machine.source}:"]
+    lines += [f"  {c.key:<28} {_show(c.value):<12} {c.reason}" for c in rec.choices]
+    lines.append(f"estimate: {report['total_gb']:.1f} GB, {report['verdict'].upper()}: {report['message']}")
+    lines.append(f"recipe written to {args.out}" if args.out else "write it as a recipe with --out FILE.yaml")
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def _show(value) -> str:
+    if value is None:
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# --- recipes ------------------------------------------------------------------------------
+
+
+def cmd_recipes(args) -> int:
+    if args.save_from or args.name:
+        if not (args.save_from and args.name):
+            raise ProblemError(Problem("--save-from RUN_DIR and --name NAME go together", field="name",
+                                       value=args.name or str(args.save_from)))
+        path = catalog.save_run_as_recipe(args.save_from, args.name, args.description)
+        print(f"saved {path}\ntrain with it: macfinetune train {args.name} --data ...")
+        return EXIT_OK
+    machine = _machine(args.memory_gb)
+    rows = [_recipe_row(entry, machine) for entry in catalog.list_recipes()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(_recipes_text(rows, machine))
+    return EXIT_OK
+
+
+def _recipe_row(entry, machine: Machine) -> dict:
+    row = {"name": entry.name, "method": entry.recipe.method.type, "user": entry.user,
+           "model": entry.meta.get("model") or entry.recipe.model.path or "-",
+           "source": entry.meta.get("source", "your recipe" if entry.user else ""),
+           "seed_machine": entry.meta.get("machine"), "seed_memory_gb": entry.meta.get("memory_gb"),
+           "seed_feasibility": entry.meta.get("feasibility")}
+    shape = catalog.entry_shape(entry)
+    if shape is None:
+        return {**row, "estimate_gb": None, "verdict": "unknown model"}
+    try:
+        est = estimate(shape, replace(settings_from_recipe(entry.recipe), device=machine.device))
+    except ProblemError as e:
+        return {**row, "estimate_gb": None, "verdict": f"invalid: {e.problems[0].message}"}
+    return {**row, "estimate_gb": round(est.total_gb, 2), "verdict": judge(est, machine).status}
+
+
+def _recipes_text(rows: list[dict], machine: Machine) -> str:
+    lines = [f"feasibility on {machine.source} ({machine.usable_bytes / GB:.1f} GB usable):",
+             f"{'RECIPE':<34} {'METHOD':<6} {'ESTIMATE':>9}  {'HERE':<13} {'SEED SAYS':<28} MODEL"]
+    for r in rows:
+        gb = f"{r['estimate_gb']:.1f} GB" if r["estimate_gb"] is not None else "-"
+        seed = _seed_text(r)
+        lines.append(f"{r['name']:<34} {r['method']:<6} {gb:>9}  {r['verdict']:<13} {seed:<28} {r['model']}")
+    return "\n".join(lines)
+
+
+def _seed_text(r: dict) -> str:
+    memory = r.get("seed_memory_gb")
+    if isinstance(memory, list):
+        memory = f"{memory[0]:g}-{memory[1]:g} GB"
+    elif memory is not None:
+        memory = f"{memory:g} GB"
+    parts = [p for p in (memory, r.get("seed_feasibility")) if p]
+    return ", ".join(parts) if parts else ("your recipe" if r["user"] else "-")

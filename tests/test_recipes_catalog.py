@@ -1,0 +1,214 @@
+"""The shipped recipe catalog, user recipes, calibration rows from runs, and the estimate/recipes commands."""
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from macfinetune.core import calibration, catalog, paths
+from macfinetune.core.estimator import Settings, estimate, settings_from_recipe
+from macfinetune.core.plan import make_plan, schedule_spec
+from macfinetune.core.problems import ProblemError
+from macfinetune.core.recipe import FOREIGN_KEYS, Recipe, load_recipe, parse_recipe, save_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "recipes").glob("*.yaml"))
+
+
+def test_recipe_files_are_generated_from_the_schema():
+    proc = subprocess.run([sys.executable, "packaging/make_recipes.py", "--check"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_recipe_maps_to_mlx_lm_arguments(path):
+    from macfinetune.backend import adapters
+
+    recipe = load_recipe(path)
+    plan = make_plan(recipe, 1000, 100)
+    params = adapters.lora_parameters(recipe, list(recipe.method.target_modules) or None)
+    assert params["scale"] == pytest.approx(recipe.method.alpha / recipe.method.rank)
+    optimizer = adapters.make_optimizer(recipe, schedule_spec(recipe, plan))
+    assert type(optimizer).__name__.lower() == recipe.training.optimizer.replace("adamw", "adamw")
+    assert plan.iterations >= 1
+
+
+@pytest.mark.parametrize("entry", [e for e in catalog.list_recipes(include_user=False)], ids=lambda e: e.name)
+def test_every_catalog_recipe_has_notes_and_an_estimate(entry):
+    if entry.name == "demo-tiny-lora":
+        pytest.skip("the demo builds its own model")
+    assert entry.meta.get("source", "").startswith("seed ")
+    shape = catalog.entry_shape(entry)
+    est = estimate(shape, settings_from_recipe(entry.recipe))
+    assert est.total_gb > 0
+
+
+def test_seed_000_recipes_are_encoded():
+    meta = catalog.catalog_meta()["recipes"]
+    for model in ("gemma3-27b", "qwen3-14b", "qwen3-32b", "mistral-small-24b"):
+        for method in ("full", "lora", "dora"):
+            assert f"{model}-{method}" in meta
+    lora = load_recipe(ROOT / "recipes" / "gemma3-27b-lora.yaml")
+    assert (lora.method.rank, lora.method.alpha, lora.method.num_layers) == (64, 128.0, 16)
+    assert lora.training.grad_checkpoint and lora.data.max_seq_length == 2048
+    assert meta["qwen3-32b-full"]["feasibility"] == "not feasible"
+    assert meta["qwen3-1.7b-full"]["memory_gb"] == 20.6
+
+
+def test_seed_presets_keep_the_effective_batch():
+    safe = load_recipe(ROOT / "recipes" / "m3-18gb-safe.yaml")
+    assert (safe.training.batch_size, safe.training.grad_accumulation, safe.data.max_seq_length) == (1, 32, 768)
+    assert safe.training.grad_checkpoint
+    litgpt = load_recipe(ROOT / "recipes" / "llama-2-7b-qlora.yaml")
+    assert litgpt.model.quantize == 4 and litgpt.training.batch_size * litgpt.training.grad_accumulation == 8
+
+
+@pytest.mark.parametrize("key,hint", [("lora_alpha", "method.alpha"), ("warmup_ratio", None),
+                                      ("micro_batch_size", "training.batch_size"),
+                                      ("global_batch_size", "grad_accumulation"), ("bnb_4bit_use_double_quant", "quantize"),
+                                      ("torch_compile", "remove"), ("lora_query", "target_modules")])
+def test_foreign_knobs_map_or_are_rejected_with_a_reason(key, hint):
+    text = f"training:\n  {key}: 0.1\n"
+    if hint is None:  # a knob that exists here
+        parse_recipe(text)
+        return
+    with pytest.raises(ProblemError) as info:
+        parse_recipe(text)
+    assert hint in str(info.value)
+    assert key in FOREIGN_KEYS
+
+
+# --- user recipes and runs --------------------------------------------------------------------
+
+
+def test_save_as_recipe_from_a_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("MACFINETUNE_HOME", str(tmp_path / "home"))
+    run = tmp_path / "run"
+    run.mkdir()
+    save_recipe(run / "recipe.yaml", Recipe(name="old"))
+    path = catalog.save_run_as_recipe(run, "my-recipe", "mine")
+    assert path.parent == paths.user_recipes_home()
+    saved = load_recipe(path)
+    assert saved.name == "my-recipe" and saved.description == "mine"
+    assert any(e.name == "my-recipe" and e.user for e in catalog.list_recipes())
+    with pytest.raises(ProblemError, match="already exists"):
+        catalog.save_run_as_recipe(run, "my-recipe")
+    with pytest.raises(ProblemError, match="letters"):
+        catalog.save_run_as_recipe(run, "../escape")
+
+
+def test_a_run_folder_becomes_a_calibration_row(tmp_path):
+    shape = catalog.shipped_config("Qwen3-1.7B")
+    est = estimate(shape, Settings(batch_size=1, max_seq_length=256))
+    calibration.write_run_estimate(tmp_path, est, 1e10)
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        for peak, speed in ((4.0, 100.0), (4.4, 120.0)):
+            f.write(json.dumps({"event": "train", "peak_memory_gb": peak, "tokens_per_second": speed}) + "\n")
+    row = calibration.run_row(tmp_path)
+    assert row.measured_gb == 4.4 and row.estimate_gb == pytest.approx(est.total_gb, abs=1e-3)
+    assert row.error == pytest.approx((est.total_gb - 4.4) / 4.4, abs=1e-3)
+    rate = calibration.machine_rate([row])
+    assert rate.low == rate.high == pytest.approx(1e10 * 110.0)
+
+
+def test_model_names_resolve_without_a_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert catalog.find_shape("Qwen/Qwen3-14B").layers == 40
+    assert catalog.find_shape("mlx-community/Qwen3-1.7B-4bit").quant_bits == 4
+    snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
+                                                      "num_attention_heads": 4, "vocab_size": 100}))
+    assert catalog.find_shape("org/tiny").hidden == 64
+    with pytest.raises(ProblemError, match="no config.json"):
+        catalog.find_shape("org/unknown-model")
+
+
+# --- the commands -----------------------------------------------------------------------------
+
+
+def parse(*argv):
+    from macfinetune.commands_estimate import add_parsers
+
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers(dest="command"))
+    return parser.parse_args(list(argv))
+
+
+def test_estimate_command_prints_one_json_object(capsys):
+    from macfinetune.commands_estimate import cmd_estimate
+
+    config = ROOT / "resources" / "estimator" / "configs" / "Qwen3-1.7B"
+    args = parse("estimate", "--model", str(config), "--method", "lora", "--batch-size", "8", "--max-seq-length",
+                 "4096", "--num-layers", "-1", "--rank", "64", "--keys", "q_proj,v_proj", "--optimizer", "adamw",
+                 "--memory-gb", "16", "--json")
+    assert cmd_estimate(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"total_gb", "verdict", "breakdown_gb"} <= set(report)
+    assert report["total_gb"] == pytest.approx(sum(report["breakdown_gb"].values()), abs=0.01)
+    assert report["verdict"] == "will not fit" and report["auto_fit"]["changes"]
+
+
+def test_estimate_command_text_and_recipe(capsys):
+    from macfinetune.commands_estimate import cmd_estimate
+
+    args = parse("estimate", "--model", "mlx-community/gemma-3-4b-it-4bit", "--recipe", "gemma-3-4b-qlora-translation",
+                 "--memory-gb", "16")
+    assert cmd_estimate(args) == 0
+    out = capsys.readouterr().out
+    assert "verdict: FITS" in out and "logits" in out and "1800 iterations" in out
+
+
+@pytest.mark.parametrize("argv,field", [(("--rank", "0"), "rank"), (("--batch-size", "0"), "batch_size"),
+                                        (("--num-layers", "99"), "num_layers"), (("--keys", ""), "keys"),
+                                        (("--memory-gb", "0"), "memory_gb")])
+def test_estimate_command_bad_input_raises_problems(argv, field):
+    from macfinetune.commands_estimate import cmd_estimate
+
+    args = parse("estimate", "--model", "Qwen/Qwen3-1.7B", *(argv if "--memory-gb" in argv else (*argv, "--memory-gb", "16")))
+    with pytest.raises(ProblemError) as info:
+        cmd_estimate(args)
+    assert any(p.field == field for p in info.value.problems)
+
+
+def test_recipes_command_lists_the_catalog(capsys):
+    from macfinetune.commands_estimate import cmd_recipes
+
+    assert cmd_recipes(parse("recipes", "--memory-gb", "128", "--json")) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["qwen3-32b-full"]["verdict"] == "will not fit"
+    assert rows["gemma3-27b-lora"]["verdict"] in ("fits", "tight")
+    assert rows["demo-tiny-lora"]["verdict"] == "unknown model"
+    assert cmd_recipes(parse("recipes", "--memory-gb", "16")) == 0
+    assert "qwen3-14b-lora" in capsys.readouterr().out
+
+
+def test_a_starting_run_records_its_estimate(tiny_model, tmp_path):
+    """What backend.training calls when a run starts: estimate.json beside the metrics."""
+    from macfinetune.core.recipe import apply_overrides, with_paths
+
+    recipe = apply_overrides(with_paths(Recipe(), str(tiny_model), "data"), ["num_layers=-1"])
+    est = calibration.record_run_estimate(tmp_path, recipe, tiny_model, val_batch_size=2, device="cpu")
+    record = calibration.read_run_estimate(tmp_path)
+    assert record["total_gb"] == pytest.approx(est.total_gb, abs=1e-4)
+    assert record["settings"]["device"] == "cpu" and record["flops_per_token"] > 0
+    assert calibration.record_run_estimate(tmp_path / "x", recipe, tmp_path / "no-model") is None
+
+
+def test_save_as_recipe_from_the_command_line_and_train_by_its_name(tmp_path, monkeypatch, capsys):
+    from macfinetune import cli
+
+    monkeypatch.setenv("MACFINETUNE_HOME", str(tmp_path / "home"))
+    run = tmp_path / "run"
+    run.mkdir()
+    save_recipe(run / "recipe.yaml", Recipe(name="old"))
+    assert cli.main(["recipes", "--save-from", str(run), "--name", "pirate-v2"]) == 0
+    assert "saved" in capsys.readouterr().out
+    assert catalog.recipe_path("pirate-v2") == paths.user_recipes_home() / "pirate-v2.yaml"
+    assert catalog.recipe_path("demo-tiny-lora").name == "demo-tiny-lora.yaml"  # shipped ones still found
+    assert cli.main(["recipes", "--name", "x"]) == 2
+    assert "--save-from RUN_DIR and --name NAME go together" in capsys.readouterr().err

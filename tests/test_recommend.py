@@ -1,0 +1,168 @@
+"""Recommendations, auto-fit and time estimates."""
+import json
+from dataclasses import replace
+
+import pytest
+
+from macfinetune.core import timing
+from macfinetune.core.autofit import auto_fit
+from macfinetune.core.estimator import Settings, estimate, judge, settings_from_recipe
+from macfinetune.core.hardware import chip, machine_from_memory
+from macfinetune.core.modelshape import read_shape
+from macfinetune.core.paths import shipped
+from macfinetune.core.plan import make_plan, schedule_spec
+from macfinetune.core.recipe import check_recipe, dump_recipe, parse_recipe
+from macfinetune.core.recommend import recommend
+
+CONFIGS = shipped("resources", "estimator", "configs", "x").parent
+
+
+def shape_of(name):
+    return read_shape(CONFIGS / name)
+
+
+# --- auto-fit -----------------------------------------------------------------------------
+
+
+def test_auto_fit_tries_checkpointing_first_and_says_what_it_costs():
+    shape, mac = shape_of("Qwen3-1.7B"), machine_from_memory(16)
+    s = Settings(method="lora", num_layers=-1, rank=16, batch_size=4, max_seq_length=2048)
+    assert judge(estimate(shape, s), mac).status == "will not fit"
+    fit = auto_fit(shape, s, mac)
+    assert fit.found and fit.verdict.status == "fits"
+    assert fit.changes[0].key == "training.grad_checkpoint"
+    assert "30% slower" in fit.changes[0].cost
+    assert fit.estimate.total_bytes <= mac.usable_bytes
+
+
+def test_auto_fit_follows_the_seeds_order():
+    order = ["training.grad_checkpoint", "data.max_seq_length", "training.batch_size", "method.num_layers",
+             "method.rank", "model.quantize", "method.type"]
+    shape, mac = shape_of("Qwen3-14B"), machine_from_memory(16)
+    fit = auto_fit(shape, Settings(method="full", num_layers=-1, batch_size=4, max_seq_length=4096), mac)
+    keys = [c.key for c in fit.changes]
+    assert keys == [k for k in order if k in keys]
+    assert "method.type" in keys and fit.settings.method == "lora"
+    assert all(c.cost for c in fit.changes)
+
+
+def test_smaller_batch_keeps_the_effective_batch():
+    shape, mac = shape_of("Meta-Llama-3-8B"), machine_from_memory(24)
+    s = Settings(method="lora", num_layers=8, rank=8, batch_size=8, max_seq_length=512, quantize=4,
+                 grad_checkpoint=True)
+    fit = auto_fit(shape, s, mac)
+    change = next((c for c in fit.changes if c.key == "training.batch_size"), None)
+    if change:
+        assert fit.settings.batch_size * fit.settings.grad_accumulation == 8
+
+
+def test_a_run_that_fits_is_left_alone():
+    shape, mac = shape_of("Qwen3-1.7B"), machine_from_memory(128)
+    s = Settings(num_layers=8, batch_size=1, max_seq_length=512)
+    fit = auto_fit(shape, s, mac)
+    assert fit.changes == () and fit.settings == s and "fits as it is" in fit.summary()
+
+
+# --- recommendations ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,memory", [("Qwen3-1.7B", 16), ("Qwen3-1.7B", 128), ("gemma-3-27b-it", 128),
+                                         ("Qwen3-32B", 64), ("gemma-3-4b-it-4bit", 16), ("Meta-Llama-3-8B", 18)])
+def test_recommendation_fits_and_gives_a_reason_for_every_choice(name, memory):
+    shape, mac = shape_of(name), machine_from_memory(memory)
+    rec = recommend(shape, mac, model_path=f"some/{name}", data_path="data", train_rows=2000)
+    assert rec.fit.verdict.status in ("fits", "tight")
+    keys = {c.key for c in rec.choices}
+    for key in ("method.type", "training.learning_rate", "training.batch_size", "data.max_seq_length",
+                "training.grad_checkpoint", "training.epochs", "eval.save_every", "eval.eval_every"):
+        assert key in keys
+    assert all(c.reason for c in rec.choices)
+    text = dump_recipe(rec.recipe)
+    assert parse_recipe(text) == rec.recipe
+    assert check_recipe(rec.recipe) == []
+    est = estimate(rec.shape, settings_from_recipe(rec.recipe))
+    assert est.total_bytes == rec.fit.estimate.total_bytes
+
+
+def test_recommendation_follows_the_seeds_size_rules():
+    big = recommend(shape_of("gemma-3-27b-it"), machine_from_memory(128))
+    assert big.recipe.training.batch_size == 1 and big.recipe.training.grad_checkpoint
+    assert big.recipe.data.max_seq_length <= 2048
+    small = recommend(shape_of("Qwen3-1.7B"), machine_from_memory(128))
+    assert small.recipe.method.type == "full"  # full fine-tuning fits: the most capacity
+    assert small.recipe.training.learning_rate == pytest.approx(3e-6)
+    assert "seed 000" in small.reason("training.learning_rate")
+    laptop = recommend(shape_of("Qwen3-1.7B"), machine_from_memory(16))
+    assert laptop.recipe.method.type in ("dora", "lora")
+    assert laptop.recipe.training.learning_rate == pytest.approx(3e-4)  # seed 002's LoRA rate below 2B
+    assert laptop.recipe.eval.eval_every == 25
+    assert laptop.recipe.training.epochs in (2.0, 3.0)
+
+
+def test_recommended_recipe_maps_to_mlx_lm_arguments():
+    from macfinetune.backend import adapters
+
+    rec = recommend(shape_of("Qwen3-1.7B"), machine_from_memory(16), train_rows=800)
+    plan = make_plan(rec.recipe, 800, 80)
+    assert plan.epochs == pytest.approx(3.0, rel=0.01)
+    params = adapters.lora_parameters(rec.recipe, None)
+    assert params["rank"] == rec.recipe.method.rank and params["scale"] == pytest.approx(2.0)
+    optimizer = adapters.make_optimizer(rec.recipe, schedule_spec(rec.recipe, plan))
+    assert type(optimizer).__name__ in ("Adam", "AdamW")
+
+
+def test_longest_row_caps_the_sequence_length():
+    rec = recommend(shape_of("Qwen3-1.7B"), machine_from_memory(64), longest_row_tokens=700)
+    assert rec.recipe.data.max_seq_length == 768
+
+
+def test_a_model_too_large_to_quantize_while_loading_gets_a_4_bit_copy():
+    rec = recommend(shape_of("Qwen3-32B"), machine_from_memory(64), model_path="Qwen/Qwen3-32B")
+    assert rec.shape.quant_bits == 4 and rec.fit.found
+    assert "4-bit copy" in rec.reason("model.path")
+
+
+# --- time ---------------------------------------------------------------------------------
+
+
+def test_time_estimate_from_the_seeds_brackets_their_own_runs():
+    shape = shape_of("Qwen3-1.7B")
+    s = Settings(method="full", num_layers=-1, batch_size=3, max_seq_length=1000)
+    t = timing.estimate_time(shape, s, timing.seed_rate(chip("m4 max")), iterations=400)
+    low, high = t.tokens_per_second
+    assert low <= 450 and high >= 300  # the seed: 300-450 tokens/s
+    assert t.seconds[0] <= 3600 * 1.3 and t.seconds[1] >= 3600 * 0.7  # "~1 hour (400 iterations)"
+
+
+def test_time_grows_with_checkpointing_and_model_size():
+    s = Settings(num_layers=16, batch_size=2, max_seq_length=1024)
+    small, large = (timing.flops_per_token(shape_of(n), s) for n in ("Qwen3-1.7B", "Qwen3-14B"))
+    assert large > 5 * small
+    checkpointed = timing.flops_per_token(shape_of("Qwen3-1.7B"), replace(s, grad_checkpoint=True))
+    assert 1.1 * small < checkpointed < 1.5 * small
+
+
+def test_iterations_from_epochs_and_rows():
+    t = timing.estimate_time(shape_of("Qwen3-1.7B"), Settings(batch_size=4), timing.seed_rate(None),
+                             train_rows=1000, epochs=2, tokens_per_row=300)
+    assert t.iterations_per_epoch == 250 and t.iterations == 500
+    assert t.tokens_per_iteration == 1200
+
+
+def test_recommend_command_writes_a_loadable_recipe_and_never_overwrites(tmp_path, capsys):
+    from macfinetune import cli
+    from macfinetune.core.recipe import load_recipe
+
+    out = tmp_path / "rec.yaml"
+    argv = ["recommend", "--model", "mlx-community/gemma-3-4b-it-4bit", "--memory-gb", "16", "--rows", "400",
+            "--longest-row", "900", "--out", str(out), "--json"]
+    assert cli.main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["verdict"] in ("fits", "tight") and all(c["reason"] for c in report["choices"])
+    recipe = load_recipe(out)
+    assert recipe.data.max_seq_length <= 1024  # the longest row, not the size band's 3072
+    assert 25 <= recipe.eval.save_every <= 50 and recipe.eval.save_every % recipe.training.grad_accumulation == 0
+    before = out.read_bytes()
+    assert cli.main(argv) == 2
+    assert "nothing you made is overwritten" in capsys.readouterr().err and out.read_bytes() == before
+    assert cli.main(["recommend", "--model", "Qwen/Qwen3-1.7B", "--rows", "0"]) == 2
