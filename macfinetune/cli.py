@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from macfinetune import __version__, commands_data
+from macfinetune import __version__, commands_data, commands_estimate
 from macfinetune.core import paths, runs
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import (
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fuse(sub)
     _add_generate(sub)
     sub.add_parser("runs", help="list runs with status, best validation loss and size")
+    commands_estimate.add_parsers(sub)
     commands_data.add_parsers(sub)
     sub.add_parser("login", help="store a Hugging Face token in the system keychain (read from stdin)")
     sub.add_parser("logout", help="remove the Hugging Face token from the system keychain")
@@ -71,6 +72,9 @@ def _add_train(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set training.batch_size=2 --set rank=16")
     p.add_argument("--out", type=Path, help="run folder to create (default: a new folder under your runs)")
+    p.add_argument("--force", action="store_true",
+                   help="start even when the memory estimate says the run will not fit (the memory guard still "
+                        "stops it before the Mac swaps)")
 
 
 def _add_fuse(sub) -> None:
@@ -144,17 +148,37 @@ def cmd_train(args) -> int:
     if args.set:
         recipe = apply_overrides(recipe, args.set)
     run_dir = args.out or runs.default_run_dir(paths.runs_home(), recipe.model.path or "model", recipe.method.type)
-    with _stop_on_ctrl_c(control):
-        result = training.train_run(recipe, run_dir, Progress().show, control)
+    try:
+        with _stop_on_ctrl_c(control):
+            result = training.train_run(recipe, run_dir, Progress().show, control, allow_over_budget=args.force)
+    except ProblemError as e:
+        if args.force or not _is_memory_refusal(e) or not _confirm_over_budget(e):
+            raise
+        with _stop_on_ctrl_c(control):
+            result = training.train_run(recipe, run_dir, Progress().show, control, allow_over_budget=True)
     return _train_exit(result)
 
 
+def _is_memory_refusal(error: ProblemError) -> bool:
+    return any(p.field == "memory" for p in error.problems)
+
+
+def _confirm_over_budget(error: ProblemError) -> bool:
+    """On a terminal, show the refusal and ask; elsewhere (scripts, CI) the answer is no."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return False
+    print(f"warning: {error.problems[0].message}", file=sys.stderr)
+    try:
+        answer = input("Start anyway? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
 def _read_recipe(name: str) -> Recipe:
-    path = Path(name).expanduser()
-    if not path.exists() and not path.suffix:
-        shipped = paths.shipped("recipes", f"{name}.yaml")
-        path = shipped if shipped.exists() else path
-    return load_recipe(path)
+    from macfinetune.core.catalog import recipe_path
+
+    return load_recipe(recipe_path(name))
 
 
 def _train_exit(result) -> int:
@@ -381,4 +405,6 @@ def cmd_logout(args) -> int:
 
 _COMMANDS = {"train": cmd_train, "fuse": cmd_fuse, "generate": cmd_generate, "runs": cmd_runs, "demo": cmd_demo,
              "login": cmd_login, "logout": cmd_logout,
-             "data": commands_data.cmd_data, "models": commands_data.cmd_models}
+             "data": commands_data.cmd_data, "models": commands_data.cmd_models,
+             "estimate": commands_estimate.cmd_estimate, "recipes": commands_estimate.cmd_recipes,
+             "recommend": commands_estimate.cmd_recommend}

@@ -49,8 +49,11 @@ class Engine(QThread):
         self._jobs.put(queued)
         return queued.control
 
-    def train(self, recipe: Recipe, run_dir: Path) -> JobControl:
-        return self.submit("train", lambda emit, control: training.train_run(recipe, run_dir, emit, control))
+    def train(self, recipe: Recipe, run_dir: Path, allow_over_budget: bool = False) -> JobControl:
+        """Start a run; one the estimator says will not fit fails with a ``memory`` problem unless
+        ``allow_over_budget`` (the user confirmed the override)."""
+        return self.submit("train", lambda emit, control: training.train_run(recipe, run_dir, emit, control,
+                                                                            allow_over_budget))
 
     def fuse(self, path: Path, which: str, out_dir: Path | None = None, **options) -> JobControl:
         return self.submit("fuse", lambda emit, control: emit(fusing.fuse(path, which, out_dir, emit=emit, **options)))

@@ -100,21 +100,29 @@ def load_model(folder: Path):
     return model, tokenizer, config
 
 
-def quantize_into(folder: Path, out: Path, bits: int, group_size: int):
-    """Quantize a full-precision model to ``bits`` into ``out`` and return (model, tokenizer, config)."""
+def quantize_into(folder: Path, out: Path, bits: int, group_size: int, loaded: tuple | None = None):
+    """Quantize a full-precision model to ``bits``, save it into ``out`` and return (model, tokenizer, config).
+
+    ``loaded`` is the (model, tokenizer) already in memory: it is quantized in place, layer by
+    layer, so the full-precision weights are held once, never twice (the estimator's loading phase)."""
+    import mlx.core as mx
     from mlx_lm.utils import quantize_model, save_config, save_model
 
-    model, tokenizer, config = load_model(folder)
+    if loaded is None:
+        model, tokenizer, config = load_model(folder)
+    else:
+        (model, tokenizer), config = loaded, modelinfo.read_config(folder)
     if modelinfo.quantization_bits(config):
         raise ProblemError(
             Problem("the model is already quantized; set model.quantize: null", file=str(folder), field="model.quantize", value=bits)
         )
     model, config = quantize_model(model, config, group_size, bits)
+    mx.eval(model.parameters())
     out.mkdir(parents=True)
     save_model(out, model)
     save_config(dict(config), out / "config.json")
     copy_tokenizer_files(folder, out)
-    return load_model(out)
+    return model, tokenizer, config
 
 
 def copy_tokenizer_files(src: Path, dst: Path) -> None:

@@ -1,7 +1,8 @@
 """Fine-tune in-process with mlx-lm's trainer, wrapped at its seams.
 
 How a run works (the numbered protocol spans several functions here and in loop.py):
-1. ``preflight`` checks everything that needs no MLX (recipe, model folder, data, output folder).
+1. ``preflight`` checks everything that needs no MLX (recipe, model folder, data, output folder);
+   ``memory_gate`` then asks the estimator whether the run fits this machine (config.json only).
 2. ``_load_base`` loads the model; model-dependent checks run before the run folder exists,
    so a bad input never leaves a half-made folder behind.
 3. ``_start_run`` creates the folder: recipe.yaml, data/, status.json, adapter_config.json.
@@ -23,12 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from macfinetune.core import dataset, formats, modelinfo, runs
+from macfinetune.core import calibration, dataset, formats, gate, modelinfo, runs
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import RunContinued, RunFailed, RunFinished, RunStarted, Stage
+from macfinetune.core.modelshape import read_shape
 from macfinetune.core.plan import Plan, make_plan, schedule_spec
 from macfinetune.core.problems import Problem, ProblemError
 from macfinetune.core.recipe import Recipe, load_recipe, save_recipe
+from macfinetune.core.timing import flops_per_token
 
 Emit = Callable[[object], None]
 _SCRATCH = ".mlx_lm_final.safetensors"
@@ -83,16 +86,62 @@ def preflight(recipe: Recipe, run_dir: Path) -> Preflight:
 # --- the run ----------------------------------------------------------------------------
 
 
-def train_run(recipe: Recipe, run_dir: Path, emit: Emit, control: JobControl | None = None) -> RunResult:
+def train_run(recipe: Recipe, run_dir: Path, emit: Emit, control: JobControl | None = None,
+              allow_over_budget: bool = False) -> RunResult:
     """Train one run to completion, stop or failure. Bad input raises ProblemError before
-    anything is written; failures after the run started are recorded in the run folder."""
+    anything is written; failures after the run started are recorded in the run folder.
+
+    The memory gate runs before the weights load: a run the estimator says will not fit raises
+    ProblemError (field ``memory``) unless ``allow_over_budget`` (the user confirmed)."""
+    from macfinetune.backend import models
+
     control = control or JobControl()
     pre = preflight(recipe, run_dir)
+    folder = models.resolve_model_path(recipe.model.path)
+    gate = memory_gate(pre, folder, allow_over_budget)
+    if gate.warning:
+        emit(Stage("train", gate.warning))
     emit(Stage("train", f"Loading model {recipe.model.path}"))
-    model, tokenizer, base_folder = _load_base(pre)
+    model, tokenizer, base_folder = _load_base(pre, folder)
     _check_against_model(pre, model, base_folder)
     run = _start_run(pre, base_folder, emit)
+    if gate.estimate is not None:
+        calibration.write_run_estimate(run.dir, gate.estimate, flops_per_token(gate.shape, gate.settings),
+                                       verdict=gate.verdict, overridden=gate.overridden)
     return _recorded(run, lambda: _train(pre, run, model, tokenizer, emit, control))
+
+
+def memory_gate(pre: Preflight, folder: Path, allow_over_budget: bool = False) -> gate.Gate:
+    """The estimator's verdict for this run on this machine, from config.json and the longest rows."""
+    from macfinetune.backend.machine_probe import probe_machine
+
+    try:
+        shape = read_shape(folder)
+    except ProblemError as e:
+        return gate.Gate(None, None, None, None, note=str(e))
+    longest = _longest_row_tokens(pre, folder)
+    try:
+        return gate.check(pre.recipe, shape, probe_machine(), longest, allow_over_budget)
+    except ProblemError as e:
+        if any(p.field == "memory" for p in e.problems):
+            raise
+        # the estimator's own doubts about the settings; the checks against the loaded model decide
+        return gate.Gate(None, None, None, None, note=str(e))
+
+
+_LONGEST_SAMPLE = 64  # rows tokenized to find the longest: the longest by characters
+
+
+def _longest_row_tokens(pre: Preflight, folder: Path) -> int | None:
+    """Tokens of the longest row (as mlx-lm templates it), from the longest rows by characters."""
+    from macfinetune.backend import tokens
+
+    rows = sorted(pre.train_rows + pre.valid_rows, key=lambda row: len(str(row)), reverse=True)[:_LONGEST_SAMPLE]
+    try:
+        counts = tokens.count_tokens(rows, tokens.load_tokenizer(folder))
+    except Exception:  # a tokenizer problem shows when the model loads; assume max_seq_length
+        return None
+    return max((c.total for c in counts if not c.error), default=None)
 
 
 def resume_run(run_dir: Path, emit: Emit, control: JobControl | None = None) -> RunResult:
@@ -157,10 +206,9 @@ def _failure_message(error: Exception) -> str:
 # --- 2. model ---------------------------------------------------------------------------
 
 
-def _load_base(pre: Preflight):
+def _load_base(pre: Preflight, folder: Path):
     from macfinetune.backend import models
 
-    folder = models.resolve_model_path(pre.recipe.model.path)
     model, tokenizer, config = models.load_model(folder)
     return model, tokenizer, folder
 
@@ -354,7 +402,8 @@ def _maybe_quantize(pre: Preflight, run: _Run, model, tokenizer):
         return model, tokenizer
     run.emit(Stage("train", f"Quantizing the base model to {q.quantize} bits into the run folder"))
     base = run.dir / runs.BASE_MODEL
-    model, tokenizer, _ = models.quantize_into(Path(run.status.model), base, q.quantize, q.quantize_group_size)
+    model, tokenizer, _ = models.quantize_into(Path(run.status.model), base, q.quantize, q.quantize_group_size,
+                                               loaded=(model, tokenizer))
     run.update(model=str(base))
     return model, tokenizer
 
