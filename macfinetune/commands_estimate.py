@@ -70,6 +70,8 @@ def cmd_estimate(args) -> int:
     settings = replace(_settings(args, recipe), device=machine.device)
     if args.max_seq_length is None and recipe is None and shape.max_positions:
         settings = replace(settings, max_seq_length=min(settings.max_seq_length, shape.max_positions))
+    if args.num_layers is None and recipe is None and settings.num_layers > shape.layers:
+        settings = replace(settings, num_layers=-1)  # the default 16 blocks, on a smaller model: all of them
     est = estimate(shape, settings)
     verdict = judge(est, machine)
     fit = auto_fit(shape, settings, machine) if verdict.status != "fits" else None

@@ -212,3 +212,16 @@ def test_save_as_recipe_from_the_command_line_and_train_by_its_name(tmp_path, mo
     assert catalog.recipe_path("demo-tiny-lora").name == "demo-tiny-lora.yaml"  # shipped ones still found
     assert cli.main(["recipes", "--name", "x"]) == 2
     assert "--save-from RUN_DIR and --name NAME go together" in capsys.readouterr().err
+
+
+def test_estimate_of_an_unknown_small_model_uses_all_its_blocks_and_names_the_guesses(tmp_path, capsys):
+    from macfinetune.commands_estimate import cmd_estimate
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "weirdnet", "hidden_size": 256,
+                                                      "num_hidden_layers": 12, "num_attention_heads": 8,
+                                                      "vocab_size": 5000}))
+    assert cmd_estimate(parse("estimate", "--model", str(tmp_path), "--memory-gb", "16", "--json")) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["adapted_layers"] == 12  # the default 16 blocks would exceed the model's 12
+    assert any("weirdnet" in u for u in report["uncertain"])
+    assert any("intermediate_size missing" in u for u in report["uncertain"])
