@@ -148,26 +148,17 @@ def cmd_train(args) -> int:
     if args.set:
         recipe = apply_overrides(recipe, args.set)
     run_dir = args.out or runs.default_run_dir(paths.runs_home(), recipe.model.path or "model", recipe.method.type)
-    try:
-        with _stop_on_ctrl_c(control):
-            result = training.train_run(recipe, run_dir, Progress().show, control, allow_over_budget=args.force)
-    except ProblemError as e:
-        if args.force or not _is_memory_refusal(e) or not _confirm_over_budget(e):
-            raise
-        with _stop_on_ctrl_c(control):
-            result = training.train_run(recipe, run_dir, Progress().show, control, allow_over_budget=True)
+    with _stop_on_ctrl_c(control):
+        result = training.train_run(recipe, run_dir, Progress().show, control, allow_over_budget=args.force,
+                                    confirm=_confirm_over_budget)
     return _train_exit(result)
 
 
-def _is_memory_refusal(error: ProblemError) -> bool:
-    return any(p.field == "memory" for p in error.problems)
-
-
-def _confirm_over_budget(error: ProblemError) -> bool:
+def _confirm_over_budget(problem: Problem) -> bool:
     """On a terminal, show the refusal and ask; elsewhere (scripts, CI) the answer is no."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         return False
-    print(f"warning: {error.problems[0].message}", file=sys.stderr)
+    print(f"warning: {problem.message}", file=sys.stderr)
     try:
         answer = input("Start anyway? [y/N] ")
     except EOFError:

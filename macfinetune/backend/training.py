@@ -15,6 +15,7 @@ How a run works (the numbered protocol spans several functions here and in loop.
 
 from __future__ import annotations
 
+import heapq
 import os
 import shutil
 import socket
@@ -87,31 +88,33 @@ def preflight(recipe: Recipe, run_dir: Path) -> Preflight:
 
 
 def train_run(recipe: Recipe, run_dir: Path, emit: Emit, control: JobControl | None = None,
-              allow_over_budget: bool = False) -> RunResult:
+              allow_over_budget: bool = False, confirm: Callable[[Problem], bool] | None = None) -> RunResult:
     """Train one run to completion, stop or failure. Bad input raises ProblemError before
     anything is written; failures after the run started are recorded in the run folder.
 
     The memory gate runs before the weights load: a run the estimator says will not fit raises
-    ProblemError (field ``memory``) unless ``allow_over_budget`` (the user confirmed)."""
+    ProblemError (field ``memory``) unless ``allow_over_budget`` (the user confirmed beforehand)
+    or ``confirm(problem)`` returns True (asked now, e.g. on a terminal)."""
     from macfinetune.backend import models
 
     control = control or JobControl()
     pre = preflight(recipe, run_dir)
     folder = models.resolve_model_path(recipe.model.path)
-    gate = memory_gate(pre, folder, allow_over_budget)
-    if gate.warning:
-        emit(Stage("train", gate.warning))
+    memory = memory_gate(pre, folder, allow_over_budget, confirm)
+    if memory.warning:
+        emit(Stage("train", memory.warning))
     emit(Stage("train", f"Loading model {recipe.model.path}"))
     model, tokenizer, base_folder = _load_base(pre, folder)
     _check_against_model(pre, model, base_folder)
     run = _start_run(pre, base_folder, emit)
-    if gate.estimate is not None:
-        calibration.write_run_estimate(run.dir, gate.estimate, flops_per_token(gate.shape, gate.settings),
-                                       verdict=gate.verdict, overridden=gate.overridden)
+    if memory.estimate is not None:
+        calibration.write_run_estimate(run.dir, memory.estimate, flops_per_token(memory.shape, memory.settings),
+                                       verdict=memory.verdict, overridden=memory.overridden)
     return _recorded(run, lambda: _train(pre, run, model, tokenizer, emit, control))
 
 
-def memory_gate(pre: Preflight, folder: Path, allow_over_budget: bool = False) -> gate.Gate:
+def memory_gate(pre: Preflight, folder: Path, allow_over_budget: bool = False,
+                confirm: Callable[[Problem], bool] | None = None) -> gate.Gate:
     """The estimator's verdict for this run on this machine, from config.json and the longest rows."""
     from macfinetune.backend.machine_probe import probe_machine
 
@@ -119,11 +122,14 @@ def memory_gate(pre: Preflight, folder: Path, allow_over_budget: bool = False) -
         shape = read_shape(folder)
     except ProblemError as e:
         return gate.Gate(None, None, None, None, note=str(e))
-    longest = _longest_row_tokens(pre, folder)
+    longest, machine = _longest_row_tokens(pre, folder), probe_machine()
     try:
-        return gate.check(pre.recipe, shape, probe_machine(), longest, allow_over_budget)
+        return gate.check(pre.recipe, shape, machine, longest, allow_over_budget)
     except ProblemError as e:
-        if any(p.field == "memory" for p in e.problems):
+        refusal = next((p for p in e.problems if p.field == "memory"), None)
+        if refusal is not None:
+            if confirm is not None and confirm(refusal):
+                return gate.check(pre.recipe, shape, machine, longest, allow_over_budget=True)
             raise
         # the estimator's own doubts about the settings; the checks against the loaded model decide
         return gate.Gate(None, None, None, None, note=str(e))
@@ -136,7 +142,7 @@ def _longest_row_tokens(pre: Preflight, folder: Path) -> int | None:
     """Tokens of the longest row (as mlx-lm templates it), from the longest rows by characters."""
     from macfinetune.backend import tokens
 
-    rows = sorted(pre.train_rows + pre.valid_rows, key=lambda row: len(str(row)), reverse=True)[:_LONGEST_SAMPLE]
+    rows = heapq.nlargest(_LONGEST_SAMPLE, pre.train_rows + pre.valid_rows, key=lambda row: len(str(row)))
     try:
         counts = tokens.count_tokens(rows, tokens.load_tokenizer(folder))
     except Exception:  # a tokenizer problem shows when the model loads; assume max_seq_length

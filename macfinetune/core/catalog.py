@@ -8,7 +8,6 @@ the memory and speed the seed reports, feasibility on the seed's machine) lives 
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -17,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from macfinetune.core import paths, runs
+from macfinetune.core.models_catalog import cached_snapshot
 from macfinetune.core.modelshape import ModelShape, read_shape
 from macfinetune.core.problems import Problem, ProblemError
 from macfinetune.core.recipe import Recipe, load_recipe, save_recipe
@@ -125,23 +125,9 @@ def _by_stem(name: str) -> str | None:
 
 def _hub_cache_config(repo_id: str) -> Path | None:
     """config.json of a downloaded model in the Hugging Face cache (no hub client needed)."""
-    if "/" not in repo_id:
-        return None
-    snapshots = _hub_cache() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
-    found = sorted(snapshots.glob("*/config.json"), key=lambda p: p.stat().st_mtime) if snapshots.is_dir() else []
-    return found[-1] if found else None
-
-
-def _hub_cache() -> Path:
-    """huggingface_hub's cache folder, resolved from the environment as the hub client does."""
-    env = os.environ
-    for key in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if env.get(key):
-            return Path(env[key]).expanduser()
-    if env.get("HF_HOME"):
-        return Path(env["HF_HOME"]).expanduser() / "hub"
-    cache = Path(env["XDG_CACHE_HOME"]).expanduser() if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
-    return cache / "huggingface" / "hub"
+    snapshot = cached_snapshot(repo_id)
+    config = snapshot / "config.json" if snapshot is not None else None
+    return config if config is not None and config.is_file() else None
 
 
 # --- save as recipe ---------------------------------------------------------------------

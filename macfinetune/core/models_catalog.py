@@ -133,6 +133,14 @@ def scan_hf_cache(cache: Path) -> list[tuple[str, Path, str | None]]:
     return found
 
 
+def cached_snapshot(repo_id: str, cache: Path | None = None) -> Path | None:
+    """The current snapshot folder of ``org/name`` in the huggingface_hub cache, or None."""
+    if "/" not in repo_id:
+        return None
+    repo = (cache or hf_cache_dir()) / f"models--{repo_id.replace('/', '--')}"
+    return _current_snapshot(repo) if repo.is_dir() else None
+
+
 def _current_snapshot(repo: Path) -> Path | None:
     """The snapshot refs/main points at, else the newest snapshot."""
     ref = repo / "refs" / "main"

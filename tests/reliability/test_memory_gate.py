@@ -86,14 +86,18 @@ def test_cli_refuses_before_loading_and_leaves_nothing(tiny_model, tmp_path, sma
     assert not out.exists()
 
 
-def test_cli_asks_on_a_terminal_and_no_means_no(tiny_model, tmp_path, small_machine, monkeypatch, capsys):
+@pytest.mark.parametrize("answer,code", [("n", 2), ("y", 0)])
+def test_cli_asks_on_a_terminal(answer, code, tiny_model, tmp_path, small_machine, monkeypatch, capsys):
     asked = []
     monkeypatch.setattr("sys.stdin.isatty", lambda: True)
     monkeypatch.setattr("sys.stdout.isatty", lambda: True)
-    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or "n")
-    assert cli.main(train_argv(tiny_model, tmp_path / "run")) == 2
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or answer)
+    assert cli.main(train_argv(tiny_model, tmp_path / "run")) == code
     assert asked == ["Start anyway? [y/N] "]
-    assert not (tmp_path / "run").exists()
+    assert "will not fit" in capsys.readouterr().err
+    assert (tmp_path / "run").exists() == (answer == "y")
+    if answer == "y":
+        assert json.loads((tmp_path / "run" / calibration.ESTIMATE_FILE).read_text())["overridden"] is True
 
 
 def test_force_starts_and_the_run_records_estimate_verdict_and_measured_peak(tiny_model, tmp_path, small_machine,
