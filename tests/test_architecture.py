@@ -1,6 +1,9 @@
 """Layer rules (import-linter contracts in pyproject.toml) and a light, side-effect-free core."""
 
+import ast
+import importlib.metadata
 import pkgutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +76,55 @@ def test_core_imports_no_heavy_modules_and_touches_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
     assert not (tmp_path / "home").exists(), "importing must not create folders"
+
+
+def _third_party_imports(folder: Path) -> set[str]:
+    """Top-level names of every non-stdlib import under ``folder``, lazy ones included."""
+    found = set()
+    for file in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                found.add(node.module.split(".")[0])
+    local = {"macfinetune", "conftest", "bench", "tomli"}  # tomli: pytest's own dependency on 3.10
+    return {name for name in found if name not in sys.stdlib_module_names and name not in local}
+
+
+def _declared(*extras: str) -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requirements = project["dependencies"] + [r for e in extras for r in project["optional-dependencies"][e]]
+    return {_normalized(re.match(r"[A-Za-z0-9._-]+", r).group()) for r in requirements}
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _distributions(module: str) -> set[str]:
+    return {_normalized(d) for d in importlib.metadata.packages_distributions().get(module, [module])}
+
+
+@pytest.mark.parametrize("folder, extras", [("macfinetune", ("datasets",)), ("tests", ("datasets", "test"))])
+def test_every_third_party_import_is_declared(folder, extras):
+    declared = _declared(*extras)
+    missing = {m for m in _third_party_imports(ROOT / folder) if not _distributions(m) & declared}
+    assert missing == set()
+
+
+def _apt_packages(text: str) -> set[str]:
+    command = re.search(r"apt-get install ([^`]*?)(?:`|>)", text, re.S).group(1)
+    return {w for w in command.replace("\\", " ").split() if not w.startswith("-")}
+
+
+def _pip_install(text: str) -> str:
+    return re.search(r"pip install (?:-q )?(-e \S+)", text).group(1)
+
+
+def test_readme_and_ci_install_the_same_things():
+    readme, ci = (ROOT / "README.md").read_text(encoding="utf-8"), (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert _apt_packages(readme) == _apt_packages(ci)
+    assert _pip_install(readme) == _pip_install(ci) == '-e ".[test,datasets]"'
 
 
 def test_shipped_files_are_found_through_one_function():
