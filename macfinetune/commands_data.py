@@ -181,9 +181,10 @@ def cmd_models(args) -> int:
 
 
 def _list(args) -> int:
+    from macfinetune.backend import hub
     from macfinetune.backend.architectures import supported_model_types
 
-    entries = models_catalog.discover(models_catalog.default_sources(args.folder), supported_model_types())
+    entries = hub.local_models(args.folder, supported_model_types())
     if args.json:
         print(json.dumps([_entry_dict(e) for e in entries], indent=2))
         return EXIT_OK

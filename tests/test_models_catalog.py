@@ -10,6 +10,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from macfinetune import commands_data
+from macfinetune.backend import hub
 from macfinetune.core import models_catalog as mc
 
 SUPPORTED = frozenset({"llama", "mistral", "qwen2"})
@@ -39,9 +40,9 @@ def model_files(tmp_path, config=CONFIG, **extra) -> dict:
     return {k: v for k, v in files.items() if v is not None}
 
 
-def hf_cache_repo(cache, repo_id, files, commit="a" * 40, point_main=True):
+def hf_cache_repo(cache, repo_id, files, commit="a" * 40, point_main=True, kind="models"):
     """models--org--name/{blobs/<sha256>, snapshots/<commit>/<file> -> ../../blobs/<sha256>, refs/main}."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    repo = cache / (f"{kind}--" + repo_id.replace("/", "--"))
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True, exist_ok=True)
     (repo / "blobs").mkdir(exist_ok=True)
@@ -74,8 +75,8 @@ def test_hf_cache_discovery(tmp_path):
                                                       "special_tokens_map.json": b"{}"}, commit="c" * 40)
     hf_cache_repo(cache, "gpt2", model_files(tmp_path, {**CONFIG, "model_type": "gpt2"}))
     hf_cache_repo(cache, "org/tokenizer-only", {"tokenizer.json": b"{}"})
-    (cache / "datasets--org--data" / "snapshots").mkdir(parents=True)
-    entries = mc.discover([mc.ModelSource("hf-cache", cache)], SUPPORTED)
+    hf_cache_repo(cache, "org/data", {"config.json": b"{}"}, kind="datasets")  # not a model
+    entries = mc.discover([mc.ModelSource("hf-cache", cache)], SUPPORTED, {"hf-cache": hub.cached_models})
     assert [(e.name, e.source) for e in entries] == [("gpt2", "hf-cache"), ("org/tiny-llama", "hf-cache")]
     tiny = entries[1]
     assert tiny.path == current and tiny.path != old and tiny.revision == "c" * 40
@@ -93,8 +94,9 @@ def test_without_refs_main_the_newest_snapshot_is_used(tmp_path):
     hf_cache_repo(cache, "org/m", model_files(tmp_path), commit="1" * 40, point_main=False)
     newest = hf_cache_repo(cache, "org/m", model_files(tmp_path, {**CONFIG, "max_position_embeddings": 8}),
                            commit="2" * 40, point_main=False)
-    os.utime(newest, (2e9, 2e9))
-    assert mc.scan_hf_cache(cache) == [("org/m", newest, "2" * 40)]
+    os.utime(newest / "config.json", (2e9, 2e9))  # its own blob: huggingface_hub dates a revision by its files
+    assert hub.cached_models(cache) == [("org/m", newest, "2" * 40)]
+    assert hub.cached_models(tmp_path / "no-cache") == []
 
 
 @pytest.mark.parametrize(

@@ -176,6 +176,40 @@ def hub_reason(error: Exception, offline: bool = False) -> str:
     return f"{name}: {text}"
 
 
+# --- models already in the cache ------------------------------------------------------------------
+
+
+def cached_models(cache: Path) -> list[tuple[str, Path, str]]:
+    """(repo id, snapshot folder, commit) of each model in a hub cache, from huggingface_hub's own scan.
+
+    The current revision is the one refs/main points at, else the most recently modified one;
+    repositories without a config.json (tokenizer-only, datasets) are left out."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        repos = scan_cache_dir(cache).repos
+    except CacheNotFound:
+        return []
+    found = []
+    for repo in sorted(repos, key=lambda r: r.repo_id):
+        revision = _current_revision(repo) if repo.repo_type == "model" else None
+        if revision is not None and (revision.snapshot_path / "config.json").is_file():
+            found.append((repo.repo_id, revision.snapshot_path, revision.commit_hash))
+    return found
+
+
+def _current_revision(repo):
+    on_main = [r for r in repo.revisions if "main" in r.refs]
+    return on_main[0] if on_main else max(repo.revisions, key=lambda r: r.last_modified, default=None)
+
+
+def local_models(extra_folders=(), supported: frozenset[str] | None = None) -> list[models_catalog.ModelEntry]:
+    """Every model on this machine (hub cache, LM Studio, our models folder, ``extra_folders``), described."""
+    sources = models_catalog.default_sources(extra_folders)
+    return models_catalog.discover(sources, supported, {"hf-cache": cached_models})
+
+
 # --- progress ---------------------------------------------------------------------------------
 
 

@@ -130,11 +130,3 @@ def copy_tokenizer_files(src: Path, dst: Path) -> None:
         for file in Path(src).glob(pattern):
             if file.is_file():
                 shutil.copy2(file, dst / file.name)
-
-
-def model_layers(model) -> list:
-    layers = getattr(model, "layers", None)
-    if layers is None:
-        raise ProblemError(Problem("this model has no transformer layers mlx-lm can fine-tune"))
-    return list(layers)
-

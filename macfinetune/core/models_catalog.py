@@ -1,7 +1,7 @@
 """Models already on this machine, described from their files without loading weights.
 
-Sources: the Hugging Face cache (laid out by huggingface_hub as
-``models--org--name/{refs/main, snapshots/<commit>/, blobs/}``), LM Studio's models folder
+Sources: the Hugging Face cache (scanned by huggingface_hub itself, in ``backend.hub.cached_models``,
+passed in as a scanner: core does not import the hub client), LM Studio's models folder
 (``publisher/model/``), macfinetune's own ``models`` folder and folders the user added. Each
 model is described from ``config.json`` and the safetensors headers: architecture, parameter
 count, quantization, size on disk, context length, and whether mlx-lm can fine-tune it (the set
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,29 +112,30 @@ def default_sources(extra_folders: Collection[Path] = (), env: Mapping[str, str]
 # --- discovery ----------------------------------------------------------------------------------
 
 
-def discover(sources: Collection[ModelSource], supported: Collection[str] | None = None) -> list[ModelEntry]:
-    """Every model in ``sources``, described; unreadable folders are skipped."""
+Scanner = Callable[[Path], list]  # folder -> [(name, model folder, revision or None)]
+
+
+def discover(sources: Collection[ModelSource], supported: Collection[str] | None = None,
+             scanners: Mapping[str, Scanner] | None = None) -> list[ModelEntry]:
+    """Every model in ``sources``, described; unreadable folders are skipped.
+
+    ``scanners`` adds scanners by source kind; the hub cache's comes from the backend
+    (``backend.hub.local_models`` passes it), so a "hf-cache" source needs one."""
+    table = {**_SCANNERS, **(scanners or {})}
     entries: dict[Path, ModelEntry] = {}
     for source in sources:
-        for name, folder, revision in _SCANNERS[source.kind](source.path):
+        for name, folder, revision in table[source.kind](source.path):
             key = folder.resolve()
             if key not in entries:
                 entries[key] = describe(folder, name=name, source=source.kind, supported=supported, revision=revision)
     return sorted(entries.values(), key=lambda e: (e.source, e.name.lower()))
 
 
-def scan_hf_cache(cache: Path) -> list[tuple[str, Path, str | None]]:
-    """(repo id, snapshot folder, commit) of each model repo in a huggingface_hub cache."""
-    found = []
-    for repo in sorted(cache.glob("models--*")) if cache.is_dir() else []:
-        snapshot = _current_snapshot(repo)
-        if snapshot is not None and (snapshot / "config.json").exists():
-            found.append(("/".join(repo.name.split("--")[1:]), snapshot, snapshot.name))
-    return found
-
-
 def cached_snapshot(repo_id: str, cache: Path | None = None) -> Path | None:
-    """The current snapshot folder of ``org/name`` in the huggingface_hub cache, or None."""
+    """The current snapshot folder of ``org/name`` in the huggingface_hub cache, or None.
+
+    A lookup of one known layout for core's estimator, which must not import the hub client;
+    listing the whole cache is huggingface_hub's own scan (``backend.hub.cached_models``)."""
     if "/" not in repo_id:
         return None
     repo = (cache or hf_cache_dir()) / f"models--{repo_id.replace('/', '--')}"
@@ -173,8 +174,7 @@ def _is_model_folder(folder: Path) -> bool:
     return (folder / "config.json").is_file() or any(folder.glob("*.gguf"))
 
 
-_SCANNERS = {
-    "hf-cache": scan_hf_cache,
+_SCANNERS: dict[str, Scanner] = {
     "lmstudio": scan_folder,
     "macfinetune": scan_folder,
     "folder": scan_folder,
