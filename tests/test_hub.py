@@ -226,6 +226,36 @@ def test_convert_quantizes_in_process(tiny_model, tmp_path):
     assert tokenizer.encode("the owl")
 
 
+def test_convert_captures_only_mlx_lm_prints(tiny_model, tmp_path, capfd):
+    """mlx-lm's lines become events; a print from another thread during the conversion still reaches stdout."""
+    from macfinetune.backend.convert import convert_model
+
+    def emit(event):
+        events.append(event)
+        if len(events) == 1:  # inside mlx-lm's convert(), while its prints are captured
+            other = threading.Thread(target=print, args=("printed by another thread",))
+            other.start()
+            other.join()
+
+    events = []
+    convert_model(tiny_model, bits=4, group_size=32, out=tmp_path / "q", emit=emit)
+    out, _ = capfd.readouterr()
+    assert out == "printed by another thread\n"
+    messages = [e.message for e in events]
+    assert messages[0] == "Loading the model" and "Quantizing" in messages
+    import mlx_lm.convert
+    import mlx_lm.utils
+
+    assert "print" not in vars(mlx_lm.convert) and "print" not in vars(mlx_lm.utils)  # the builtin again
+
+
+def test_quantizing_a_loaded_model_prints_nothing(tiny_model, tmp_path, capfd):
+    from macfinetune.backend.models import quantize_into
+
+    quantize_into(tiny_model, tmp_path / "q", 4, 32)
+    assert capfd.readouterr().out == ""
+
+
 @pytest.mark.parametrize(
     "kwargs, expected",
     [({"bits": 3}, "4 or 8 bits"), ({"bits": 4, "group_size": 48}, "group size"), ({"out": "EXISTS"}, "already exists")],

@@ -4,16 +4,20 @@ converter run in-process (call it on the engine thread: it does MLX work).
 The model is checked first (an architecture mlx-lm implements, no remote code, safetensors
 weights); the result goes to a temporary sibling folder and is renamed into place at the end,
 so a failed conversion leaves nothing half-written. mlx-lm's "[INFO] ..." lines become Stage
-events; nothing is printed.
+events; nothing is printed. Only mlx-lm's own ``print`` calls are captured (``mlx_lm_prints``):
+sys.stdout is left alone, so other threads keep printing.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import importlib
 import io
 import re
 import shutil
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from macfinetune.core import modelinfo, models_catalog, paths
@@ -101,7 +105,7 @@ def _run_convert(folder: Path, out: Path, bits: int | None, group_size: int, dty
     scratch = out.with_name(f".{out.name}.converting")
     shutil.rmtree(scratch, ignore_errors=True)
     try:
-        with contextlib.redirect_stdout(_StageWriter(emit)):
+        with mlx_lm_prints(_StageWriter(emit).write):
             convert(str(folder), str(scratch), quantize=bool(bits), q_bits=bits, q_group_size=group_size,
                     dtype=dtype, trust_remote_code=False)
         for script in scratch.glob("*.py"):  # mlx-lm copies a repository's code; we never run it
@@ -110,6 +114,37 @@ def _run_convert(folder: Path, out: Path, bits: int | None, group_size: int, dty
     except Exception as e:
         shutil.rmtree(scratch, ignore_errors=True)
         raise fail(f"mlx-lm could not convert the model: {type(e).__name__}: {e}", file=str(folder)) from None
+
+
+_ABSENT = object()
+_PRINTING_MODULES = ("mlx_lm.convert", "mlx_lm.utils")  # utils: quantize_model's "[INFO] Quantized ..."
+
+
+@contextlib.contextmanager
+def mlx_lm_prints(write: Callable[[str], object], modules: tuple[str, ...] = _PRINTING_MODULES) -> Iterator[None]:
+    """Within the block, ``print`` called by code in ``modules`` goes to ``write``.
+
+    A module-level ``print`` shadows the builtin for that module's code only (as ``quiet.py``
+    swaps the trainer's globals): sys.stdout is untouched, so other code and other threads
+    still print. Prints with an explicit ``file=`` other than stdout pass through."""
+
+    def captured(*args, sep=" ", end="\n", file=None, flush=False):
+        if file is not None and file is not sys.stdout:
+            return builtins.print(*args, sep=sep, end=end, file=file, flush=flush)
+        write((sep if sep is not None else " ").join(map(str, args)) + (end if end is not None else "\n"))
+
+    targets = [importlib.import_module(name) for name in modules]
+    saved = [vars(module).get("print", _ABSENT) for module in targets]
+    for module in targets:
+        module.print = captured
+    try:
+        yield
+    finally:
+        for module, old in zip(targets, saved, strict=True):
+            if old is _ABSENT:
+                del module.print
+            else:
+                module.print = old
 
 
 class _StageWriter(io.TextIOBase):

@@ -108,6 +108,8 @@ def quantize_into(folder: Path, out: Path, bits: int, group_size: int, loaded: t
     import mlx.core as mx
     from mlx_lm.utils import quantize_model, save_config, save_model
 
+    from macfinetune.backend.convert import mlx_lm_prints
+
     if loaded is None:
         model, tokenizer, config = load_model(folder)
     else:
@@ -116,7 +118,8 @@ def quantize_into(folder: Path, out: Path, bits: int, group_size: int, loaded: t
         raise ProblemError(
             Problem("the model is already quantized; set model.quantize: null", file=str(folder), field="model.quantize", value=bits)
         )
-    model, config = quantize_model(model, config, group_size, bits)
+    with mlx_lm_prints(lambda text: None, ("mlx_lm.utils",)):  # "[INFO] Quantized model with ..."
+        model, config = quantize_model(model, config, group_size, bits)
     mx.eval(model.parameters())
     out.mkdir(parents=True)
     save_model(out, model)
