@@ -1,6 +1,8 @@
 """The command line: exit codes, messages without tracebacks, and no half-made folders."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -33,10 +35,17 @@ def test_train_fuse_generate_runs(capsys, tiny_model, tmp_path):
     assert code == 0, err
     assert "finished at iteration 8" in out and "loss" in out and "tok/s" in out and "ETA" in out
     code, out, err = run_cli(capsys, "fuse", run, "--checkpoint", "best")
-    assert code == 0, err and (run / "fused-best" / "config.json").exists()
+    assert code == 0, err
+    fused = run / "fused-best"
+    assert out.strip().endswith(f"fused model: {fused}")
+    assert (fused / "config.json").is_file() and list(fused.glob("*.safetensors"))
+    assert json.loads((fused / "macfinetune.json").read_text())["base_model"] == str(tiny_model)
     code, out, err = run_cli(capsys, "generate", "--adapter", f"{run}:last", "--compare", "--prompt", "Hi",
                              "--max-tokens", "8", "--temp", "0")
-    assert code == 0, err and "--- base ---" in out and "--- tuned ---" in out
+    assert code == 0, err
+    base, tuned = re.fullmatch(r"--- base ---\n(.+)\n--- tuned ---\n(.+)\n", out, re.S).groups()
+    assert base != tuned
+    assert re.search(r"\[base\] [1-8] tokens", err) and re.search(r"\[tuned\] [1-8] tokens", err)
 
 
 def test_runs_lists_status_and_best(capsys, trained_run, monkeypatch):

@@ -20,8 +20,9 @@ def test_fused_model_loads_and_matches_base_plus_adapter(trained_run, tmp_path):
     assert result.out_dir == str(out) and (out / "config.json").exists()
     net, tok, _ = models.load_model(out)
     fused = generation.generate(net, tok, "What color is the sea?", GREEDY).text
-    (tuned,) = generation.run_generate(None, (trained_run, "best"), "What color is the sea?", GREEDY)
+    base, tuned = generation.run_generate(None, (trained_run, "best"), "What color is the sea?", GREEDY, compare=True)
     assert fused == tuned.text and tuned.source == "tuned"
+    assert base.text != tuned.text  # the adapter changed the model, so the equality above means something
 
 
 def test_compare_streams_base_then_tuned(trained_run):
@@ -62,8 +63,9 @@ def test_qlora_fuse_dequantized_equals_base_plus_adapter(tiny_model_q4, tmp_path
     assert "quantization" not in config
     net, tok, _ = models.load_model(out.out_dir)
     fused = generation.generate(net, tok, "Hi", GREEDY).text
-    (tuned,) = generation.run_generate(None, (run, "last"), "Hi", GREEDY)
+    base, tuned = generation.run_generate(None, (run, "last"), "Hi", GREEDY, compare=True)
     assert fused == tuned.text
+    assert base.text != tuned.text  # a fuse that dropped the adapter would give the base's text
 
 
 def test_offline_hub_id_fails_with_a_clear_message():
@@ -84,19 +86,24 @@ def test_mlx_lm_generate_and_fuse_read_our_run_folder(trained_run, tiny_model, t
     (ours,) = generation.run_generate(None, (trained_run, "last"), "What color is the sea?", GREEDY)
     assert ours.text.strip() and ours.text.strip() in out
     _mlx_lm("fuse", "--model", str(tiny_model), "--adapter-path", adapters, "--save-path", str(tmp_path / "f"))
-    models.load_model(tmp_path / "f")
+    net, tok, _ = models.load_model(tmp_path / "f")
+    assert generation.generate(net, tok, "What color is the sea?", GREEDY).text == ours.text
 
 
 def test_adapters_written_by_mlx_lm_lora_fuse_and_generate_here(tiny_model, tmp_path):
+    import mlx.core as mx
     from conftest import SAMPLE_DATA
 
     adapters = tmp_path / "mlx-adapters"
     _mlx_lm("lora", "--model", str(tiny_model), "--train", "--data", str(SAMPLE_DATA), "--iters", "4",
             "--batch-size", "2", "--num-layers", "2", "--save-every", "2", "--val-batches", "1",
             "--adapter-path", str(adapters))
-    (tuned,) = generation.run_generate(None, (adapters, "2"), "Hi", GREEDY)
-    assert tuned.source == "tuned"
     out = fusing.fuse(adapters, "last", tmp_path / "fused")
-    models.load_model(out.out_dir)
+    fused, tok, _ = models.load_model(out.out_dir)
+    (tuned,) = generation.run_generate(None, (adapters, "last"), "Hi", GREEDY)
+    assert generation.generate(fused, tok, "Hi", GREEDY).text == tuned.text
+    base, _, _ = models.load_model(tiny_model)
+    changed = [fused.layers[-1].self_attn.q_proj.weight, base.layers[-1].self_attn.q_proj.weight]
+    assert not mx.array_equal(*changed)  # mlx-lm's adapter was fused in, not dropped
     with pytest.raises(ProblemError, match="no 'best'"):
         fusing.fuse(adapters, "best", tmp_path / "fused2")
