@@ -170,7 +170,8 @@ def test_check_usable_raises_with_every_reason(tmp_path):
     folder = plain_folder(tmp_path / "m", {"config.json": b'{"model_type": "bert"}', "model.bin": b"x"})
     with pytest.raises(mc.ProblemError) as info:
         mc.check_usable(folder, SUPPORTED)
-    assert len(info.value.problems) == 2
+    messages = [p.message for p in info.value.problems]
+    assert len(messages) == 2 and "model_type 'bert'" in messages[0] and "only pickle weights (model.bin)" in messages[1]
 
 
 # --- numbers ------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ def test_catalogue(name, tiny_model, tmp_path, capsys):
     _, err = capsys.readouterr()
     assert code == 2, err
     assert expected in err and "Traceback" not in err
-    assert err.startswith("error: ")
+    assert all(line.startswith("error: ") for line in err.splitlines())  # messages only, nothing else
     assert not (tmp_path / "run").exists()
     if before:
         assert hashlib.sha256(data.read_bytes()).hexdigest() == before
@@ -92,6 +92,7 @@ def test_broken_models(breakage, expected, tiny_model, tmp_path, capsys):
                      "--out", str(tmp_path / "run")])
     _, err = capsys.readouterr()
     assert code == 2 and expected in err and "Traceback" not in err
+    assert all(line.startswith("error: ") for line in err.splitlines())
     assert not (tmp_path / "run").exists()
 
 

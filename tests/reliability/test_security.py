@@ -56,7 +56,7 @@ def test_login_keeps_the_token_in_the_keychain_only(memory_keyring, monkeypatch,
     with pytest.raises(ProblemError) as info:
         models.resolve_model_path("org/private-model")
     assert seen["token"] == TOKEN and TOKEN not in str(info.value)
-    assert not any(p.endswith(".py") for p in seen["patterns"])
+    assert "model*.safetensors" in seen["patterns"] and not any(p.endswith(".py") for p in seen["patterns"])
     assert cli.main(["logout"]) == 0 and secrets.load_hf_token() is None
 
 
