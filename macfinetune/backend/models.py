@@ -29,9 +29,10 @@ def resolve_model_path(path_or_repo: str) -> Path:
 
 def _download(repo_id: str) -> Path:
     """Only weights, config and tokenizer files: no Python files from the repository."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
     from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS
 
+    from macfinetune.backend.hub import hub_reason
     from macfinetune.core.secrets import load_hf_token
 
     patterns = [p for p in DEFAULT_ALLOW_PATTERNS if not p.endswith(".py")] + ["*.jinja"]
@@ -40,7 +41,7 @@ def _download(repo_id: str) -> Path:
     except Exception as e:  # the hub client raises many types: offline, 404, gated, network
         raise ProblemError(
             Problem(
-                f"could not get {repo_id!r} from Hugging Face: {_hub_reason(e)}",
+                f"could not get {repo_id!r} from Hugging Face: {hub_reason(e, constants.is_offline_mode())}",
                 field="model.path",
                 value=repo_id,
             )
@@ -49,18 +50,6 @@ def _download(repo_id: str) -> Path:
     if problems:
         raise ProblemError(problems)
     return folder
-
-
-def _hub_reason(error: Exception) -> str:
-    name = type(error).__name__
-    text = str(error).strip().splitlines()[0] if str(error).strip() else name
-    if "Offline" in name or "offline" in text.lower() or "LocalEntryNotFound" in name:
-        return "offline (HF_HUB_OFFLINE is set or there is no network) and the model is not in the local cache"
-    if "RepositoryNotFound" in name or "404" in text:
-        return "no such repository (check the name; private or gated models need `hf auth login`)"
-    if "GatedRepo" in name:
-        return "the repository is gated; accept its license on huggingface.co and log in"
-    return f"{name}: {text}"
 
 
 def check_architecture(config: dict, folder: Path) -> None:
