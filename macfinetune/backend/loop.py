@@ -26,9 +26,8 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from macfinetune.core import health, runs
+from macfinetune.core import atomic, health, runs
 from macfinetune.core.control import JobControl
-from macfinetune.core import atomic
 from macfinetune.core.events import (
     CheckpointSaved,
     Heartbeat,

@@ -13,11 +13,12 @@ import signal
 
 import pytest
 from conftest import fast_recipe
-from .test_resume import losses, train_killed_at
 
 from macfinetune.backend.training import resume_run, train_run
 from macfinetune.core import atomic, runs
 from macfinetune.core.events import RunContinued
+
+from .test_resume import losses, train_killed_at
 
 RECIPE = ["iterations=8", "report_every=1", "save_every=2", "eval_every=2", "keep_checkpoints=1", "dropout=0.1",
           "lr_schedule=cosine", "warmup_steps=1"]

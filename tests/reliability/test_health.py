@@ -13,7 +13,14 @@ from macfinetune.backend import adapters, loop
 from macfinetune.backend.training import resume_run, train_run
 from macfinetune.core import health, runs
 from macfinetune.core.control import JobControl
-from macfinetune.core.events import CheckpointSaved, MemorySample, RunFailed, RunFinished, RunPaused, TrainReport
+from macfinetune.core.events import (
+    CheckpointSaved,
+    MemorySample,
+    RunFailed,
+    RunFinished,
+    RunPaused,
+    TrainReport,
+)
 
 
 def test_loss_rules():
