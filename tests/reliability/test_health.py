@@ -15,10 +15,12 @@ from macfinetune.core import health, runs
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import (
     CheckpointSaved,
+    Heartbeat,
     MemorySample,
     RunFailed,
     RunFinished,
     RunPaused,
+    RunResumed,
     TrainReport,
 )
 
@@ -177,6 +179,7 @@ def test_memory_pressure_seen_on_time_saves_then_stops_headless_at_the_update_bo
 def test_memory_pressure_in_the_app_pauses_after_the_step_and_resumes(tiny_model, tmp_path, monkeypatch,
                                                                       pressure):
     _pressure_after(monkeypatch, pressure, 5)
+    monkeypatch.setattr(loop, "HEARTBEAT_SECONDS", 0.04)
     control, events, states = JobControl(), [], []
 
     def emit(event):
@@ -190,6 +193,9 @@ def test_memory_pressure_in_the_app_pauses_after_the_step_and_resumes(tiny_model
     paused = [e for e in events if isinstance(e, RunPaused)]
     assert len(paused) == 1 and paused[0].iteration == 5 and "memory is nearly full" in paused[0].reason
     assert states == ["paused"]
+    kinds = [type(e) for e in events]
+    during_pause = kinds[kinds.index(RunPaused):kinds.index(RunResumed)]
+    assert Heartbeat in kinds and Heartbeat not in during_pause  # no heartbeat while paused
     assert result.state == "finished" and result.iteration == 12
     assert [c.iteration for c in runs.complete_checkpoints(tmp_path / "run")] == [4, 5, 8, 12]
 
