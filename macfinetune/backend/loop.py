@@ -275,6 +275,7 @@ class Watch:
         self._danger: str | None = None
         self._step_began: float | None = None
         self._last_beat = time.monotonic()
+        self._beat_lock = threading.Lock()  # a heartbeat is never emitted after idle() returned
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="macfinetune-watch", daemon=True)
 
@@ -293,7 +294,8 @@ class Watch:
 
     def idle(self) -> None:
         """Paused: no step runs, no heartbeat."""
-        self._step_began = None
+        with self._beat_lock:
+            self._step_began = None
 
     def take_danger(self) -> str | None:
         danger, self._danger = self._danger, None
@@ -334,11 +336,12 @@ class Watch:
             self._danger = danger
 
     def _maybe_beat(self) -> None:
-        began, now = self._step_began, time.monotonic()
-        if began is None or now - self._last_beat < HEARTBEAT_SECONDS - SAMPLE_SECONDS / 2:
-            return
-        self._last_beat = now
-        self._emit(Heartbeat(self._state.iteration, now - began, self._state.trained_tokens))
+        with self._beat_lock:
+            began, now = self._step_began, time.monotonic()
+            if began is None or now - self._last_beat < HEARTBEAT_SECONDS - SAMPLE_SECONDS / 2:
+                return
+            self._last_beat = now
+            self._emit(Heartbeat(self._state.iteration, now - began, self._state.trained_tokens))
 
 
 class _Window:
@@ -383,9 +386,9 @@ def pause_events(ctx) -> tuple[Callable[[], None], Callable[[], None]]:
 
     def on_unpause():
         ctx.watch.forget_pressure()
-        ctx.watch.step_began()
         ctx.trouble = ""
         ctx.run.update(state="running", message="")
         ctx.run.emit(RunResumed(ctx.hook.state.iteration))
+        ctx.watch.step_began()  # heartbeats again, after RunResumed
 
     return on_pause, on_unpause
