@@ -212,6 +212,9 @@ def test_memory_limit_is_a_guideline_not_a_wall():
         assert big.sum().item() == 4_000_000
     finally:
         mx.set_memory_limit(previous)
+        big = None
+        mx.clear_cache()
+        mx.reset_peak_memory()  # later runs in this process report their own peak
 
 
 def test_keep_awake(monkeypatch):
