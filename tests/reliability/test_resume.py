@@ -178,3 +178,11 @@ def test_last_checkpoint_is_the_newest_committed_one(trained_run, tmp_path):
     assert it == 8 and path.name == runs.checkpoint_name(8)
     with pytest.raises(ProblemError, match="no checkpoint 12"):
         runs.resolve_checkpoint(run, "12")
+
+
+@pytest.mark.parametrize("accumulation, due", [(1, [4, 8, 12]), (2, [4, 8, 12]), (3, [6, 9, 12])])
+def test_validations_fall_due_on_update_boundaries(accumulation, due):
+    """eval_every=4: with accumulation 3 the validation due at 4 waits for the update at 6."""
+    from macfinetune.backend import loop
+
+    assert [it for it in range(1, 13) if loop.is_due(it, 4, accumulation)] == due
