@@ -20,7 +20,8 @@ def memory_budget_bytes() -> int:
 
 
 def apply_memory_limit() -> int:
-    """Make an allocation beyond the budget fail cleanly rather than swap (a guideline on CPU)."""
+    """Set MLX's memory limit to the budget. It is a guideline, not a wall: MLX allocates past it and
+    fails only when memory including swap is exhausted; the gate and the pressure watch protect the run."""
     import mlx.core as mx
 
     budget = memory_budget_bytes()
