@@ -9,8 +9,8 @@ A job stopped through ``control`` before it produced its result raises ``Cancell
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import heapq
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +22,6 @@ from macfinetune.core.sampling import Sampling
 Emit = Callable[[object], None]
 
 INSPECT_CHUNK = 1000  # rows tokenized between progress events and cancel checks
-_LONGEST_SAMPLE = 64  # rows tokenized to find the longest: the longest by characters
 
 
 class Cancelled(Exception):
@@ -176,7 +175,7 @@ def probe_machine(emit: Emit, control: JobControl):
 def estimate(emit: Emit, control: JobControl, *, recipe: Recipe, machine=None):
     """The memory gate's view of ``recipe`` on this machine (``core.gate.Gate``, never raising for
     'will not fit'), with max_seq_length judged from the real longest rows of the recipe's data."""
-    from macfinetune.backend import models
+    from macfinetune.backend import models, training
     from macfinetune.backend.hfdata import load_hf_dataset
     from macfinetune.core import formats, gate
     from macfinetune.core.modelshape import read_shape
@@ -188,18 +187,7 @@ def estimate(emit: Emit, control: JobControl, *, recipe: Recipe, machine=None):
         emit(Stage("estimate", f"Finding the longest rows of {recipe.data.path}"))
         train_rows, valid_rows, _, _ = formats.load_dataset_files(recipe.data.path, recipe.data.mask_prompt,
                                                                   load_hf=load_hf_dataset)
-        longest = longest_row_tokens(train_rows + valid_rows, folder)
+        longest = training.longest_row_tokens(train_rows + valid_rows, folder)
     machine = machine or probe_machine(emit, control)
-    return gate.check(recipe, shape, machine, longest, allow_over_budget=True)
-
-
-def longest_row_tokens(rows: list[dict], folder: Path) -> int | None:
-    """Tokens of the longest row (as mlx-lm templates it), from the longest rows by characters."""
-    from macfinetune.backend import tokens
-
-    longest = heapq.nlargest(_LONGEST_SAMPLE, rows, key=lambda row: len(str(row)))
-    try:
-        counts = tokens.count_tokens(longest, tokens.load_tokenizer(folder))
-    except Exception:  # a tokenizer problem shows when the model loads; assume max_seq_length
-        return None
-    return max((c.total for c in counts if not c.error), default=None)
+    verdict = gate.check(recipe, shape, machine, longest, allow_over_budget=True)
+    return dataclasses.replace(verdict, overridden=False)  # asked, not overridden
