@@ -73,10 +73,10 @@ class Engine(QThread):
     def submit(self, name: str, fn: Callable, **args) -> JobHandle:
         """Queue ``fn(emit, control, **args)``; JobQueued is emitted now, JobStarted when it runs."""
         handle = JobHandle(next(self._ids), name, JobControl())
+        self._send(handle, JobQueued())  # before the worker can see it, so JobQueued always comes first
         with self._lock:
             self._waiting.append(_Job(handle, fn, args))
             self._lock.notify()
-        self._send(handle, JobQueued())
         return handle
 
     def train(self, recipe: Recipe, run_dir: Path, allow_over_budget: bool = False) -> JobHandle:
