@@ -25,7 +25,13 @@ def main() -> int:
     from PySide6.QtCore import QCoreApplication
 
     from macfinetune.backend.tinymodel import build_demo_model
-    from macfinetune.core.events import JobCancelled, JobFailed, JobFinished, TrainReport, TrainReportBatch
+    from macfinetune.core.events import (
+        JobCancelled,
+        JobFailed,
+        JobFinished,
+        TrainReport,
+        TrainReportBatch,
+    )
     from macfinetune.core.recipe import Recipe, apply_overrides, with_paths
     from macfinetune.engine import Engine
 

@@ -55,6 +55,19 @@ class Recorder(QObject):
         return any(isinstance(e, JobFinished | JobFailed | JobCancelled) for e in self.of(job_id))
 
 
+@pytest.fixture(autouse=True)
+def no_thread_left_running(monkeypatch):
+    """Fails a test that leaves an engine thread running (after ending it, so Qt does not abort)."""
+    started = []
+    start = Engine.start
+    monkeypatch.setattr(Engine, "start", lambda self, *a: (started.append(self), start(self, *a))[1])
+    yield
+    left = [eng for eng in started if eng.isRunning()]
+    for eng in left:
+        eng.shutdown(120_000)
+    assert left == []
+
+
 @pytest.fixture
 def engine(qtbot):
     """A started engine and its recorder; the test fails if the thread outlives it."""
