@@ -127,7 +127,6 @@ def inspect_dataset(emit: Emit, control: JobControl, *, path, model: str | None 
     """The dataset doctor's report; tokenizing emits Progress every INSPECT_CHUNK rows and honours stop."""
     from macfinetune.core import doctor
 
-    emit(Stage("inspect", f"Reading {path}"))
     data = load_data(path, mapping=mapping, chunk_chars=chunk_chars)
     _check_stop(control)
     counter = _chunked(_token_counter(model, emit), emit, control) if model else None
