@@ -210,24 +210,40 @@ class Engine(QThread):
 
 
 class _Forwarder:
-    """A job's ``emit``: other events pass at once; train reports at most every REPORT_INTERVAL_S,
-    those that come faster wait and go together as one TrainReportBatch, before the next other event."""
+    """A job's ``emit``: other events pass at once; train reports at most every REPORT_INTERVAL_S.
+    Those that come faster are held and go together as one TrainReportBatch, in order: before the
+    next other event, or when the interval is over (a timer), whichever comes first."""
 
-    def __init__(self, send: Callable[[object], None], clock=time.monotonic):
-        self._send, self._clock = send, clock
+    def __init__(self, send: Callable[[object], None], clock=time.monotonic, timers: bool = True):
+        self._send, self._clock, self._timers = send, clock, timers
+        self._lock = threading.Lock()
         self._held: list[TrainReport] = []
         self._last = float("-inf")
+        self._timer: threading.Timer | None = None
 
     def __call__(self, event: object) -> None:
-        if isinstance(event, TrainReport):
+        with self._lock:
+            if not isinstance(event, TrainReport):
+                self._flush()
+                self._send(event)
+                return
             self._held.append(event)
-            if self._clock() - self._last >= REPORT_INTERVAL_S:
-                self.flush()
-            return
-        self.flush()
-        self._send(event)
+            wait = REPORT_INTERVAL_S - (self._clock() - self._last)
+            if wait <= 0:
+                self._flush()
+            elif self._timers and self._timer is None:
+                self._timer = threading.Timer(wait + 0.001, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
 
     def flush(self) -> None:
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self._held:
             return
         held, self._held = self._held, []

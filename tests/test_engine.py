@@ -255,7 +255,7 @@ def test_fast_reports_are_coalesced_to_at_most_20_signals_a_second_and_none_is_l
 def test_the_forwarder_sends_reports_at_most_once_per_interval_and_flushes_before_other_events():
     now = [0.0]
     sent = []
-    forward = engine_module._Forwarder(sent.append, clock=lambda: now[0])
+    forward = engine_module._Forwarder(sent.append, clock=lambda: now[0], timers=False)
     for i in range(1, 6):
         forward(_report(i))
         now[0] += 0.01
@@ -263,6 +263,18 @@ def test_the_forwarder_sends_reports_at_most_once_per_interval_and_flushes_befor
     assert sent[0] == _report(1)
     assert sent[1] == TrainReportBatch(tuple(_report(i) for i in range(2, 6)))
     assert sent[2] == Stage("test", "x")
+
+
+def test_a_held_report_is_sent_when_the_interval_is_over_without_another_event():
+    sent = []
+    forward = engine_module._Forwarder(sent.append)
+    forward(_report(1))
+    forward(_report(2))  # within the interval: held
+    assert sent == [_report(1)]
+    deadline = time.monotonic() + 10
+    while len(sent) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sent == [_report(1), _report(2)]
 
 
 def test_report_every_1_on_a_real_run_loses_no_report(engine, qtbot, tiny_model, tmp_path):
