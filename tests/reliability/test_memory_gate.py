@@ -119,7 +119,7 @@ def test_engine_refuses_unless_the_user_confirmed(qtbot, tiny_model, tmp_path, s
 
     events = []
     eng = Engine()
-    eng.event.connect(events.append)
+    eng.event.connect(lambda job_event: events.append(job_event.event))
     eng.start()
     try:
         eng.train(fast_recipe(tiny_model, *GATE_RECIPE), tmp_path / "refused")
