@@ -181,7 +181,7 @@ def check_recipe(recipe: Recipe, file: str = "<recipe>", lines: dict[str, int] |
 def apply_overrides(recipe: Recipe, assignments: list[str]) -> Recipe:
     """Apply 'key=value' strings (dotted keys, or a leaf name that is unique)."""
     data = recipe_to_dict(recipe)
-    problems = []
+    problems, chosen = [], set()
     for text in assignments:
         key, sep, value = text.partition("=")
         key = key.strip()
@@ -194,6 +194,7 @@ def apply_overrides(recipe: Recipe, assignments: list[str]) -> Recipe:
         _assign(data, dotted, parsed)
         if dotted in _EITHER_OR and parsed not in (None, 0):
             _assign(data, _EITHER_OR[dotted], _EITHER_OR_OFF[dotted])
+            problems += _both_set(dotted, chosen)
     if problems:
         raise ProblemError(problems)
     return recipe_from_dict(data, file="--set")
@@ -212,6 +213,15 @@ _EITHER_OR_OFF = {
     "training.warmup_ratio": 0,
     "training.warmup_steps": 0.0,
 }
+
+
+def _both_set(dotted: str, chosen: set) -> list[Problem]:
+    """One --set list that sets both of a pair (iterations and epochs) is a contradiction, not an order."""
+    chosen.add(dotted)
+    other = _EITHER_OR[dotted]
+    if other not in chosen:
+        return []
+    return [Problem(f"both {other} and {dotted} are set; set one of them", file="--set", field=dotted)]
 
 
 def _resolve_key(key: str) -> str | None:

@@ -1,0 +1,59 @@
+"""What a new user hits in the first hour (issue 18): each test reproduces one report."""
+
+import pytest
+
+from macfinetune import cli
+from macfinetune.core import catalog, paths
+from macfinetune.core.problems import ProblemError
+from macfinetune.core.recipe import Recipe, apply_overrides, parse_recipe
+
+
+def run_cli(capsys, *args):
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --- 1. recipe names with a dot ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["qwen3-1.7b-full", "tinyllama-1.1b-lora"])
+def test_shipped_recipe_with_a_dot_resolves_by_name(name):
+    assert catalog.recipe_path(name) == paths.shipped("recipes", f"{name}.yaml")
+
+
+def test_saved_user_recipe_with_a_dot_resolves_by_name():
+    target = paths.user_recipes_home() / "my.v2-recipe.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("name: my.v2-recipe\n")
+    assert catalog.recipe_path("my.v2-recipe") == target
+
+
+def test_unknown_recipe_name_suggests_the_closest_and_the_recipes_command(capsys):
+    code, _, err = run_cli(capsys, "train", "qwen3-1.7b-ful", "--data", "x.jsonl")
+    assert code == 2 and "qwen3-1.7b-full" in err and "macfinetune recipes" in err
+
+
+def test_a_yaml_path_that_does_not_exist_is_still_a_missing_file(capsys):
+    code, _, err = run_cli(capsys, "train", "missing.yml")
+    assert code == 2 and "recipe file not found" in err
+
+
+# --- 8. iterations and epochs -----------------------------------------------------------------
+
+
+def test_iterations_and_epochs_in_a_recipe_is_an_error_naming_both():
+    with pytest.raises(ProblemError) as info:
+        parse_recipe("training:\n  iterations: 100\n  epochs: 2\n")
+    assert "training.iterations" in str(info.value) and "training.epochs" in str(info.value)
+
+
+def test_iterations_and_epochs_on_the_command_line_is_an_error_naming_both():
+    with pytest.raises(ProblemError) as info:
+        apply_overrides(Recipe(), ["iterations=100", "epochs=2"])
+    assert "training.iterations" in str(info.value) and "training.epochs" in str(info.value)
+
+
+def test_one_of_iterations_or_epochs_on_the_command_line_replaces_the_recipe_s():
+    assert apply_overrides(Recipe(), ["epochs=2"]).training.iterations is None
+    assert apply_overrides(apply_overrides(Recipe(), ["epochs=2"]), ["iterations=5"]).training.epochs is None
