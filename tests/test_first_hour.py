@@ -57,3 +57,51 @@ def test_iterations_and_epochs_on_the_command_line_is_an_error_naming_both():
 def test_one_of_iterations_or_epochs_on_the_command_line_replaces_the_recipe_s():
     assert apply_overrides(Recipe(), ["epochs=2"]).training.iterations is None
     assert apply_overrides(apply_overrides(Recipe(), ["epochs=2"]), ["iterations=5"]).training.epochs is None
+
+
+# --- 9. rows of a one-line JSON array ----------------------------------------------------------
+
+
+def _leak_finding(tmp_path, text):
+    from macfinetune.core import doctor, formats
+
+    path = tmp_path / "train.json"
+    path.write_text(text)
+    report = doctor.inspect(formats.load_any(path), valid_fraction=0.2)
+    return next(f for f in report.findings if f.check == "leakage")  # row 3 is the one held out
+
+
+def test_findings_in_a_one_line_json_array_name_the_row(tmp_path):
+    rows = ['{"text": "a"}', '{"text": "b"}', '{"text": "a"}', '{"text": "c"}', '{"text": "d"}']
+    finding = _leak_finding(tmp_path, "[" + ", ".join(rows) + "]")
+    assert [str(r) for r in finding.rows] == ["train.json row 3"]
+    assert "train.json row 3: valid row is also in train: train.json row 1" in finding.details[0]
+
+
+def test_findings_in_a_pretty_json_array_give_row_and_line(tmp_path):
+    rows = ['{"text": "a"}', '{"text": "b"}', '{\n  "text": "a"\n}', '{"text": "c"}', '{"text": "d"}']
+    finding = _leak_finding(tmp_path, "[\n" + ",\n".join(rows) + "\n]\n")
+    assert [str(r) for r in finding.rows] == ["train.json row 3 (line 4)"]
+
+
+def test_conversion_problem_in_a_one_line_array_names_the_row(tmp_path):
+    from macfinetune.core import formats
+
+    path = tmp_path / "train.json"
+    path.write_text('[{"text": "a"}, {"text": "b"}, {"text": 5}]')
+    with pytest.raises(ProblemError) as info:
+        formats.load_any(path)
+    assert "row 3" in str(info.value) and "line 1" not in str(info.value)
+
+
+# --- 13. smaller things --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, text", [("t.jsonl", '{"text": "a}\n'), ("t.json", '[{"text": "a}]')])
+def test_json_error_says_at_column_once(tmp_path, name, text):
+    from macfinetune.core import formats
+
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ProblemError) as info:
+        formats.load_any(tmp_path / name)
+    assert "at column" in str(info.value) and "at at" not in str(info.value)

@@ -82,7 +82,7 @@ def _parse_line(line: bytes, path: Path, number: int, problems: list) -> dict | 
     try:
         row = json.loads(text)
     except json.JSONDecodeError as e:
-        problems.append(Problem(f"not valid JSON: {e.msg} at column {e.colno}", file=str(path), line=number, value=_clip(text)))
+        problems.append(Problem(f"not valid JSON: {e.msg.removesuffix(' at')} at column {e.colno}", file=str(path), line=number, value=_clip(text)))
         return None
     if not isinstance(row, dict):
         problems.append(Problem(f"expected a JSON object, got {type(row).__name__}", file=str(path), line=number, value=_clip(text)))

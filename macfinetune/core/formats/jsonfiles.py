@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from macfinetune.core import dataset
-from macfinetune.core.formats.rows import _MAX_PROBLEMS, _ROW_LIST_KEYS, _WHITESPACE, RowRef, _clip
+from macfinetune.core.formats.rows import _MAX_PROBLEMS, _ROW_LIST_KEYS, _WHITESPACE, RowRef, _clip, _json_error
 from macfinetune.core.problems import Problem, ProblemError, fail
 
 
@@ -22,7 +22,7 @@ def _json_lines(text: str, path: Path) -> list[tuple[RowRef, object]]:
         try:
             numbered.append((RowRef(str(path), number, len(numbered)), json.loads(line)))
         except json.JSONDecodeError as e:
-            problems.append(Problem(f"not valid JSON: {e.msg} at column {e.colno}", file=str(path),
+            problems.append(Problem(_json_error(e), file=str(path),
                                     line=number, value=_clip(line)))
         if len(problems) >= _MAX_PROBLEMS:
             break
@@ -69,16 +69,17 @@ def _json_array(text: str, path: Path, start: int | None = None) -> list[tuple[R
     start = text.index("[") if start is None else start
     pos = _WHITESPACE.match(text, start + 1).end()
     line, counted = 1, 0
+    one_line = "\n" not in text.strip()  # then every row is on line 1: name rows by number
     while pos < len(text) and text[pos] != "]":
         line += text.count("\n", counted, pos)
         counted = pos
         try:
             value, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
-            raise fail(f"not valid JSON: {e.msg} at column {e.colno}", file=str(path), line=e.lineno) from None
+            raise fail(_json_error(e), file=str(path), line=e.lineno) from None
         if _too_long(text[counted:pos]):
             raise ProblemError(_too_long_problem(text[counted:pos], path, line))
-        numbered.append((RowRef(str(path), line, len(numbered)), value))
+        numbered.append((RowRef(str(path), None if one_line else line, len(numbered), in_array=True), value))
         pos = _after_comma(text, pos, path)
     if pos >= len(text):
         raise fail("not valid JSON: the array is not closed with ']'", file=str(path),

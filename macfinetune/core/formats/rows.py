@@ -43,10 +43,15 @@ class RowRef:
     line: int | None  # 1-based; for a JSON array, the line where the object starts
     index: int  # 0-based position among the rows of its file
 
+    in_array: bool = False  # an element of a JSON array: the row number says more than the line
+
     def __str__(self) -> str:
         name = Path(self.file).name if self.file and not self.file.startswith(HF_PREFIX) else self.file
-        where = f" line {self.line}" if self.line is not None else f" row {self.index + 1}"
-        return f"{name or 'row'}{where}"
+        if self.line is None:
+            return f"{name or 'row'} row {self.index + 1}"
+        if self.in_array:
+            return f"{name} row {self.index + 1} (line {self.line})"
+        return f"{name} line {self.line}"
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,11 @@ class _Part:
     refs: list
     file: str
     notes: tuple = ()
+
+
+def _json_error(e) -> str:
+    """json's message with its column ("Unterminated string starting at" already ends in "at")."""
+    return f"not valid JSON: {e.msg.removesuffix(' at')} at column {e.colno}"
 
 
 def _clip(text: str, limit: int = 120) -> str:
