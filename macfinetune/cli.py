@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_fuse(sub)
     _add_generate(sub)
-    sub.add_parser("runs", help="list runs with status, best validation loss and size")
+    runs_parser = sub.add_parser("runs", help="list runs with status, best validation loss and size")
+    runs_parser.add_argument("--in", dest="folder", type=Path, metavar="DIR",
+                             help="list the runs in this folder (default: your runs and every run made with --out)")
     commands_estimate.add_parsers(sub)
     commands_data.add_parsers(sub)
     sub.add_parser("login", help="store a Hugging Face token in the system keychain (read from stdin)")
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="offline demo: tiny model + sample data -> train -> fuse -> base vs tuned")
-    p.add_argument("--out", type=Path, help="folder for the demo (default: a new folder under your runs)")
+    p.add_argument("--out", type=Path, help="folder for the demo (default: a new folder in the demo area of your data folder)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe setting")
 
 
@@ -322,8 +324,10 @@ class _StreamPrinter:
 
 
 def cmd_runs(args) -> int:
-    home = paths.runs_home()
-    found = runs.list_runs(home)
+    from macfinetune.core import run_index
+
+    home = args.folder or paths.runs_home()
+    found = runs.list_runs(home) if args.folder else run_index.all_runs(home)
     if not found:
         print(f"no runs yet in {home}")
         return EXIT_OK
@@ -333,9 +337,26 @@ def cmd_runs(args) -> int:
         state = s.state if s else "unknown"
         progress = f"{s.iteration}/{s.total_iterations}" if s else "-"
         best = f"{s.best_val_loss:.3f}" if s and s.best_val_loss is not None else "-"
-        print(f"{summary.path.name:<48} {state:<12} {progress:>11} {best:>9} {_size(summary.size_bytes):>9}")
-    print(f"\n{len(found)} runs in {home}")
+        print(f"{_run_name(summary.path, home):<48} {state:<12} {progress:>11} {best:>9} {_size(summary.size_bytes):>9}")
+    elsewhere = "" if args.folder or not _elsewhere(found, home) else " and elsewhere (made with --out)"
+    print(f"\n{_plural(len(found), 'run')} in {home}{elsewhere}")
     return EXIT_OK
+
+
+def _run_name(folder: Path, home: Path) -> str:
+    """Runs under ``home`` by their relative name (a demo's run shows its demo folder); others by full path."""
+    try:
+        return folder.resolve().relative_to(Path(home).resolve()).as_posix()
+    except ValueError:
+        return str(folder)
+
+
+def _elsewhere(found, home: Path) -> bool:
+    return any(not s.path.resolve().is_relative_to(Path(home).resolve()) for s in found)
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _size(n: int) -> str:
@@ -354,7 +375,7 @@ def cmd_demo(args) -> int:
 
     from macfinetune.backend import demo
 
-    out = args.out or runs.default_run_dir(paths.runs_home(), "demo", "tiny")
+    out = args.out or runs.default_run_dir(paths.demo_home(), "demo", "tiny")
     control = JobControl()
     started = time.perf_counter()
     with _stop_on_ctrl_c(control):
@@ -373,7 +394,8 @@ def _print_demo(result, seconds: float) -> None:
               f"(best checkpoint: iteration {result.best_iteration})")
     for answer in result.answers:
         print(f"\nprompt: {answer.prompt}\n  base : {answer.base.strip()!r}\n  tuned: {answer.tuned.strip()!r}")
-    print(f"\nrun folder: {result.run_dir}\nfused model: {result.fused_dir}\ndone in {seconds:.0f} s")
+    print(f"\nbase model: {result.model_dir} (reuse it: --model {result.model_dir})"
+          f"\nrun folder: {result.run_dir}\nfused model: {result.fused_dir}\ndone in {seconds:.0f} s")
 
 
 def cmd_login(args) -> int:

@@ -105,3 +105,96 @@ def test_json_error_says_at_column_once(tmp_path, name, text):
     with pytest.raises(ProblemError) as info:
         formats.load_any(tmp_path / name)
     assert "at column" in str(info.value) and "at at" not in str(info.value)
+
+
+# --- 7. runs made anywhere ---------------------------------------------------------------------
+
+
+def _fake_run(folder, iteration=3):
+    from macfinetune.core import runs
+
+    folder.mkdir(parents=True)
+    (folder / runs.RECIPE).write_text("name: x\n")
+    runs.write_status(folder, runs.new_status("m", "lora", 10))
+    return folder
+
+
+def test_runs_lists_a_run_made_with_out_and_forgets_deleted_ones(capsys, tmp_path, monkeypatch):
+    import shutil
+
+    from macfinetune.core import run_index
+
+    monkeypatch.setenv("MACFINETUNE_HOME", str(tmp_path / "home"))
+    kept, gone = _fake_run(tmp_path / "elsewhere" / "kept"), _fake_run(tmp_path / "elsewhere" / "gone")
+    run_index.remember(kept)
+    run_index.remember(gone)
+    shutil.rmtree(gone)
+    code, out, _ = run_cli(capsys, "runs")
+    assert code == 0 and str(kept) in out and str(gone) not in out
+    assert "1 run in" in out and "1 runs" not in out
+
+
+def test_a_corrupt_index_reads_as_empty(tmp_path, monkeypatch):
+    from macfinetune.core import run_index
+
+    monkeypatch.setenv("MACFINETUNE_HOME", str(tmp_path / "home"))
+    paths.runs_index_file().parent.mkdir(parents=True)
+    paths.runs_index_file().write_text('["/half')
+    assert run_index.remembered() == []
+    run_index.remember(_fake_run(tmp_path / "r"))
+    assert run_index.remembered() == [(tmp_path / "r").resolve()]
+
+
+def test_runs_in_a_folder(capsys, tmp_path):
+    _fake_run(tmp_path / "mine" / "a")
+    _fake_run(tmp_path / "mine" / "b")
+    code, out, _ = run_cli(capsys, "runs", "--in", tmp_path / "mine")
+    assert code == 0 and "\na " in out and "\nb " in out and "2 runs in" in out
+
+
+def test_training_remembers_its_run(tmp_path, monkeypatch, tiny_model):
+    from conftest import fast_recipe
+
+    from macfinetune.backend.training import train_run
+    from macfinetune.core import run_index
+
+    monkeypatch.setenv("MACFINETUNE_HOME", str(tmp_path / "home"))
+    result = train_run(fast_recipe(tiny_model, "iterations=1", "save_every=1", "eval_every=1"), tmp_path / "out",
+                       lambda e: None)
+    assert result.state == "finished" and run_index.remembered() == [(tmp_path / "out").resolve()]
+
+
+# --- 12. the demo's model ----------------------------------------------------------------------
+
+
+def test_demo_model_is_built_once_into_the_models_folder(tmp_path, monkeypatch):
+    from macfinetune.backend import demo, tinymodel
+    from macfinetune.core import models_catalog
+
+    monkeypatch.setenv("MACFINETUNE_HOME", str(tmp_path / "home"))
+    built = []
+    monkeypatch.setattr(tinymodel, "build_demo_model", lambda out: built.append(out) or _fake_model(out))
+    first = demo._demo_model(lambda e: None, tinymodel)
+    again = demo._demo_model(lambda e: None, tinymodel)
+    assert first == again == paths.demo_model_dir() and len(built) == 1
+    listed = models_catalog.discover(models_catalog.default_sources())
+    assert [e.name for e in listed if e.source == "macfinetune"] == ["macfinetune-demo-tiny"]
+
+
+def _fake_model(folder):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    (folder / "model.safetensors").write_bytes(b"")
+    return folder
+
+
+def test_demo_lands_in_the_demo_area_by_default(capsys, monkeypatch):
+    import types
+
+    from macfinetune.backend import demo
+
+    seen = []
+    monkeypatch.setattr(demo, "run_demo", lambda out, *a: seen.append(out) or types.SimpleNamespace(state="failed",
+                                                                                                  run_dir=out))
+    assert cli.main(["demo"]) == 1
+    assert seen[0].parent == paths.demo_home() and not seen[0].is_relative_to(paths.runs_home())

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from macfinetune.core import calibration, dataset, formats, gate, modelinfo, runs
+from macfinetune.core import calibration, dataset, formats, gate, modelinfo, run_index, runs
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import RunContinued, RunFailed, RunFinished, RunStarted, Stage
 from macfinetune.core.modelshape import read_shape
@@ -292,6 +292,7 @@ def _start_run(pre: Preflight, base_folder: Path, emit: Emit) -> _Run:
         (run_dir / runs.CHECKPOINTS).mkdir()
         status = runs.new_status(str(base_folder), r.method.type, pre.plan.iterations)
         runs.write_status(run_dir, status)
+        run_index.remember(run_dir)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise

@@ -7,7 +7,14 @@ import re
 from pathlib import Path
 
 from macfinetune.core import dataset
-from macfinetune.core.formats.rows import _MAX_PROBLEMS, _ROW_LIST_KEYS, _WHITESPACE, RowRef, _clip, _json_error
+from macfinetune.core.formats.rows import (
+    _MAX_PROBLEMS,
+    _ROW_LIST_KEYS,
+    _WHITESPACE,
+    RowRef,
+    _clip,
+    _json_error,
+)
 from macfinetune.core.problems import Problem, ProblemError, fail
 
 
