@@ -198,3 +198,27 @@ def test_demo_lands_in_the_demo_area_by_default(capsys, monkeypatch):
                                                                                                   run_dir=out))
     assert cli.main(["demo"]) == 1
     assert seen[0].parent == paths.demo_home() and not seen[0].is_relative_to(paths.runs_home())
+
+
+# --- 11 and 13: fuse and generate --------------------------------------------------------------
+
+
+def test_fuse_gguf_prints_only_the_final_path(trained_run, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "fuse", trained_run, "--checkpoint", "last", "--gguf", "--out", tmp_path / "g")
+    assert code == 0 and f"gguf: {tmp_path / 'g' / 'model.gguf'}" in out
+    assert ".partial-" not in out + err and "Converted GGUF" not in out + err
+
+
+def test_generate_compare_on_a_fused_model_uses_its_recorded_base(trained_run, tmp_path, capsys):
+    from macfinetune.backend import fusing, generation
+    from macfinetune.core.sampling import Sampling
+
+    fused = fusing.fuse(trained_run, "last", tmp_path / "fused").out_dir
+    greedy = Sampling(max_tokens=8, temperature=0.0)
+    base, tuned = generation.run_generate(fused, None, "Hello?", greedy, compare=True)
+    (with_adapter,) = generation.run_generate(None, (trained_run, "last"), "Hello?", greedy)
+    (plain_base,) = generation.run_generate(generation.fused_base_of(fused), None, "Hello?", greedy)
+    assert (base.source, tuned.source) == ("base", "tuned")
+    assert tuned.text == with_adapter.text and base.text == plain_base.text
+    code, out, err = run_cli(capsys, "generate", "--model", fused, "--compare", "--prompt", "Hi", "--max-tokens", "4")
+    assert code == 0 and "--- base ---" in out and "--- tuned ---" in out

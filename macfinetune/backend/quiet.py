@@ -1,7 +1,9 @@
-"""Keep mlx-lm from drawing on stdout while it trains: its progress UI becomes a null object."""
+"""Keep mlx-lm from printing into our output: its training UI becomes a null object, its prints are captured."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -45,3 +47,13 @@ def quiet_trainer(on_message: Callable[[str], None]) -> Iterator[None]:
         yield
     finally:
         trainer.TrainUI, trainer.rprint = saved
+
+
+@contextmanager
+def captured_stdout() -> Iterator[io.StringIO]:
+    """What mlx-lm prints inside the block (e.g. GGUF export's temporary path) goes to a buffer, not the user.
+
+    Only for short calls on the thread that owns the output: sys.stdout is swapped for the block."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        yield buffer
