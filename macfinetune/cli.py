@@ -70,7 +70,10 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue an interrupted or stopped run from its newest complete checkpoint")
     p.add_argument("--model", help="model folder or Hugging Face repo id (overrides model.path)")
-    p.add_argument("--data", help="data folder or .jsonl file (overrides data.path)")
+    p.add_argument("--data", help="dataset file or folder in any supported format (overrides data.path): "
+                   ".jsonl/.json (chat, tools, completions, text, Alpaca, ShareGPT), .csv/.tsv tables, "
+                   ".txt/.md documents, a folder of train/valid/test files or documents, a saved Hugging Face "
+                   "dataset, or a Hugging Face dataset name; `macfinetune data inspect PATH` checks it")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set training.batch_size=2 --set rank=16")
     p.add_argument("--out", type=Path, help="run folder to create (default: a new folder under your runs)")

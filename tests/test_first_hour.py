@@ -222,3 +222,29 @@ def test_generate_compare_on_a_fused_model_uses_its_recorded_base(trained_run, t
     assert tuned.text == with_adapter.text and base.text == plain_base.text
     code, out, err = run_cli(capsys, "generate", "--model", fused, "--compare", "--prompt", "Hi", "--max-tokens", "4")
     assert code == 0 and "--- base ---" in out and "--- tuned ---" in out
+
+
+def test_masking_text_data_says_how_to_turn_it_off(tmp_path):
+    from macfinetune.core import formats
+
+    (tmp_path / "notes.md").write_text("Some notes.\n")
+    with pytest.raises(ProblemError) as info:
+        formats.load_dataset_files(tmp_path / "notes.md", mask_prompt=True)
+    assert "--set mask_prompt=false" in str(info.value)
+
+
+def test_train_help_lists_the_data_formats(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for word in (".jsonl", ".json", "Alpaca", "ShareGPT", ".csv", ".tsv", ".txt", ".md", "Hugging Face"):
+        assert word in text
+
+
+def test_recipes_table_columns_line_up(capsys):
+    code, out, _ = run_cli(capsys, "recipes", "--memory-gb", "24")
+    lines = out.splitlines()[1:]
+    header = lines[0]
+    for title in ("METHOD", "HERE", "SEED SAYS", "MODEL"):
+        column = header.index(title)
+        assert all(line[column - 2 : column] == "  " for line in lines[1:] if len(line) > column), title

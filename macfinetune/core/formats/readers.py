@@ -99,7 +99,8 @@ def check_trainable(data: LoadedData, mask_prompt: bool) -> None:
     if not mask_prompt:
         return
     if data.mlx_format == "text":
-        raise fail("prompt masking needs chat or completions data; this data is plain text",
+        raise fail("prompt masking needs chat or completions data; this data is plain text, so train it with "
+                   "--set mask_prompt=false (or data.mask_prompt: false in the recipe)",
                    file=data.source, field="data.mask_prompt", value=True)
     if data.mlx_format == "chat":
         problems = [p for split in data.splits for p in _mask_problems(split)]
