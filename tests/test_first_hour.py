@@ -1,5 +1,7 @@
 """What a new user hits in the first hour (issue 18): each test reproduces one report."""
 
+import json
+
 import pytest
 
 from macfinetune import cli
@@ -248,3 +250,83 @@ def test_recipes_table_columns_line_up(capsys):
     for title in ("METHOD", "HERE", "SEED SAYS", "MODEL"):
         column = header.index(title)
         assert all(line[column - 2 : column] == "  " for line in lines[1:] if len(line) > column), title
+
+
+# --- 4. long documents are chunked, and mlx-lm prints nothing of its own ----------------------
+
+WORDS = "the owl sails over the quiet sea at night and sings to the moon about fish".split()
+
+
+def _document(n_words: int) -> str:
+    words = [WORDS[i % len(WORDS)] + ("." if i % 9 == 8 else "") for i in range(n_words)]
+    lines = [" ".join(words[i : i + 12]) for i in range(0, len(words), 12)]
+    return "# Notes\n\n" + "\n".join(lines) + "\n"
+
+
+def _fake_encode(text: str) -> list:
+    return [0] + text.split()  # a BOS, then one token per word
+
+
+def test_chunk_by_tokens_fits_every_chunk_and_keeps_every_word():
+    from macfinetune.core.formats import TokenChunks, chunk_by_tokens
+
+    text = _document(500)
+    chunks = chunk_by_tokens(text, TokenChunks(_fake_encode, 32))
+    assert all(len(_fake_encode(c)) <= 31 for _, c in chunks)  # room for mlx-lm's EOS
+    assert " ".join(c for _, c in chunks).split() == text.split()
+    assert len(chunks) == -(-len(text.split()) // 30) and chunks[1][0] == text.count("\n", 0, text.index(chunks[1][1])) + 1
+
+
+def test_chunk_overlap_repeats_the_end_of_the_previous_chunk():
+    from macfinetune.core.formats import TokenChunks, chunk_by_tokens
+
+    chunks = [c.split() for _, c in chunk_by_tokens(_document(300), TokenChunks(_fake_encode, 32, overlap=8))]
+    for before, after in zip(chunks, chunks[1:], strict=False):
+        assert after[:7] == before[-7:]  # 8 tokens with the BOS: 7 words
+
+
+def test_chunk_overlap_must_leave_room_for_new_text():
+    with pytest.raises(ProblemError, match="chunk_overlap must be less than half"):
+        apply_overrides(Recipe(), ["max_seq_length=64", "chunk_overlap=32"])
+
+
+def _notes(folder, n_docs=3, n_words=600):
+    folder.mkdir()
+    for i in range(n_docs):
+        (folder / f"note{i}.md").write_text(_document(n_words))
+    return folder
+
+
+def test_training_on_long_documents_chunks_them_and_says_how_many(capfd, tmp_path, tiny_model):
+    from macfinetune.backend.tokens import load_tokenizer
+
+    notes = _notes(tmp_path / "notes")
+    code = cli.main(["train", "demo-tiny-lora", "--model", str(tiny_model), "--data", str(notes), "--out",
+                     str(tmp_path / "run"), "--set", "mask_prompt=false", "--set", "max_seq_length=64",
+                     "--set", "iterations=2", "--set", "save_every=2", "--set", "eval_every=2", "--set", "batch_size=2"])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert "3 documents split into" in out + err and "longer than" not in out + err
+    rows = [json.loads(line)["text"] for name in ("train", "valid")
+            for line in (tmp_path / "run" / "data" / f"{name}.jsonl").read_text().splitlines()]
+    tokenizer = load_tokenizer(tiny_model)
+    assert len(rows) > 3 and max(len(tokenizer.encode(r)) for r in rows) <= 63
+
+
+def test_data_inspect_with_a_model_reports_the_chunks(capsys, tmp_path, tiny_model):
+    notes = _notes(tmp_path / "notes", n_docs=2)
+    code, out, _ = run_cli(capsys, "data", "inspect", notes, "--model", tiny_model, "--max-seq-length", "64")
+    assert code == 0 and "2 documents split into" in out and "of at most 64 tokens" in out
+    assert "rows longer than max_seq_length" not in out
+
+
+def test_mlx_lm_warning_about_long_rows_shows_once_in_our_words(capfd, tmp_path, tiny_model):
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps({"text": _document(200)}) + "\n" for _ in range(8)))
+    code = cli.main(["train", "demo-tiny-lora", "--model", str(tiny_model), "--data", str(data), "--out",
+                     str(tmp_path / "run"), "--set", "mask_prompt=false", "--set", "max_seq_length=32",
+                     "--set", "iterations=4", "--set", "save_every=2", "--set", "eval_every=2", "--set", "batch_size=2"])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert (out + err).count("longer than max_seq_length (32 tokens") == 1
+    assert "[WARNING]" not in out + err and "Some sequences" not in out + err

@@ -286,7 +286,7 @@ def test_without_the_datasets_package(monkeypatch):
 
 def test_load_dataset_files_is_a_drop_in(tmp_path):
     path = write(tmp_path / "alpaca.json", ALPACA_ARRAY)
-    train, valid, fmt, source = formats.load_dataset_files(path)
+    train, valid, fmt, source, _ = formats.load_dataset_files(path)
     assert (len(train), valid, fmt, source) == (3, [], "chat", str(path))
 
 

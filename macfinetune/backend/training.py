@@ -46,6 +46,7 @@ class Preflight:
     valid_rows: list
     format: str
     plan: Plan
+    notes: tuple = ()  # what loading the data decided, e.g. how many chunks the documents became
 
 
 @dataclass(frozen=True)
@@ -76,12 +77,20 @@ def preflight(recipe: Recipe, run_dir: Path) -> Preflight:
         raise ProblemError(problems)
     from macfinetune.backend.hfdata import load_hf_dataset  # imports `datasets` only when called
 
-    train, valid, fmt, _ = formats.load_dataset_files(recipe.data.path, recipe.data.mask_prompt,
-                                                      load_hf=load_hf_dataset)
+    train, valid, fmt, _, notes = formats.load_dataset_files(recipe.data.path, recipe.data.mask_prompt,
+                                                             load_hf=load_hf_dataset, token_chunks=_chunks(recipe))
     if not valid:
         train, valid = dataset.split_rows(train, recipe.data.valid_fraction, recipe.training.seed)
     plan = make_plan(recipe, len(train), len(valid), data_file=recipe.data.path)
-    return Preflight(recipe, Path(run_dir), train, valid, fmt, plan)
+    return Preflight(recipe, Path(run_dir), train, valid, fmt, plan, notes)
+
+
+def _chunks(recipe: Recipe) -> formats.TokenChunks:
+    """.txt/.md documents become chunks of max_seq_length tokens of the model's tokenizer (loaded if needed)."""
+    from macfinetune.backend.tokens import document_encoder
+
+    d = recipe.data
+    return formats.TokenChunks(document_encoder(recipe.model.path), d.max_seq_length, d.chunk_overlap)
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -99,6 +108,8 @@ def train_run(recipe: Recipe, run_dir: Path, emit: Emit, control: JobControl | N
 
     control = control or JobControl()
     pre = preflight(recipe, run_dir)
+    for note in pre.notes:
+        emit(Stage("train", note))
     folder = models.resolve_model_path(recipe.model.path)
     memory = memory_gate(pre, folder, allow_over_budget, confirm)
     if memory.warning:
@@ -364,8 +375,10 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
                    plan.batch_size, plan.grad_accumulation, adapters.count_trainable(model),
                    get_total_parameters(model))
     )
+    say = quiet.once(lambda text: emit(Stage("train", text)))  # mlx-lm's warnings: each kind once, in our words
     if start is None:
-        ctx.hook.validate_and_maybe_save(0, save=False)
+        with quiet.quiet_trainer(say):
+            ctx.hook.validate_and_maybe_save(0, save=False)
     args = TrainingArgs(
         batch_size=plan.batch_size,
         iters=plan.iterations - state.iteration,
@@ -383,13 +396,14 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
     original_call = layer_class.__call__
     hardware.apply_memory_limit()
     try:
-        with quiet.quiet_trainer(lambda text: emit(Stage("train", text))), hardware.keep_awake():
+        with quiet.quiet_trainer(say), hardware.keep_awake():
             if args.iters > 0:
                 train(model, optimizer, train_set, None, args, iterate_batches=batches, training_callback=ctx.hook)
     finally:
         layer_class.__call__ = original_call  # mlx-lm patches the block class for checkpointing
         (run.dir / runs.CHECKPOINTS / _SCRATCH).unlink(missing_ok=True)
-    return _finish(ctx, stopped=control.stop_requested)
+    with quiet.quiet_trainer(say):  # the last validation batches too
+        return _finish(ctx, stopped=control.stop_requested)
 
 
 def _resumed_state(run: _Run, start: runs.CheckpointState):

@@ -29,10 +29,10 @@ from macfinetune.core.formats.rows import (
     Split,
 )
 from macfinetune.core.formats.tables import parse_mapping, resolve_columns
-from macfinetune.core.formats.text import chunk_text
+from macfinetune.core.formats.text import TokenChunks, chunk_by_tokens, chunk_text
 
 __all__ = [
     "DEFAULT_CHUNK_CHARS", "HF_PREFIX", "SOURCE_FORMATS", "SPLITS", "ColumnMapping", "HFLoader", "LoadedData",
-    "Prepared", "RowRef", "Split", "check_trainable", "chunk_text", "detect_row_format", "load_any",
+    "Prepared", "RowRef", "Split", "TokenChunks", "check_trainable", "chunk_by_tokens", "chunk_text", "detect_row_format", "load_any",
     "load_dataset_files", "parse_mapping", "prepare", "resolve_columns", "with_valid_split",
 ]

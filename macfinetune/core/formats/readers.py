@@ -36,7 +36,7 @@ from macfinetune.core.formats.rows import (
     _read_text,
 )
 from macfinetune.core.formats.tables import _read_table
-from macfinetune.core.formats.text import _read_text_files, _text_files
+from macfinetune.core.formats.text import TokenChunks, _read_text_files, _text_files
 from macfinetune.core.problems import Problem, ProblemError, fail
 
 # --- entry points ------------------------------------------------------------------------
@@ -48,6 +48,7 @@ def load_any(
     mapping: ColumnMapping | None = None,
     load_hf: HFLoader | None = None,
     chunk_chars: int | None = DEFAULT_CHUNK_CHARS,
+    token_chunks: TokenChunks | None = None,
 ) -> LoadedData:
     """Read any supported dataset and convert it to mlx-lm rows; raise ProblemError on bad input.
 
@@ -60,9 +61,9 @@ def load_any(
         return _load_hf(text[len(HF_PREFIX) :], load_hf)
     local = Path(text).expanduser()
     if local.is_dir():
-        return _load_folder(local, mapping, load_hf, chunk_chars)
+        return _load_folder(local, mapping, load_hf, chunk_chars, token_chunks)
     if local.is_file():
-        return _assemble(str(local), {"train": _read_file(local, mapping, chunk_chars)})
+        return _assemble(str(local), {"train": _read_file(local, mapping, chunk_chars, token_chunks)})
     if modelinfo.looks_like_repo_id(text) and local.suffix.lower() not in _FILE_SUFFIXES:
         return _load_hf(text, load_hf)
     raise fail("dataset not found (not a file, a folder, or a Hugging Face name like org/name)",
@@ -76,15 +77,17 @@ def load_dataset_files(
     mapping: ColumnMapping | None = None,
     load_hf: HFLoader | None = None,
     chunk_chars: int | None = DEFAULT_CHUNK_CHARS,
-) -> tuple[list[dict], list[dict], str, str]:
-    """Training's view: (train rows, valid rows, mlx format, train source); valid may be empty.
+    token_chunks: TokenChunks | None = None,
+) -> tuple[list[dict], list[dict], str, str, tuple]:
+    """Training's view: (train rows, valid rows, mlx format, train source, notes); valid may be empty.
 
     A drop-in for ``dataset.load_dataset_files`` that accepts every format ``load_any`` reads.
     """
-    data = load_any(path, mapping=mapping, load_hf=load_hf, chunk_chars=chunk_chars)
+    data = load_any(path, mapping=mapping, load_hf=load_hf, chunk_chars=chunk_chars, token_chunks=token_chunks)
     check_trainable(data, mask_prompt)
     train, valid = data.split("train"), data.split("valid")
-    return list(train.rows), list(valid.rows) if valid else [], data.mlx_format, train.file or data.source
+    return (list(train.rows), list(valid.rows) if valid else [], data.mlx_format, train.file or data.source,
+            data.notes)
 
 
 # Prompt masking trains the last message; what a conversation needs for that (same words as core.dataset).
@@ -192,15 +195,15 @@ def _assemble(source: str, parts: dict, format_prefix: str = "") -> LoadedData:
     return LoadedData(source, format_prefix + train.format, mlx["train"], splits, notes)
 
 
-def _load_folder(folder: Path, mapping, load_hf, chunk_chars) -> LoadedData:
+def _load_folder(folder: Path, mapping, load_hf, chunk_chars, token_chunks=None) -> LoadedData:
     if _is_saved_hf_dataset(folder):
         return _load_hf(str(folder), load_hf)
     split_files = _split_files(folder)
     if split_files:
-        return _assemble(str(folder), {n: _read_file(p, mapping, chunk_chars) for n, p in split_files.items()})
+        return _assemble(str(folder), {n: _read_file(p, mapping, chunk_chars, token_chunks) for n, p in split_files.items()})
     texts = _text_files(folder)
     if texts:
-        return _assemble(str(folder), {"train": _read_text_files(texts, folder, chunk_chars)})
+        return _assemble(str(folder), {"train": _read_text_files(texts, folder, chunk_chars, token_chunks)})
     raise fail("the folder has no train file (train.jsonl, train.json, train.csv or train.tsv) "
                "and no .txt/.md files", file=str(folder), field="data.path", value=str(folder))
 
@@ -251,12 +254,13 @@ def _hf_splits(name: str, found: dict) -> dict:
 # --- reading one file ---------------------------------------------------------------------
 
 
-def _read_file(path: Path, mapping: ColumnMapping | None, chunk_chars: int | None) -> _Part:
+def _read_file(path: Path, mapping: ColumnMapping | None, chunk_chars: int | None,
+               token_chunks: TokenChunks | None = None) -> _Part:
     suffix = path.suffix.lower()
     if suffix in _TABLE_DELIMITERS:
         return _read_table(path, _TABLE_DELIMITERS[suffix], mapping or ColumnMapping())
     if suffix in _TEXT_SUFFIXES:
-        return _read_text_files([path], path.parent, chunk_chars)
+        return _read_text_files([path], path.parent, chunk_chars, token_chunks)
     text = _read_text(path)
     if not text.strip():
         raise fail("the file is empty", file=str(path))

@@ -146,6 +146,13 @@ def check_recipe(recipe: Recipe, file: str = "<recipe>", lines: dict[str, int] |
             (t.iterations, t.epochs),
         ),
         (
+            recipe.data.chunk_overlap * 2 >= recipe.data.max_seq_length,
+            "data.chunk_overlap",
+            f"chunk_overlap must be less than half of data.max_seq_length ({recipe.data.max_seq_length}) so that "
+            "every chunk brings new text",
+            recipe.data.chunk_overlap,
+        ),
+        (
             t.warmup_steps > 0 and t.warmup_ratio > 0,
             "training.warmup_ratio",
             "set warmup_steps or warmup_ratio, not both",

@@ -37,7 +37,14 @@ class DataSection:
     mask_prompt: bool = knob(
         False, "Train on completions only: the loss ignores the prompt (chat and completions data)."
     )
-    max_seq_length: int = knob(2048, "Longest sequence in tokens; longer rows are truncated.", low=8)
+    max_seq_length: int = knob(
+        2048, "Longest sequence in tokens; longer rows are truncated, and .txt/.md documents are split into "
+        "chunks of this many tokens.", low=8
+    )
+    chunk_overlap: int = knob(
+        0, "Tokens from the end of one chunk of a .txt/.md document repeated at the start of the next "
+        "(0: chunks follow each other); less than half of max_seq_length.", low=0
+    )
     valid_fraction: float = knob(
         0.1, "Share of rows held out for validation when the data has no valid.jsonl.", low=0.01, high=0.5
     )
