@@ -341,8 +341,9 @@ def cmd_runs(args) -> int:
         progress = f"{s.iteration}/{s.total_iterations}" if s else "-"
         best = f"{s.best_val_loss:.3f}" if s and s.best_val_loss is not None else "-"
         print(f"{_run_name(summary.path, home):<48} {state:<12} {progress:>11} {best:>9} {_size(summary.size_bytes):>9}")
-    elsewhere = "" if args.folder or not _elsewhere(found, home) else " and elsewhere (made with --out)"
-    print(f"\n{_plural(len(found), 'run')} in {home}{elsewhere}")
+    outside = 0 if args.folder else _outside(found, home)
+    where = f"({len(found) - outside} in {home}, {outside} elsewhere: --out or demo)" if outside else f"in {home}"
+    print(f"\n{_plural(len(found), 'run')} {where}")
     return EXIT_OK
 
 
@@ -354,8 +355,8 @@ def _run_name(folder: Path, home: Path) -> str:
         return str(folder)
 
 
-def _elsewhere(found, home: Path) -> bool:
-    return any(not s.path.resolve().is_relative_to(Path(home).resolve()) for s in found)
+def _outside(found, home: Path) -> int:
+    return sum(not s.path.resolve().is_relative_to(Path(home).resolve()) for s in found)
 
 
 def _plural(n: int, noun: str) -> str:

@@ -133,7 +133,7 @@ def test_runs_lists_a_run_made_with_out_and_forgets_deleted_ones(capsys, tmp_pat
     shutil.rmtree(gone)
     code, out, _ = run_cli(capsys, "runs")
     assert code == 0 and str(kept) in out and str(gone) not in out
-    assert "1 run in" in out and "1 runs" not in out
+    assert "1 run (0 in" in out and "1 elsewhere" in out and "1 runs" not in out
 
 
 def test_a_corrupt_index_reads_as_empty(tmp_path, monkeypatch):
