@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_fuse(sub)
     _add_generate(sub)
-    sub.add_parser("runs", help="list runs with status, best validation loss and size")
+    runs_parser = sub.add_parser("runs", help="list runs with status, best validation loss and size")
+    runs_parser.add_argument("--in", dest="folder", type=Path, metavar="DIR",
+                             help="list the runs in this folder (default: your runs and every run made with --out)")
     commands_estimate.add_parsers(sub)
     commands_data.add_parsers(sub)
     sub.add_parser("login", help="store a Hugging Face token in the system keychain (read from stdin)")
@@ -61,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="offline demo: tiny model + sample data -> train -> fuse -> base vs tuned")
-    p.add_argument("--out", type=Path, help="folder for the demo (default: a new folder under your runs)")
+    p.add_argument("--out", type=Path, help="folder for the demo (default: a new folder in the demo area of your data folder)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe setting")
 
 
@@ -71,7 +73,10 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue an interrupted or stopped run from its newest complete checkpoint")
     p.add_argument("--model", help="model folder or Hugging Face repo id (overrides model.path)")
-    p.add_argument("--data", help="data folder or .jsonl file (overrides data.path)")
+    p.add_argument("--data", help="dataset file or folder in any supported format (overrides data.path): "
+                   ".jsonl/.json (chat, tools, completions, text, Alpaca, ShareGPT), .csv/.tsv tables, "
+                   ".txt/.md documents, a folder of train/valid/test files or documents, a saved Hugging Face "
+                   "dataset, or a Hugging Face dataset name; `macfinetune data inspect PATH` checks it")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set training.batch_size=2 --set rank=16")
     p.add_argument("--out", type=Path, help="run folder to create (default: a new folder under your runs)")
@@ -342,8 +347,10 @@ class _StreamPrinter:
 
 
 def cmd_runs(args) -> int:
-    home = paths.runs_home()
-    found = runs.list_runs(home)
+    from macfinetune.core import run_index
+
+    home = args.folder or paths.runs_home()
+    found = runs.list_runs(home) if args.folder else run_index.all_runs(home)
     if not found:
         print(f"no runs yet in {home}")
         return EXIT_OK
@@ -353,9 +360,27 @@ def cmd_runs(args) -> int:
         state = s.state if s else "unknown"
         progress = f"{s.iteration}/{s.total_iterations}" if s else "-"
         best = f"{s.best_val_loss:.3f}" if s and s.best_val_loss is not None else "-"
-        print(f"{summary.path.name:<48} {state:<12} {progress:>11} {best:>9} {_size(summary.size_bytes):>9}")
-    print(f"\n{len(found)} runs in {home}")
+        print(f"{_run_name(summary.path, home):<48} {state:<12} {progress:>11} {best:>9} {_size(summary.size_bytes):>9}")
+    outside = 0 if args.folder else _outside(found, home)
+    where = f"({len(found) - outside} in {home}, {outside} elsewhere: --out or demo)" if outside else f"in {home}"
+    print(f"\n{_plural(len(found), 'run')} {where}")
     return EXIT_OK
+
+
+def _run_name(folder: Path, home: Path) -> str:
+    """Runs under ``home`` by their relative name (a demo's run shows its demo folder); others by full path."""
+    try:
+        return folder.resolve().relative_to(Path(home).resolve()).as_posix()
+    except ValueError:
+        return str(folder)
+
+
+def _outside(found, home: Path) -> int:
+    return sum(not s.path.resolve().is_relative_to(Path(home).resolve()) for s in found)
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _size(n: int) -> str:
@@ -374,7 +399,7 @@ def cmd_demo(args) -> int:
 
     from macfinetune.backend import demo
 
-    out = args.out or runs.default_run_dir(paths.runs_home(), "demo", "tiny")
+    out = args.out or runs.default_run_dir(paths.demo_home(), "demo", "tiny")
     control = JobControl()
     started = time.perf_counter()
     with _stop_on_ctrl_c(control):
@@ -393,7 +418,8 @@ def _print_demo(result, seconds: float) -> None:
               f"(best checkpoint: iteration {result.best_iteration})")
     for answer in result.answers:
         print(f"\nprompt: {answer.prompt}\n  base : {answer.base.strip()!r}\n  tuned: {answer.tuned.strip()!r}")
-    print(f"\nrun folder: {result.run_dir}\nfused model: {result.fused_dir}\ndone in {seconds:.0f} s")
+    print(f"\nbase model: {result.model_dir} (reuse it: --model {result.model_dir})"
+          f"\nrun folder: {result.run_dir}\nfused model: {result.fused_dir}\ndone in {seconds:.0f} s")
 
 
 def cmd_login(args) -> int:

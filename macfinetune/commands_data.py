@@ -38,7 +38,11 @@ def _add_data(sub) -> None:
     _add_source(inspect)
     inspect.add_argument("--model", help="model folder or Hugging Face repo: token counts with its tokenizer and "
                                          "chat template (without it: no token statistics)")
-    inspect.add_argument("--max-seq-length", type=int, default=2048, help="truncation length to check (default 2048)")
+    inspect.add_argument("--max-seq-length", type=int, default=2048,
+                         help="truncation length to check (default 2048); with --model, .txt/.md documents are "
+                              "split into chunks of this many tokens, as training does")
+    inspect.add_argument("--chunk-overlap", type=int, default=0,
+                         help="with --model: tokens repeated between consecutive chunks (data.chunk_overlap)")
     inspect.add_argument("--mask-prompt", action="store_true", help="check as if training on answers only")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_split(inspect)
@@ -54,7 +58,8 @@ def _add_source(p) -> None:
     p.add_argument("--columns", help="table columns, e.g. prompt=Question,completion=Answer[,system=...,input=...] "
                                      "or text=Body (default: guessed from the header)")
     p.add_argument("--chunk-chars", type=int, default=formats.DEFAULT_CHUNK_CHARS,
-                   help="split text files into pieces of at most this many characters at blank lines (0: whole files)")
+                   help="without --model: split text files into pieces of at most this many characters at blank lines "
+                        "(0: whole files)")
 
 
 def _add_split(p) -> None:
@@ -93,7 +98,8 @@ def cmd_data(args) -> int:
             report = jobs.inspect_dataset(_DownloadPrinter().show, control, path=args.path, model=args.model,
                                           mapping=_mapping(args), chunk_chars=args.chunk_chars,
                                           max_seq_length=args.max_seq_length, mask_prompt=args.mask_prompt,
-                                          valid_fraction=args.valid_fraction, seed=args.seed)
+                                          valid_fraction=args.valid_fraction, seed=args.seed,
+                                          chunk_overlap=args.chunk_overlap)
     except jobs.Cancelled:
         print("stopped", file=sys.stderr)
         return EXIT_STOPPED
@@ -105,7 +111,18 @@ def cmd_data(args) -> int:
 
 
 def _load(args) -> formats.LoadedData:
-    return jobs.load_data(args.path, mapping=_mapping(args), chunk_chars=args.chunk_chars)
+    return jobs.load_data(args.path, mapping=_mapping(args), chunk_chars=args.chunk_chars,
+                          token_chunks=_token_chunks(args))
+
+
+def _token_chunks(args) -> formats.TokenChunks | None:
+    """With a model, documents are chunked by its tokens exactly as training will chunk them."""
+    if not getattr(args, "model", None):
+        return None
+    from macfinetune.backend.tokens import document_encoder
+
+    encode = document_encoder(args.model, emit=_DownloadPrinter().show)
+    return formats.TokenChunks(encode, args.max_seq_length, args.chunk_overlap)
 
 
 def _mapping(args):

@@ -249,13 +249,20 @@ def _recipe_row(entry, machine: Machine) -> dict:
 
 
 def _recipes_text(rows: list[dict], machine: Machine) -> str:
-    lines = [f"feasibility on {machine.source} ({machine.usable_bytes / GB:.1f} GB usable):",
-             f"{'RECIPE':<34} {'METHOD':<6} {'ESTIMATE':>9}  {'HERE':<13} {'SEED SAYS':<28} MODEL"]
+    head = f"feasibility on {machine.source} ({machine.usable_bytes / GB:.1f} GB usable):"
+    table = [("RECIPE", "METHOD", "ESTIMATE", "HERE", "SEED SAYS", "MODEL")]
     for r in rows:
         gb = f"{r['estimate_gb']:.1f} GB" if r["estimate_gb"] is not None else "-"
-        seed = _seed_text(r)
-        lines.append(f"{r['name']:<34} {r['method']:<6} {gb:>9}  {r['verdict']:<13} {seed:<28} {r['model']}")
-    return "\n".join(lines)
+        table.append((r["name"], r["method"], gb, r["verdict"], _seed_text(r), r["model"]))
+    return "\n".join([head, *_aligned(table, right=(2,))])
+
+
+def _aligned(table: list[tuple], right: tuple = ()) -> list[str]:
+    """Columns as wide as their widest cell, two spaces apart (the last one unpadded)."""
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
+    def cell(i, text):
+        return str(text).rjust(widths[i]) if i in right else str(text).ljust(widths[i])
+    return ["  ".join(cell(i, text) for i, text in enumerate(row)).rstrip() for row in table]
 
 
 def _seed_text(r: dict) -> str:

@@ -123,23 +123,34 @@ def convert(emit: Emit, control: JobControl, *, source: str, out_dir: Path | Non
 @mlx_job
 def inspect_dataset(emit: Emit, control: JobControl, *, path, model: str | None = None, mapping=None,
                     chunk_chars: int | None = None, max_seq_length: int = 2048, mask_prompt: bool = False,
-                    valid_fraction: float = 0.1, seed: int = 0):
+                    valid_fraction: float = 0.1, seed: int = 0, chunk_overlap: int = 0):
     """The dataset doctor's report; tokenizing emits Progress every INSPECT_CHUNK rows and honours stop."""
     from macfinetune.core import doctor
 
-    data = load_data(path, mapping=mapping, chunk_chars=chunk_chars)
+    data = load_data(path, mapping=mapping, chunk_chars=chunk_chars,
+                     token_chunks=_document_chunks(model, emit, max_seq_length, chunk_overlap) if model else None)
     _check_stop(control)
     counter = _chunked(_token_counter(model, emit), emit, control) if model else None
     return doctor.inspect(data, count_tokens=counter, max_seq_length=max_seq_length, mask_prompt=mask_prompt,
                           valid_fraction=valid_fraction, seed=seed)
 
 
-def load_data(path, mapping=None, chunk_chars: int | None = None):
-    """Any supported dataset (a file, a folder, a hub dataset) as ``formats.LoadedData``."""
+def load_data(path, mapping=None, chunk_chars: int | None = None, token_chunks=None):
+    """Any supported dataset (a file, a folder, a hub dataset) as ``formats.LoadedData``; text
+    documents are cut into ``token_chunks`` (``formats.TokenChunks``) when given."""
     from macfinetune.backend.hfdata import load_hf_dataset
     from macfinetune.core import formats
 
-    return formats.load_any(path, mapping=mapping, load_hf=load_hf_dataset, chunk_chars=chunk_chars or None)
+    return formats.load_any(path, mapping=mapping, load_hf=load_hf_dataset, chunk_chars=chunk_chars or None,
+                            token_chunks=token_chunks)
+
+
+def _document_chunks(model: str, emit: Emit, max_seq_length: int, overlap: int):
+    """Text documents cut by the model's tokens, exactly as training will cut them."""
+    from macfinetune.backend.tokens import document_encoder
+    from macfinetune.core import formats
+
+    return formats.TokenChunks(document_encoder(model, emit=emit), max_seq_length, overlap)
 
 
 def _token_counter(model: str, emit: Emit):

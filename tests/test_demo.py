@@ -3,6 +3,7 @@
 import pytest
 
 from macfinetune import cli
+from macfinetune.core import paths
 
 
 @pytest.mark.slow
@@ -17,3 +18,5 @@ def test_demo_tuned_model_answers_in_the_trained_style(tmp_path, capsys):
     assert sum("Arr, matey!" in line for line in tuned) >= len(tuned) - 1
     assert not any("Arr, matey!" in line for line in base)
     assert (tmp_path / "demo" / "fused" / "config.json").exists()
+    assert (tmp_path / "demo" / "demo-tiny-lora" / "recipe.yaml").exists()  # the run is named after the demo
+    assert f"base model: {paths.demo_model_dir()}" in out

@@ -58,7 +58,7 @@ def test_alpaca_json_array_keeps_the_line_of_each_object(tmp_path):
     train = data.split("train")
     assert (data.format, data.mlx_format) == ("alpaca", "chat")
     assert [r.line for r in train.refs] == [2, 7, 9]
-    assert str(train.refs[1]) == "alpaca.json line 7"
+    assert str(train.refs[1]) == "alpaca.json row 2 (line 7)"
     assert train.rows[0] == chat(("user", "Give three tips for staying healthy."),
                                  ("assistant", "1. Eat well. 2. Move. 3. Sleep."))
     assert train.rows[1]["messages"][0]["content"] == "Traduis en espagnol :\n\nBonjour le monde 🌍"
@@ -286,7 +286,7 @@ def test_without_the_datasets_package(monkeypatch):
 
 def test_load_dataset_files_is_a_drop_in(tmp_path):
     path = write(tmp_path / "alpaca.json", ALPACA_ARRAY)
-    train, valid, fmt, source = formats.load_dataset_files(path)
+    train, valid, fmt, source, _ = formats.load_dataset_files(path)
     assert (len(train), valid, fmt, source) == (3, [], "chat", str(path))
 
 

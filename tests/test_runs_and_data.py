@@ -45,12 +45,6 @@ def test_bad_files(tmp_path, content, expected):
     assert expected in found[0].message
 
 
-def test_mask_prompt_needs_chat_or_completions(tmp_path):
-    write(tmp_path / "train.jsonl", '{"text": "a"}\n{"text": "b"}\n')
-    with pytest.raises(ProblemError, match="prompt masking"):
-        dataset.load_dataset_files(tmp_path, mask_prompt=True)
-
-
 def test_split_is_seeded_and_disjoint():
     rows = [{"text": str(i)} for i in range(50)]
     train, valid = dataset.split_rows(rows, 0.1, seed=3)
@@ -125,12 +119,3 @@ def test_adapter_spec_parsing(tmp_path):
 def test_status_json_is_plain_json(tmp_path):
     runs.write_status(tmp_path, runs.new_status("m", "lora", 5))
     assert json.loads((tmp_path / runs.STATUS).read_text())["state"] == "running"
-
-
-def test_mask_prompt_needs_a_prompt_before_the_last_message(tmp_path):
-    lone = '{"messages": [{"role": "assistant", "content": "yo"}]}\n'
-    write(tmp_path / "train.jsonl", CHAT + lone + CHAT)
-    with pytest.raises(ProblemError, match="rows 2 have a single message") as info:
-        dataset.load_dataset_files(tmp_path, mask_prompt=True)
-    assert info.value.problems[0].line == 2
-    dataset.load_dataset_files(tmp_path, mask_prompt=False)

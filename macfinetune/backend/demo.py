@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from macfinetune.core import runs
+from macfinetune.core import paths, runs
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import Stage
 from macfinetune.core.paths import shipped
@@ -27,6 +29,7 @@ class DemoAnswer:
 @dataclass(frozen=True)
 class DemoResult:
     out_dir: Path
+    model_dir: Path
     run_dir: Path
     fused_dir: Path | None
     state: str
@@ -43,21 +46,37 @@ def run_demo(out_dir: Path, emit, control: JobControl | None = None, overrides: 
     if problems:
         raise ProblemError(problems)
     out_dir.mkdir(parents=True)
-    emit(Stage("demo", "Building the tiny model and its tokenizer"))
-    model_dir = tinymodel.build_demo_model(out_dir / "base-model")
+    model_dir = _demo_model(emit, tinymodel)
     recipe = with_paths(load_recipe(shipped("recipes", DEMO_RECIPE)), str(model_dir), str(shipped("resources", "sample_data")))
     if overrides:
         from macfinetune.core.recipe import apply_overrides
 
         recipe = apply_overrides(recipe, overrides)
-    result = training.train_run(recipe, out_dir / "run", emit, control)
+    result = training.train_run(recipe, out_dir / DEMO_RECIPE.removesuffix(".yaml"), emit, control)
     if result.state == "failed" or result.best_iteration is None:
-        return DemoResult(out_dir, result.run_dir, None, result.state, _first_val(result.run_dir), None, None, ())
+        return DemoResult(out_dir, model_dir, result.run_dir, None, result.state, _first_val(result.run_dir), None, None, ())
     emit(Stage("demo", f"Fusing the best checkpoint (iteration {result.best_iteration})"))
     fused = fusing.fuse(result.run_dir, "best", out_dir / "fused", emit=emit)
     answers = _compare(model_dir, Path(fused.out_dir), emit, models, generation)
-    return DemoResult(out_dir, result.run_dir, Path(fused.out_dir), result.state, _first_val(result.run_dir),
+    return DemoResult(out_dir, model_dir, result.run_dir, Path(fused.out_dir), result.state, _first_val(result.run_dir),
                       result.best_iteration, result.best_val_loss, answers)
+
+
+def _demo_model(emit, tinymodel) -> Path:
+    """The tiny model, built once into the models folder (``models list`` shows it; runs reuse it)."""
+    folder = paths.demo_model_dir()
+    if (folder / "config.json").is_file():
+        emit(Stage("demo", f"Using the tiny demo model in {folder}"))
+        return folder
+    emit(Stage("demo", f"Building the tiny model and its tokenizer into {folder}"))
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    tinymodel.build_demo_model(partial)
+    try:
+        partial.rename(folder)
+    except OSError:  # built meanwhile by another demo
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder
 
 
 def heldout_prompts() -> list[str]:

@@ -106,8 +106,11 @@ def _save(tmp: Path, base: Path, net, tokenizer, config: dict, gguf: bool) -> No
     from mlx_lm.gguf import convert_to_gguf
     from mlx_lm.utils import save
 
+    from macfinetune.backend.quiet import captured_stdout
+
     save(tmp, str(base), net, tokenizer, dict(config), donate_model=False)
     if gguf:
         weights = dict(tree_flatten(net.parameters()))
-        convert_to_gguf(tmp, weights, dict(config), str(tmp / "model.gguf"))
+        with captured_stdout():  # mlx-lm prints the temporary folder's path; the CLI prints the final one
+            convert_to_gguf(tmp, weights, dict(config), str(tmp / "model.gguf"))
     (tmp / "macfinetune.json").write_text(json.dumps({"base_model": str(base)}, indent=2) + "\n")

@@ -77,7 +77,7 @@ def run_generate(model: str | None, adapter: tuple[Path, str] | None, prompt: st
     if problems:
         raise ProblemError(problems)
     if compare and adapter is None:
-        raise ProblemError(Problem("--compare needs --adapter RUN_DIR[:best|last|N]", field="compare"))
+        return _compare_fused(model, prompt, sampling, system=system, emit=emit, control=control)
     net, tokenizer, adapters_dir, weights = load_generator(model, adapter, emit)
     results = []
     if compare:
@@ -86,4 +86,35 @@ def run_generate(model: str | None, adapter: tuple[Path, str] | None, prompt: st
         adapter_ops.apply_adapter(net, adapters_dir, weights)
     source = "tuned" if adapter else "model"
     results.append(generate(net, tokenizer, prompt, sampling, source=source, system=system, emit=emit, control=control))
+    return results
+
+
+def fused_base_of(model: str | None) -> str | None:
+    """The base model a fused folder records (``macfinetune.json``), or None."""
+    import json
+
+    from macfinetune.backend import models
+
+    if not model:
+        return None
+    try:
+        record = json.loads((models.resolve_model_path(model) / "macfinetune.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, ProblemError):
+        return None
+    return record.get("base_model") if isinstance(record, dict) else None
+
+
+def _compare_fused(model: str | None, prompt: str, sampling: Sampling, **kw) -> list[GenerationFinished]:
+    """--compare on a fused model: the base it records, then the fused model."""
+    from macfinetune.backend import models
+
+    base = fused_base_of(model)
+    if base is None:
+        raise ProblemError(Problem("--compare needs --adapter RUN_DIR[:best|last|N], or --model a fused model "
+                                   "folder (it records its base)", field="compare", value=model))
+    results = []
+    for source, folder in (("base", base), ("tuned", model)):
+        kw["emit"](Stage("generate", f"Loading {folder}"))
+        net, tokenizer, _ = models.load_model(models.resolve_model_path(folder))
+        results.append(generate(net, tokenizer, prompt, sampling, source=source, **kw))
     return results

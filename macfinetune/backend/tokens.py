@@ -35,16 +35,30 @@ def load_tokenizer(folder: Path):
 
 def token_counter(model: str | Path, emit: Callable[[object], None] | None = None):
     """``count_tokens(rows) -> [TokenCount]`` for a model folder or hub repo (tokenizer files only)."""
+    tokenizer = load_tokenizer(_tokenizer_folder(model, emit))
+    return lambda rows: count_tokens(rows, tokenizer)
+
+
+def document_encoder(model: str | Path, emit: Callable[[object], None] | None = None) -> Callable[[str], list]:
+    """``encode(text) -> ids`` as mlx-lm encodes a text row, loading the tokenizer on the first call only."""
+    loaded = []
+
+    def encode(text: str) -> list:
+        if not loaded:
+            loaded.append(load_tokenizer(_tokenizer_folder(model, emit)))
+        return loaded[0].encode(text)
+
+    return encode
+
+
+def _tokenizer_folder(model: str | Path, emit) -> Path:
     from macfinetune.backend import hub
 
     folder = Path(model).expanduser()
     if not folder.exists() and not modelinfo.looks_like_repo_id(str(model)):
         raise fail("model folder not found (and not a Hugging Face repo id like org/name)", file=str(model),
                    field="model", value=str(model))
-    if not folder.exists():
-        folder = hub.download_model(str(model), emit=emit, patterns=hub.TOKENIZER_PATTERNS)
-    tokenizer = load_tokenizer(folder)
-    return lambda rows: count_tokens(rows, tokenizer)
+    return folder if folder.exists() else hub.download_model(str(model), emit=emit, patterns=hub.TOKENIZER_PATTERNS)
 
 
 def count_tokens(rows: Sequence[dict], tokenizer, batch_size: int = _BATCH) -> list[TokenCount]:

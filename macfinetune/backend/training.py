@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from macfinetune.core import calibration, dataset, formats, gate, modelinfo, runs
+from macfinetune.core import calibration, dataset, formats, gate, modelinfo, run_index, runs
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import RunContinued, RunFailed, RunFinished, RunStarted, Stage
 from macfinetune.core.modelshape import read_shape
@@ -47,6 +47,7 @@ class Preflight:
     valid_rows: list
     format: str
     plan: Plan
+    notes: tuple = ()  # what loading the data decided, e.g. how many chunks the documents became
 
 
 @dataclass(frozen=True)
@@ -77,12 +78,20 @@ def preflight(recipe: Recipe, run_dir: Path) -> Preflight:
         raise ProblemError(problems)
     from macfinetune.backend.hfdata import load_hf_dataset  # imports `datasets` only when called
 
-    train, valid, fmt, _ = formats.load_dataset_files(recipe.data.path, recipe.data.mask_prompt,
-                                                      load_hf=load_hf_dataset)
+    train, valid, fmt, _, notes = formats.load_dataset_files(recipe.data.path, recipe.data.mask_prompt,
+                                                             load_hf=load_hf_dataset, token_chunks=_chunks(recipe))
     if not valid:
         train, valid = dataset.split_rows(train, recipe.data.valid_fraction, recipe.training.seed)
     plan = make_plan(recipe, len(train), len(valid), data_file=recipe.data.path)
-    return Preflight(recipe, Path(run_dir), train, valid, fmt, plan)
+    return Preflight(recipe, Path(run_dir), train, valid, fmt, plan, notes)
+
+
+def _chunks(recipe: Recipe) -> formats.TokenChunks:
+    """.txt/.md documents become chunks of max_seq_length tokens of the model's tokenizer (loaded if needed)."""
+    from macfinetune.backend.tokens import document_encoder
+
+    d = recipe.data
+    return formats.TokenChunks(document_encoder(recipe.model.path), d.max_seq_length, d.chunk_overlap)
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -100,6 +109,8 @@ def train_run(recipe: Recipe, run_dir: Path, emit: Emit, control: JobControl | N
 
     control = control or JobControl()
     pre = preflight(recipe, run_dir)
+    for note in pre.notes:
+        emit(Stage("train", note))
     folder = models.resolve_model_path(recipe.model.path)
     memory = memory_gate(pre, folder, allow_over_budget, confirm)
     if memory.warning:
@@ -299,6 +310,7 @@ def _start_run(pre: Preflight, base_folder: Path, emit: Emit) -> _Run:
         (run_dir / runs.CHECKPOINTS).mkdir()
         status = runs.new_status(str(base_folder), r.method.type, pre.plan.iterations)
         runs.write_status(run_dir, status)
+        run_index.remember(run_dir)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -372,8 +384,10 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
                    plan.batch_size, plan.grad_accumulation, adapters.count_trainable(model),
                    get_total_parameters(model))
     )
+    say = quiet.once(lambda text: emit(Stage("train", text)))  # mlx-lm's warnings: each kind once, in our words
     if start is None:
-        ctx.hook.validate_and_maybe_save(0, save=False)
+        with quiet.quiet_trainer(say):
+            ctx.hook.validate_and_maybe_save(0, save=False)
     args = TrainingArgs(
         batch_size=plan.batch_size,
         iters=plan.iterations - state.iteration,
@@ -392,13 +406,14 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
     original_call = layer_class.__call__
     hardware.apply_memory_limit()
     try:
-        with quiet.quiet_trainer(lambda text: emit(Stage("train", text))), hardware.keep_awake(), ctx.watch:
+        with quiet.quiet_trainer(say), hardware.keep_awake(), ctx.watch:
             if args.iters > 0:
                 train(model, optimizer, train_set, None, args, iterate_batches=batches, training_callback=ctx.hook)
     finally:
         layer_class.__call__ = original_call  # mlx-lm patches the block class for checkpointing
         (run.dir / runs.CHECKPOINTS / _SCRATCH).unlink(missing_ok=True)
-    return _finish(ctx, stopped=control.stop_requested)
+    with quiet.quiet_trainer(say):  # the last validation batches too
+        return _finish(ctx, stopped=control.stop_requested)
 
 
 def _budget_and_estimate(run_dir: Path) -> tuple[float | None, float | None]:

@@ -8,6 +8,7 @@ the memory and speed the seed reports, feasibility on the seed's machine) lives 
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -134,14 +135,25 @@ def _hub_cache_config(repo_id: str) -> Path | None:
 
 
 def recipe_path(name: str) -> Path:
-    """A recipe file from what the user typed: a path, or the name of one of their recipes or a shipped one."""
+    """A recipe file from what the user typed: a path, or the name of one of their recipes or a shipped one.
+
+    Names may hold dots (``qwen3-1.7b-full``): only an existing path or a .yaml/.yml name is taken as a file.
+    """
     path = Path(name).expanduser()
-    if path.exists() or path.suffix:
+    if path.exists() or path.suffix.lower() in (".yaml", ".yml"):
         return path
     for candidate in (paths.user_recipes_home() / f"{name}.yaml", paths.shipped("recipes", f"{name}.yaml")):
         if candidate.exists():
             return candidate
-    return path
+    raise ProblemError(Problem(_unknown_recipe(name), field="recipe", value=name))
+
+
+def _unknown_recipe(name: str) -> str:
+    known = [p.stem for p in paths.shipped("recipes", "x.yaml").parent.glob("*.yaml")]
+    known += [p.stem for p in paths.user_recipes_home().glob("*.yaml")]
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return f"no recipe named {name!r}; {hint}`macfinetune recipes` lists them (a recipe file ends in .yaml)"
 
 
 def save_run_as_recipe(run_dir: Path, name: str, description: str = "") -> Path:

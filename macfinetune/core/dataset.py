@@ -1,4 +1,6 @@
-"""Dataset files in mlx-lm's formats: find them, parse them, check them, split them.
+"""A run's own data files in mlx-lm's formats: parse and check them, split and write them.
+
+Users' datasets in every format are read by ``core.formats``; this module reads back what a run wrote.
 
 mlx-lm picks the format from the first row's keys: ``prompt``+``completion``
 (completions), ``messages`` (chat, optionally with ``tools``) or ``text``.
@@ -8,8 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 from macfinetune.core import atomic
@@ -18,17 +18,6 @@ from macfinetune.core.problems import Problem, ProblemError
 FORMATS = ("completions", "chat", "text")
 _MAX_PROBLEMS = 20
 MAX_ROW_BYTES = 1_000_000
-
-
-@dataclass(frozen=True)
-class DataSet:
-    """The train and valid files a run uses, with their format and sizes."""
-
-    train: Path
-    valid: Path | None
-    format: str
-    train_rows: int
-    valid_rows: int
 
 
 def detect_format(row: dict) -> str | None:
@@ -93,7 +82,7 @@ def _parse_line(line: bytes, path: Path, number: int, problems: list) -> dict | 
     try:
         row = json.loads(text)
     except json.JSONDecodeError as e:
-        problems.append(Problem(f"not valid JSON: {e.msg} at column {e.colno}", file=str(path), line=number, value=_clip(text)))
+        problems.append(Problem(f"not valid JSON: {e.msg.removesuffix(' at')} at column {e.colno}", file=str(path), line=number, value=_clip(text)))
         return None
     if not isinstance(row, dict):
         problems.append(Problem(f"expected a JSON object, got {type(row).__name__}", file=str(path), line=number, value=_clip(text)))
@@ -154,67 +143,7 @@ def _clip(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-# --- locating and preparing -------------------------------------------------------------
-
-
-def load_dataset_files(path: Path | str, mask_prompt: bool = False) -> tuple[list[dict], list[dict], str, Path]:
-    """Read a data folder (train.jsonl + optional valid.jsonl) or one .jsonl file.
-
-    Returns (train rows, valid rows, format, train file). Valid may be empty (to be split).
-    """
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise ProblemError(Problem("dataset not found", file=str(path), field="data.path", value=str(path)))
-    if path.is_dir():
-        train_file = path / "train.jsonl"
-        if not train_file.exists():
-            raise ProblemError(
-                Problem("the data folder has no train.jsonl", file=str(path), field="data.path", value=str(path))
-            )
-        valid_file = path / "valid.jsonl"
-        valid = read_jsonl(valid_file) if valid_file.exists() else []
-    else:
-        train_file, valid = path, []
-    train = read_jsonl(train_file)
-    fmt = detect_format(train[0])
-    if valid and detect_format(valid[0]) != fmt:
-        raise ProblemError(
-            Problem(f"valid.jsonl is {detect_format(valid[0])} but train.jsonl is {fmt}", file=str(path / "valid.jsonl"), line=1)
-        )
-    if mask_prompt and fmt == "text":
-        raise ProblemError(
-            Problem(
-                "prompt masking needs chat or completions data; this data is plain text",
-                file=str(train_file),
-                field="data.mask_prompt",
-                value=True,
-            )
-        )
-    if mask_prompt and fmt == "chat":
-        _check_maskable(train, train_file)
-        _check_maskable(valid, path / "valid.jsonl")
-    return train, valid, fmt, train_file
-
-
-_MASK_RULES = (
-    (lambda m: len(m) < 2, "have a single message; a prompt must come before the trained answer"),
-    (lambda m: m[-1].get("role") != "assistant", "do not end with an assistant message, which is what masking trains"),
-)
-
-
-def _check_maskable(rows: list[dict], file: Path) -> None:
-    """With prompt masking, the last message is trained and everything before it is the prompt."""
-    problems = []
-    for rule, why in _MASK_RULES:
-        bad = [i + 1 for i, row in enumerate(rows) if rule(row["messages"])]
-        if bad:
-            shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
-            problems.append(
-                Problem(f"with data.mask_prompt, rows {shown} {why} (turn masking off or fix the rows)",
-                        file=str(file), line=bad[0], field="data.mask_prompt", value=True)
-            )
-    if problems:
-        raise ProblemError(problems)
+# --- splitting and writing ---------------------------------------------------------------
 
 
 def split_rows(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -226,22 +155,6 @@ def split_rows(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict]
     train = [r for i, r in enumerate(rows) if i not in valid_idx]
     valid = [r for i, r in enumerate(rows) if i in valid_idx]
     return train, valid
-
-
-def prepare_dataset(path: Path | str, out_dir: Path, *, mask_prompt: bool, valid_fraction: float, seed: int) -> DataSet:
-    """Write the train.jsonl / valid.jsonl a run uses into ``out_dir`` (the user's files stay untouched)."""
-    train, valid, fmt, train_file = load_dataset_files(path, mask_prompt)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if valid:
-        shutil.copyfile(train_file, out_dir / "train.jsonl")
-        shutil.copyfile(Path(path) / "valid.jsonl", out_dir / "valid.jsonl")
-    else:
-        if len(train) < 2:
-            raise ProblemError(Problem("need at least 2 rows to make a validation split", file=str(train_file)))
-        train, valid = split_rows(train, valid_fraction, seed)
-        write_jsonl(out_dir / "train.jsonl", train)
-        write_jsonl(out_dir / "valid.jsonl", valid)
-    return DataSet(out_dir / "train.jsonl", out_dir / "valid.jsonl", fmt, len(train), len(valid))
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -23,6 +23,25 @@ def runs_home() -> Path:
     return data_home() / "runs"
 
 
+def demo_home() -> Path:
+    """The demo's own area: demo runs stay out of the user's runs folder."""
+    return data_home() / "demo"
+
+
+def models_home() -> Path:
+    """Models macfinetune made or converted (``models list`` looks here)."""
+    return data_home() / "models"
+
+
+def demo_model_dir() -> Path:
+    return models_home() / "macfinetune-demo-tiny"
+
+
+def runs_index_file() -> Path:
+    """Every run folder created on this machine, wherever it is (``--out``): ``runs`` reads it."""
+    return data_home() / "runs-index.json"
+
+
 def user_recipes_home() -> Path:
     return data_home() / "recipes"
 

@@ -390,6 +390,10 @@ def list_runs(home: Path) -> list[RunSummary]:
     return [RunSummary(d, read_status(d), _folder_size(d)) for d in sorted(found)]
 
 
+def list_runs_in(folders: list[Path]) -> list[RunSummary]:
+    return [RunSummary(d, read_status(d), _folder_size(d)) for d in folders]
+
+
 def _folder_size(folder: Path) -> int:
     total = 0
     for root, _, files in os.walk(folder):
