@@ -195,8 +195,9 @@ def estimate(emit: Emit, control: JobControl, *, recipe: Recipe, machine=None):
     longest = None
     if recipe.data.path:
         emit(Stage("estimate", f"Finding the longest rows of {recipe.data.path}"))
-        train_rows, valid_rows, _, _ = formats.load_dataset_files(recipe.data.path, recipe.data.mask_prompt,
-                                                                  load_hf=load_hf_dataset)
+        train_rows, valid_rows, *_ = formats.load_dataset_files(recipe.data.path, recipe.data.mask_prompt,
+                                                                load_hf=load_hf_dataset,
+                                                                token_chunks=training.document_chunks(recipe))
         longest = training.longest_row_tokens(train_rows + valid_rows, folder)
     machine = machine or probe_machine(emit, control)
     verdict = gate.check(recipe, shape, machine, longest, allow_over_budget=True)

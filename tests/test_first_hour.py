@@ -170,8 +170,7 @@ def test_training_remembers_its_run(tmp_path, monkeypatch, tiny_model):
 
 
 def test_demo_model_is_built_once_into_the_models_folder(tmp_path, monkeypatch):
-    from macfinetune.backend import demo, tinymodel
-    from macfinetune.core import models_catalog
+    from macfinetune.backend import demo, hub, tinymodel
 
     monkeypatch.setenv("MACFINETUNE_HOME", str(tmp_path / "home"))
     built = []
@@ -179,7 +178,7 @@ def test_demo_model_is_built_once_into_the_models_folder(tmp_path, monkeypatch):
     first = demo._demo_model(lambda e: None, tinymodel)
     again = demo._demo_model(lambda e: None, tinymodel)
     assert first == again == paths.demo_model_dir() and len(built) == 1
-    listed = models_catalog.discover(models_catalog.default_sources())
+    listed = hub.local_models()
     assert [e.name for e in listed if e.source == "macfinetune"] == ["macfinetune-demo-tiny"]
 
 

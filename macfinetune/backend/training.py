@@ -79,14 +79,14 @@ def preflight(recipe: Recipe, run_dir: Path) -> Preflight:
     from macfinetune.backend.hfdata import load_hf_dataset  # imports `datasets` only when called
 
     train, valid, fmt, _, notes = formats.load_dataset_files(recipe.data.path, recipe.data.mask_prompt,
-                                                             load_hf=load_hf_dataset, token_chunks=_chunks(recipe))
+                                                             load_hf=load_hf_dataset, token_chunks=document_chunks(recipe))
     if not valid:
         train, valid = dataset.split_rows(train, recipe.data.valid_fraction, recipe.training.seed)
     plan = make_plan(recipe, len(train), len(valid), data_file=recipe.data.path)
     return Preflight(recipe, Path(run_dir), train, valid, fmt, plan, notes)
 
 
-def _chunks(recipe: Recipe) -> formats.TokenChunks:
+def document_chunks(recipe: Recipe) -> formats.TokenChunks:
     """.txt/.md documents become chunks of max_seq_length tokens of the model's tokenizer (loaded if needed)."""
     from macfinetune.backend.tokens import document_encoder
 
