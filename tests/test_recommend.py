@@ -166,3 +166,44 @@ def test_recommend_command_writes_a_loadable_recipe_and_never_overwrites(tmp_pat
     assert cli.main(argv) == 2
     assert "nothing you made is overwritten" in capsys.readouterr().err and out.read_bytes() == before
     assert cli.main(["recommend", "--model", "Qwen/Qwen3-1.7B", "--rows", "0"]) == 2
+
+
+# --- one source of truth: verdict, auto-fit, pre-quantized copy, written recipe ------------
+
+
+def test_auto_fit_never_says_fits_when_the_verdict_does_not():
+    from macfinetune.core.autofit import prequantized
+
+    shape, mac = shape_of("Qwen3-14B"), machine_from_memory(24)
+    s = Settings(quantize=4, batch_size=1, max_seq_length=512, num_layers=2, rank=4, grad_checkpoint=True)
+    verdict = judge(estimate(shape, s), mac)
+    fit = auto_fit(shape, s, mac)
+    assert fit.found == verdict.fits or fit.changes
+    assert "fits as it is" not in fit.summary() or verdict.fits
+    pre = prequantized("Qwen/Qwen3-14B", shape, s, mac)
+    assert pre.repo == "mlx-community/Qwen3-14B-4bit" and pre.verdict.fits and not verdict.fits
+    assert 7 < pre.download_gb < 9
+
+
+@pytest.mark.parametrize("name,memory", [("gemma-3-4b-it", 16), ("Qwen3-14B", 16), ("Qwen3-1.7B", 16)])
+def test_the_written_recipe_is_the_one_estimated(tmp_path, name, memory):
+    from macfinetune.core.recipe import load_recipe, save_recipe
+
+    shape, mac = shape_of(name), machine_from_memory(memory)
+    rec = recommend(shape, mac, model_path=f"org/{name}", data_path="data")
+    save_recipe(tmp_path / "r.yaml", rec.recipe)
+    again = load_recipe(tmp_path / "r.yaml")
+    trained = rec.shape if again.model.path.startswith("mlx-community/") else shape
+    assert (again.model.path != f"org/{name}") == (rec.shape is not shape)
+    assert estimate(trained, settings_from_recipe(again)).total_bytes == rec.fit.estimate.total_bytes
+
+
+def test_below_a_billion_parameters_the_demo_rules_apply():
+    shape = shape_of("Qwen3-1.7B")
+    tiny = replace(shape, hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, head_dim=16, vocab=1024)
+    rec = recommend(tiny, machine_from_memory(16))
+    values = {c.key: c for c in rec.choices}
+    assert values["method.type"].value == "lora"
+    assert values["training.learning_rate"].value == 2.0e-3
+    assert "below the seeds" in values["training.learning_rate"].reason
+    assert "M parameters" in values["method.rank"].reason
