@@ -277,13 +277,17 @@ def test_verdicts():
 
 
 def test_calibration_grid_meets_its_targets_and_has_provenance():
+    """Recorded: median 2.2%, worst 12.9% (tiny-lora-b4-l128). The bounds add what one re-measured row may
+    move (CPU peaks are deterministic for one mlx version; 2 points covers a row re-measured after a small
+    change of the code), so a change of the model that worsens a typical row by a few points fails here."""
     grid = calibration_tables()["grid"]
     errors = [abs(r["error"]) for r in grid["rows"]]
     assert len(errors) >= 16
-    assert statistics.median(errors) <= 0.10
-    assert max(errors) <= 0.25
-    for key in ("machine", "mlx", "mlx_lm", "date", "source"):
+    assert statistics.median(errors) <= 0.03
+    assert max(errors) <= 0.15
+    for key in ("machine", "mlx", "mlx_lm", "date", "source", "commit"):
         assert grid["provenance"][key]
+    assert all(len(r["commit"]) >= 7 for r in grid["rows"])
     methods = {s.split("=")[1] for r in grid["rows"] for s in r["settings"] if s.startswith("type=")}
     assert {"full", "dora"} <= methods
 
