@@ -216,3 +216,28 @@ def test_below_a_billion_parameters_the_demo_rules_apply():
     assert values["training.learning_rate"].value == 2.0e-3
     assert "below the seeds" in values["training.learning_rate"].reason
     assert "M parameters" in values["method.rank"].reason
+
+
+@pytest.mark.slow
+def test_tiny_model_recommendation_learns_as_well_as_the_demo_recipe(tiny_model, tmp_path):
+    """Issue 18 item 3: the old recommendation (full fine-tuning at 3e-6) moved the validation loss
+    7.14 -> 6.68. Both recipes train 60 iterations on the sample data (recorded: demo 2.79,
+    recommended 2.77, from about 7.4). The recommended one must reach the demo's loss within 10%:
+    the recipes still differ in dropout (0.05), warmup (5%) and final rate, which move the loss by a
+    few percent at this length; a recipe that does not learn ends above 6."""
+    from macfinetune.backend.training import train_run
+    from macfinetune.core.paths import shipped as shipped_file
+    from macfinetune.core.recipe import apply_overrides, load_recipe, with_paths
+
+    data = shipped_file("resources", "sample_data")
+    rec = recommend(read_shape(tiny_model), machine_from_memory(16), model_path=str(tiny_model), data_path=str(data))
+    demo = with_paths(load_recipe(shipped_file("recipes", "demo-tiny-lora.yaml")), str(tiny_model), str(data))
+    short = ["iterations=60", "eval_every=60", "save_every=60", "report_every=20"]
+    losses = {}
+    for name, recipe in (("demo", demo), ("recommended", rec.recipe)):
+        extra = ["epochs=null"] if recipe.training.epochs else []
+        result = train_run(apply_overrides(recipe, extra + short), tmp_path / name, lambda e: None)
+        assert result.state == "finished"
+        losses[name] = result.best_val_loss
+    assert losses["recommended"] <= 1.10 * losses["demo"]
+    assert losses["recommended"] < 4.0
