@@ -233,3 +233,29 @@ def test_estimate_of_an_unknown_small_model_uses_all_its_blocks_and_names_the_gu
     assert report["adapted_layers"] == 12  # the default 16 blocks would exceed the model's 12
     assert any("weirdnet" in u for u in report["uncertain"])
     assert any("intermediate_size missing" in u for u in report["uncertain"])
+
+
+def test_estimate_verdict_and_auto_fit_agree_and_propose_a_quantized_copy(capsys, monkeypatch):
+    """Issue 18 item 2: the command that printed 'WILL NOT FIT' and then 'auto-fit: fits as it is'."""
+    from macfinetune import commands_estimate
+    from macfinetune.commands_estimate import cmd_estimate
+
+    monkeypatch.setattr(commands_estimate.sys, "platform", "linux")
+    args = parse("estimate", "--model", "Qwen/Qwen3-14B", "--quantize", "4", "--batch-size", "1", "--max-seq-length",
+                 "512", "--num-layers", "2", "--rank", "4", "--grad-checkpoint", "--memory-gb", "24")
+    assert cmd_estimate(args) == 0
+    text = capsys.readouterr().out
+    flat = " ".join(text.split())
+    assert "WILL NOT FIT" in flat and "fits as it is" not in flat
+    assert "mlx-community/Qwen3-14B-4bit (about 8.3 GB to download" in flat and "GB = 10^9 bytes" in flat
+    assert "training then needs 9.0 GB: fits" in flat
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "time on a Mac (this machine is not a Mac" in flat
+
+
+def test_estimate_shows_small_models_in_millions(tiny_model, capsys):
+    from macfinetune.commands_estimate import cmd_estimate
+
+    assert cmd_estimate(parse("estimate", "--model", str(tiny_model), "--memory-gb", "16")) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "M parameters" in first and "0.00B" not in first

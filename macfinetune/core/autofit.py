@@ -203,7 +203,8 @@ class Prequantized:
     def summary(self) -> str:
         return (f"use a {self.bits}-bit copy quantized beforehand: {self.repo} (about {self.download_gb:.1f} GB to "
                 f"download and keep on disk), or convert one where {self.convert_gb:.1f} GB of memory is free "
-                f"(`macfinetune convert`, from the {self.full_gb:.1f} GB full-precision download); "
+                f"(`macfinetune models convert --quantize {self.bits} MODEL`, from the {self.full_gb:.1f} GB "
+                f"full-precision download); "
                 f"training then needs {self.estimate.total_gb:.1f} GB: {self.verdict.status}")
 
 

@@ -30,7 +30,7 @@ from functools import lru_cache
 
 import yaml
 
-from macfinetune.core.hardware import GB, Machine
+from macfinetune.core.hardware import GB, GIB, Machine
 from macfinetune.core.modelshape import Linear, ModelShape
 from macfinetune.core.paths import shipped
 from macfinetune.core.problems import Problem, ProblemError
@@ -494,7 +494,8 @@ def judge(est: Estimate, machine: Machine) -> Verdict:
     else:
         status = "fits"
     message = (f"needs {total / GB:.1f} GB of {usable / GB:.1f} GB usable (GB = 10^9 bytes; "
-               f"Metal working-set limit {machine.working_set_bytes / GB:.1f} GB of {machine.memory_bytes / GB:.1f} GB; "
+               f"Metal working-set limit {machine.working_set_bytes / GB:.1f} GB of {machine.memory_bytes / GB:.1f} GB "
+               f"= {machine.memory_bytes / GIB:.0f} GiB of memory; "
                f"the system keeps {machine.reserve_bytes / GB:.0f} GB)")
     return Verdict(status, total, usable, message)
 

@@ -122,7 +122,7 @@ def _prequantized_reason(shape: ModelShape, s: Settings) -> str:
 
     full = weight_bytes(shape, None) / GB
     return (f"a 4-bit copy of this model quantized beforehand (this mlx-community repository, or "
-            f"`macfinetune models convert` with 4 bits): "
+            f"`macfinetune models convert --quantize 4`): "
             f"quantizing it while loading holds the {full:.0f} GB full-precision weights")
 
 
