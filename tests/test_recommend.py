@@ -241,3 +241,15 @@ def test_tiny_model_recommendation_learns_as_well_as_the_demo_recipe(tiny_model,
         losses[name] = result.best_val_loss
     assert losses["recommended"] <= 1.10 * losses["demo"]
     assert losses["recommended"] < 4.0
+
+
+def test_the_gate_proposes_a_copy_quantized_beforehand():
+    from macfinetune.core import gate
+    from macfinetune.core.problems import ProblemError
+    from macfinetune.core.recipe import Recipe, apply_overrides, with_paths
+
+    recipe = apply_overrides(with_paths(Recipe(), "Qwen/Qwen3-14B", "data"),
+                             ["quantize=4", "batch_size=1", "max_seq_length=512", "num_layers=2", "rank=4"])
+    with pytest.raises(ProblemError) as info:
+        gate.check(recipe, shape_of("Qwen3-14B"), machine_from_memory(24))
+    assert "mlx-community/Qwen3-14B-4bit" in str(info.value)
