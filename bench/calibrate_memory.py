@@ -272,7 +272,8 @@ def calibrate_grid(work: Path, only: list[str] | None, previous: list[dict], reu
         measured = (measured_from_folder(work, name) if reuse else None) or run_one(work, name)
         row = {"name": name, "model": GRID[name][0], "settings": GRID[name][1], **estimate_row(work, name),
                "measured_gb": round(measured["process_peak_gb"], 5),
-               "reported_peak_gb": round(measured["reported_peak_gb"], 5), "seconds": measured["seconds"]}
+               "reported_peak_gb": round(measured["reported_peak_gb"], 5), "seconds": measured["seconds"],
+               "commit": code_commit()}
         row["error"] = round((row["estimate_gb"] - row["measured_gb"]) / row["measured_gb"], 4)
         rows[name] = row
         print(f"{name:34} estimate {row['estimate_gb']:.4f}  measured {row['measured_gb']:.4f}  "
@@ -444,6 +445,15 @@ def implied_length(shape, settings, figure_gb: float) -> int | None:
 # --- writing ------------------------------------------------------------------------------
 
 
+def code_commit() -> str:
+    """The commit of the code that measures (with '+dirty' when the tree has changes): each row names it."""
+    here = Path(__file__).parent
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                           cwd=here).stdout
+    return head.strip() + ("+dirty" if dirty.strip() else "")
+
+
 def provenance() -> dict:
     try:
         import mlx.core as mx
@@ -454,7 +464,7 @@ def provenance() -> dict:
         versions = {}
     return {"machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores", **versions,
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"),
-            "source": "bench/calibrate_memory.py"}
+            "source": "bench/calibrate_memory.py", "commit": code_commit()}
 
 
 def summary(rows: list[dict], kinds: tuple[str, ...] | None = None) -> dict:

@@ -37,8 +37,9 @@ FITTED_PARTS = ("hidden", "mlp")  # attention and kv widths follow hidden in sma
 CHECKPOINT = {"llama": 2.3, "qwen3": 2.3, "gemma3_text": 2.9, "phi": 2.3}
 # Fixed by theory or measured directly: a boolean mask is 1 byte; x @ A is float32 (4 bytes per rank);
 # the loss keeps 4 dtype copies of batch x L x vocab (the vocab 4096 -> 16384 pairs of the probe give
-# 3.96-4.12 in every family); quantizing on the fly holds two full-precision copies (backend.models).
-FIXED = {"mask": 1.0, "lora_rank": 4.0, "load_full_copies": 2.0,
+# 3.96-4.12 in every family); quantizing on the fly holds one full-precision copy beside the quantized one
+# (measured by bench/probe_loading.py: resources/estimator/loading.jsonl).
+FIXED = {"mask": 1.0, "lora_rank": 4.0, "load_full_copies": 1.0,
          # the backward pass of one block holds about one block's worth of activation gradients in flight
          "transient_blocks": 1.0,
          # CPU: the loss keeps 4 copies of batch x L x vocab (measured: vocab 4096 -> 16384 pairs, 3.96-4.12 in every

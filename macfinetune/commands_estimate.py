@@ -7,13 +7,21 @@
 from __future__ import annotations
 
 import json
+import sys
+import textwrap
 from dataclasses import replace
 from pathlib import Path
 
 from macfinetune.core import catalog, timing
-from macfinetune.core.autofit import auto_fit
+from macfinetune.core.autofit import auto_fit, prequantized
 from macfinetune.core.calibration import collect_rows, machine_rate
-from macfinetune.core.estimator import Settings, estimate, judge, settings_from_recipe
+from macfinetune.core.estimator import (
+    Settings,
+    estimate,
+    format_params,
+    judge,
+    settings_from_recipe,
+)
 from macfinetune.core.hardware import GB, Machine, machine_from_memory
 from macfinetune.core.paths import runs_home
 from macfinetune.core.problems import Problem, ProblemError
@@ -22,6 +30,7 @@ from macfinetune.core.recommend import recommend
 
 EXIT_OK = 0
 _BAR = 40
+_WIDTH = 100
 
 
 # --- parsers ------------------------------------------------------------------------------
@@ -75,9 +84,15 @@ def cmd_estimate(args) -> int:
     est = estimate(shape, settings)
     verdict = judge(est, machine)
     fit = auto_fit(shape, settings, machine) if verdict.status != "fits" else None
+    pre = prequantized(args.model, shape, settings, machine) if verdict.status != "fits" else None
     iterations = recipe.training.iterations if recipe else None
     time = timing.estimate_time(shape, settings, _rate(machine), iterations=iterations)
     report = _report(args.model, shape, est, verdict, fit, time, machine)
+    if pre is not None:
+        report["prequantized"] = {"repo": pre.repo, "bits": pre.bits, "download_gb": round(pre.download_gb, 2),
+                                  "convert_gb": round(pre.convert_gb, 2), "full_download_gb": round(pre.full_gb, 2),
+                                  "total_gb": round(pre.estimate.total_gb, 3), "verdict": pre.verdict.status,
+                                  "summary": pre.summary()}
     print(json.dumps(report, indent=2) if args.json else _text(report))
     return EXIT_OK
 
@@ -149,24 +164,31 @@ def _time_report(t: timing.TimeEstimate) -> dict:
 
 
 def _text(r: dict) -> str:
-    lines = [f"{r['model']}: {r['parameters'] / 1e9:.2f}B parameters, {r['trainable_parameters']:,} trainable "
+    lines = [f"{r['model']}: {format_params(r['parameters'])} parameters, {r['trainable_parameters']:,} trainable "
              f"({r['adapted_layers']} adapted blocks)", f"peak memory {r['total_gb']:.2f} GB (set by the {r['phase']}):"]
     total = max(r["total_gb"], 1e-9)
     for key, gb in r["breakdown_gb"].items():
         bar = "#" * round(_BAR * gb / total)
         lines.append(f"  {key:<12} {gb:9.3f} GB  {bar}")
-    lines.append(f"verdict: {r['verdict'].upper()}: {r['message']}")
+    lines += _wrapped(f"verdict: {r['verdict'].upper()}: {r['message']}")
     lines.append(f"machine: {r['machine']}")
     lines += [f"uncertain: {u}" for u in r["uncertain"]]
     if "auto_fit" in r:
-        lines.append(f"auto-fit: {r['auto_fit']['summary']}")
-    lines.append(_time_text(r["time"]))
+        lines += _wrapped(f"auto-fit: {r['auto_fit']['summary']}")
+    if "prequantized" in r:
+        lines += _wrapped(f"or: {r['prequantized']['summary']}")
+    lines += _wrapped(_time_text(r["time"]))
     return "\n".join(lines)
+
+
+def _wrapped(text: str) -> list[str]:
+    return textwrap.wrap(text, width=_WIDTH, subsequent_indent="  ", break_on_hyphens=False)
 
 
 def _time_text(t: dict) -> str:
     low, high = t["seconds_per_iteration"]
-    text = (f"time: {t['tokens_per_iteration']:,} tokens per iteration, {low:.1f}-{high:.1f} s each "
+    where = "time" if sys.platform == "darwin" else "time on a Mac (this machine is not a Mac: not its time)"
+    text = (f"{where}: {t['tokens_per_iteration']:,} tokens per iteration, {low:.1f}-{high:.1f} s each "
             f"({t['tokens_per_second'][0]:,.0f}-{t['tokens_per_second'][1]:,.0f} tokens/s, from {t['source']})")
     if t["seconds"]:
         text += (f"; {t['iterations']} iterations: {timing.format_duration(t['seconds'][0])} to "

@@ -277,13 +277,17 @@ def test_verdicts():
 
 
 def test_calibration_grid_meets_its_targets_and_has_provenance():
+    """Recorded: median 2.2%, worst 12.9% (tiny-lora-b4-l128). The bounds add what one re-measured row may
+    move (CPU peaks are deterministic for one mlx version; 2 points covers a row re-measured after a small
+    change of the code), so a change of the model that worsens a typical row by a few points fails here."""
     grid = calibration_tables()["grid"]
     errors = [abs(r["error"]) for r in grid["rows"]]
     assert len(errors) >= 16
-    assert statistics.median(errors) <= 0.10
-    assert max(errors) <= 0.25
-    for key in ("machine", "mlx", "mlx_lm", "date", "source"):
+    assert statistics.median(errors) <= 0.03
+    assert max(errors) <= 0.15
+    for key in ("machine", "mlx", "mlx_lm", "date", "source", "commit"):
         assert grid["provenance"][key]
+    assert all(len(r["commit"]) >= 7 for r in grid["rows"])
     methods = {s.split("=")[1] for r in grid["rows"] for s in r["settings"] if s.startswith("type=")}
     assert {"full", "dora"} <= methods
 
@@ -326,3 +330,48 @@ def test_coefficients_have_provenance():
     provenance = estimator.coefficients().provenance
     for key in ("machine", "mlx", "mlx_lm", "date", "source", "cases"):
         assert provenance[key]
+
+
+# --- the loading phase (issue 9): measured by bench/probe_loading.py -------------------------
+
+
+def loading_rows():
+    path = shipped("resources", "estimator", "loading.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_loading_model_covers_every_measured_load_and_stays_close():
+    """Plain loads peak at 1.00x the weights; quantized loads at the weights + 54-97% of the quantized
+    copy. The model (one full copy + the quantized copy) must never be under a measured peak and at
+    most 12% over (worst recorded: +11.3%, L2 bfloat16), plus 1% of margin."""
+    c = estimator.coefficients()
+    for row in loading_rows():
+        predicted = c.load_full_copies * row["weight_bytes"] + row.get("quant_bytes", 0)
+        assert row["peak"] <= predicted + 2**20 <= 1.12 * row["peak"] + 0.01 * row["weight_bytes"]
+        assert row["commit"] and row["mlx"] and row["machine"]
+
+
+def test_llama3_8b_quantized_on_the_fly_fits_a_24_gb_budget():
+    shape = shape_of("Meta-Llama-3-8B")  # Llama-3.1-8B has the same shapes (hidden 4096, 32 blocks, vocab 128256)
+    est = estimate(shape, Settings(quantize=4, batch_size=1, max_seq_length=512))
+    assert est.total_bytes < 24 * GB
+    assert judge(est, machine_from_memory(32)).fits
+    assert est.total_bytes < 1.35 * estimator.weight_bytes(shape, None)
+
+
+def test_recipe_like_qlora_is_below_lora_below_full():
+    """On a 4-bit copy (pre-quantized), QLoRA < LoRA < full; quantizing on the fly trains below LoRA
+    but its load holds the full weights plus the quantized copy (measured), above LoRA at batch 1."""
+    shape = shape_of("Meta-Llama-3-8B")
+    s = Settings(num_layers=16, rank=8, batch_size=1, max_seq_length=512, grad_checkpoint=True)
+    lora, full = (estimate(shape, x).total_bytes for x in (s, replace(s, method="full", num_layers=-1)))
+    qlora = estimate(replace(shape, quant_bits=4, quant_group=64), s).total_bytes
+    assert qlora < 0.5 * lora < lora < full
+    on_the_fly = dict(estimate(shape, replace(s, quantize=4)).phases)
+    assert on_the_fly["training step"] < 0.5 * lora
+    assert on_the_fly["loading"] <= 1.3 * estimator.weight_bytes(shape, None)
+
+
+def test_small_models_show_millions_of_parameters():
+    assert estimator.format_params(7_300_000) == "7.3M"
+    assert estimator.format_params(8_030_000_000) == "8.03B"

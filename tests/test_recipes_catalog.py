@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from macfinetune.core import calibration, catalog, paths
-from macfinetune.core.estimator import Settings, estimate, settings_from_recipe
+from macfinetune.core.estimator import Settings, estimate, settings_from_recipe, weight_bytes
 from macfinetune.core.plan import make_plan, schedule_spec
 from macfinetune.core.problems import ProblemError
 from macfinetune.core.recipe import FOREIGN_KEYS, Recipe, load_recipe, parse_recipe, save_recipe
@@ -26,14 +26,18 @@ def test_recipe_files_are_generated_from_the_schema():
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_every_recipe_maps_to_mlx_lm_arguments(path):
+    import yaml
+
     from macfinetune.backend import adapters
 
     recipe = load_recipe(path)
+    raw = yaml.safe_load(path.read_text())["method"]  # the numbers as written in the file
     plan = make_plan(recipe, 1000, 100)
     params = adapters.lora_parameters(recipe, list(recipe.method.target_modules) or None)
-    assert params["scale"] == pytest.approx(recipe.method.alpha / recipe.method.rank)
+    assert params["rank"] == raw["rank"]
+    assert params["scale"] == pytest.approx(float(raw["alpha"]) / raw["rank"])
     optimizer = adapters.make_optimizer(recipe, schedule_spec(recipe, plan))
-    assert type(optimizer).__name__.lower() == recipe.training.optimizer.replace("adamw", "adamw")
+    assert type(optimizer).__name__.lower() == recipe.training.optimizer
     assert plan.iterations >= 1
 
 
@@ -43,8 +47,11 @@ def test_every_catalog_recipe_has_notes_and_an_estimate(entry):
         pytest.skip("the demo builds its own model")
     assert entry.meta.get("source", "").startswith("seed ")
     shape = catalog.entry_shape(entry)
-    est = estimate(shape, settings_from_recipe(entry.recipe))
-    assert est.total_gb > 0
+    s = settings_from_recipe(entry.recipe)
+    est = estimate(shape, s)
+    weights = weight_bytes(shape, s.quantize or shape.quant_bits, s.quantize_group_size)
+    state = 16 * est.trainable_params if s.method != "full" else 0  # float32 weight, gradient, 2 Adam moments
+    assert est.total_bytes > weights + state
 
 
 def test_seed_000_recipes_are_encoded():
@@ -159,7 +166,7 @@ def test_estimate_command_text_and_recipe(capsys):
     args = parse("estimate", "--model", "mlx-community/gemma-3-4b-it-4bit", "--recipe", "gemma-3-4b-qlora-translation",
                  "--memory-gb", "16")
     assert cmd_estimate(args) == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())  # lines are wrapped at 100 characters
     assert "verdict: FITS" in out and "logits" in out and "1800 iterations" in out
 
 
@@ -188,15 +195,16 @@ def test_recipes_command_lists_the_catalog(capsys):
 
 
 def test_a_starting_run_records_its_estimate(tiny_model, tmp_path):
-    """What backend.training calls when a run starts: estimate.json beside the metrics."""
-    from macfinetune.core.recipe import apply_overrides, with_paths
+    """What backend.training writes when a run starts (write_run_estimate): estimate.json beside the metrics."""
+    from macfinetune.core.modelshape import read_shape
 
-    recipe = apply_overrides(with_paths(Recipe(), str(tiny_model), "data"), ["num_layers=-1"])
-    est = calibration.record_run_estimate(tmp_path, recipe, tiny_model, val_batch_size=2, device="cpu")
+    shape = read_shape(tiny_model)
+    est = estimate(shape, Settings(num_layers=-1, batch_size=2, max_seq_length=128, device="cpu"))
+    calibration.write_run_estimate(tmp_path, est, 1234.0)
     record = calibration.read_run_estimate(tmp_path)
     assert record["total_gb"] == pytest.approx(est.total_gb, abs=1e-4)
-    assert record["settings"]["device"] == "cpu" and record["flops_per_token"] > 0
-    assert calibration.record_run_estimate(tmp_path / "x", recipe, tmp_path / "no-model") is None
+    assert record["settings"]["device"] == "cpu" and record["flops_per_token"] == 1234.0
+    assert calibration.read_run_estimate(tmp_path / "x") is None
 
 
 def test_save_as_recipe_from_the_command_line_and_train_by_its_name(tmp_path, monkeypatch, capsys):
@@ -225,3 +233,29 @@ def test_estimate_of_an_unknown_small_model_uses_all_its_blocks_and_names_the_gu
     assert report["adapted_layers"] == 12  # the default 16 blocks would exceed the model's 12
     assert any("weirdnet" in u for u in report["uncertain"])
     assert any("intermediate_size missing" in u for u in report["uncertain"])
+
+
+def test_estimate_verdict_and_auto_fit_agree_and_propose_a_quantized_copy(capsys, monkeypatch):
+    """Issue 18 item 2: the command that printed 'WILL NOT FIT' and then 'auto-fit: fits as it is'."""
+    from macfinetune import commands_estimate
+    from macfinetune.commands_estimate import cmd_estimate
+
+    monkeypatch.setattr(commands_estimate.sys, "platform", "linux")
+    args = parse("estimate", "--model", "Qwen/Qwen3-14B", "--quantize", "4", "--batch-size", "1", "--max-seq-length",
+                 "512", "--num-layers", "2", "--rank", "4", "--grad-checkpoint", "--memory-gb", "24")
+    assert cmd_estimate(args) == 0
+    text = capsys.readouterr().out
+    flat = " ".join(text.split())
+    assert "WILL NOT FIT" in flat and "fits as it is" not in flat
+    assert "mlx-community/Qwen3-14B-4bit (about 8.3 GB to download" in flat and "GB = 10^9 bytes" in flat
+    assert "training then needs 9.0 GB: fits" in flat
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "time on a Mac (this machine is not a Mac" in flat
+
+
+def test_estimate_shows_small_models_in_millions(tiny_model, capsys):
+    from macfinetune.commands_estimate import cmd_estimate
+
+    assert cmd_estimate(parse("estimate", "--model", str(tiny_model), "--memory-gb", "16")) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "M parameters" in first and "0.00B" not in first

@@ -125,13 +125,22 @@ def test_a_model_too_large_to_quantize_while_loading_gets_a_4_bit_copy():
 # --- time ---------------------------------------------------------------------------------
 
 
-def test_time_estimate_from_the_seeds_brackets_their_own_runs():
-    shape = shape_of("Qwen3-1.7B")
-    s = Settings(method="full", num_layers=-1, batch_size=3, max_seq_length=1000)
-    t = timing.estimate_time(shape, s, timing.seed_rate(chip("m4 max")), iterations=400)
-    low, high = t.tokens_per_second
-    assert low <= 450 and high >= 300  # the seed: 300-450 tokens/s
-    assert t.seconds[0] <= 3600 * 1.3 and t.seconds[1] >= 3600 * 0.7  # "~1 hour (400 iterations)"
+def test_time_model_predicts_each_seed_run_from_the_others():
+    """Leave one out: the range built from the other seed runs (scaled between chips by their published
+    throughput) must overlap the held-out run's measured tokens/s, and the measured middle must lie within
+    the predicted range widened by 5% (recorded: Qwen3-1.7B 375 vs 380-553, Gemma3-12B 67.5 vs 43-67,
+    Gemma-3-4B 420 vs 284-523 and 350 vs 227-418)."""
+    rows = timing.throughput_table()["measurements"]
+    for i, row in enumerate(rows):
+        rate = timing.seed_rate(chip(row["chip"]), rows[:i] + rows[i + 1:])
+        s = Settings(method=row["method"], num_layers=row["num_layers"], rank=row.get("rank", 8),
+                     target_modules=tuple(row.get("keys", ())), batch_size=row["batch_size"],
+                     max_seq_length=row["sequence_length"], grad_checkpoint=row.get("grad_checkpoint", False))
+        per_token = timing.flops_per_token(shape_of(row["model"]), s)
+        low, high = rate.low / per_token, rate.high / per_token
+        measured_low, measured_high = row["tokens_per_second"]
+        assert measured_low <= high and measured_high >= low
+        assert 0.95 * low <= (measured_low + measured_high) / 2 <= 1.05 * high
 
 
 def test_time_grows_with_checkpointing_and_model_size():
@@ -166,3 +175,81 @@ def test_recommend_command_writes_a_loadable_recipe_and_never_overwrites(tmp_pat
     assert cli.main(argv) == 2
     assert "nothing you made is overwritten" in capsys.readouterr().err and out.read_bytes() == before
     assert cli.main(["recommend", "--model", "Qwen/Qwen3-1.7B", "--rows", "0"]) == 2
+
+
+# --- one source of truth: verdict, auto-fit, pre-quantized copy, written recipe ------------
+
+
+def test_auto_fit_never_says_fits_when_the_verdict_does_not():
+    from macfinetune.core.autofit import prequantized
+
+    shape, mac = shape_of("Qwen3-14B"), machine_from_memory(24)
+    s = Settings(quantize=4, batch_size=1, max_seq_length=512, num_layers=2, rank=4, grad_checkpoint=True)
+    verdict = judge(estimate(shape, s), mac)
+    fit = auto_fit(shape, s, mac)
+    assert fit.found == verdict.fits or fit.changes
+    assert "fits as it is" not in fit.summary() or verdict.fits
+    pre = prequantized("Qwen/Qwen3-14B", shape, s, mac)
+    assert pre.repo == "mlx-community/Qwen3-14B-4bit" and pre.verdict.fits and not verdict.fits
+    assert 7 < pre.download_gb < 9
+
+
+@pytest.mark.parametrize("name,memory", [("gemma-3-4b-it", 16), ("Qwen3-14B", 16), ("Qwen3-1.7B", 16)])
+def test_the_written_recipe_is_the_one_estimated(tmp_path, name, memory):
+    from macfinetune.core.recipe import load_recipe, save_recipe
+
+    shape, mac = shape_of(name), machine_from_memory(memory)
+    rec = recommend(shape, mac, model_path=f"org/{name}", data_path="data")
+    save_recipe(tmp_path / "r.yaml", rec.recipe)
+    again = load_recipe(tmp_path / "r.yaml")
+    trained = rec.shape if again.model.path.startswith("mlx-community/") else shape
+    assert (again.model.path != f"org/{name}") == (rec.shape is not shape)
+    assert estimate(trained, settings_from_recipe(again)).total_bytes == rec.fit.estimate.total_bytes
+
+
+def test_below_a_billion_parameters_the_demo_rules_apply():
+    shape = shape_of("Qwen3-1.7B")
+    tiny = replace(shape, hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, head_dim=16, vocab=1024)
+    rec = recommend(tiny, machine_from_memory(16))
+    values = {c.key: c for c in rec.choices}
+    assert values["method.type"].value == "lora"
+    assert values["training.learning_rate"].value == 2.0e-3
+    assert "below the seeds" in values["training.learning_rate"].reason
+    assert "M parameters" in values["method.rank"].reason
+
+
+@pytest.mark.slow
+def test_tiny_model_recommendation_learns_as_well_as_the_demo_recipe(tiny_model, tmp_path):
+    """Issue 18 item 3: the old recommendation (full fine-tuning at 3e-6) moved the validation loss
+    7.14 -> 6.68. Both recipes train 60 iterations on the sample data (recorded: demo 2.79,
+    recommended 2.77, from about 7.4). The recommended one must reach the demo's loss within 10%:
+    the recipes still differ in dropout (0.05), warmup (5%) and final rate, which move the loss by a
+    few percent at this length; a recipe that does not learn ends above 6."""
+    from macfinetune.backend.training import train_run
+    from macfinetune.core.paths import shipped as shipped_file
+    from macfinetune.core.recipe import apply_overrides, load_recipe, with_paths
+
+    data = shipped_file("resources", "sample_data")
+    rec = recommend(read_shape(tiny_model), machine_from_memory(16), model_path=str(tiny_model), data_path=str(data))
+    demo = with_paths(load_recipe(shipped_file("recipes", "demo-tiny-lora.yaml")), str(tiny_model), str(data))
+    short = ["iterations=60", "eval_every=60", "save_every=60", "report_every=20"]
+    losses = {}
+    for name, recipe in (("demo", demo), ("recommended", rec.recipe)):
+        extra = ["epochs=null"] if recipe.training.epochs else []
+        result = train_run(apply_overrides(recipe, extra + short), tmp_path / name, lambda e: None)
+        assert result.state == "finished"
+        losses[name] = result.best_val_loss
+    assert losses["recommended"] <= 1.10 * losses["demo"]
+    assert losses["recommended"] < 4.0
+
+
+def test_the_gate_proposes_a_copy_quantized_beforehand():
+    from macfinetune.core import gate
+    from macfinetune.core.problems import ProblemError
+    from macfinetune.core.recipe import Recipe, apply_overrides, with_paths
+
+    recipe = apply_overrides(with_paths(Recipe(), "Qwen/Qwen3-14B", "data"),
+                             ["quantize=4", "batch_size=1", "max_seq_length=512", "num_layers=2", "rank=4"])
+    with pytest.raises(ProblemError) as info:
+        gate.check(recipe, shape_of("Qwen3-14B"), machine_from_memory(24))
+    assert "mlx-community/Qwen3-14B-4bit" in str(info.value)

@@ -19,6 +19,7 @@ from macfinetune.core.estimator import (
     estimate,
     judge,
     trainable_parameters,
+    weight_bytes,
 )
 from macfinetune.core.hardware import Machine
 from macfinetune.core.modelshape import ModelShape
@@ -49,7 +50,9 @@ class Fit:
 
     def summary(self) -> str:
         if not self.changes:
-            return f"fits as it is: {self.verdict.message}"
+            if self.found:
+                return f"fits as it is: {self.verdict.message}"
+            return f"no change of settings makes it fit: {self.verdict.message}"
         steps = "; ".join(f"{c.what} ({c.cost})" for c in self.changes)
         ending = "fits" if self.found else "still does not fit"
         return f"{steps}: {ending} in {self.estimate.total_gb:.1f} GB"
@@ -180,6 +183,53 @@ def _halvings(start: int, floor: int) -> list[int]:
         out.append(value)
         value //= 2
     return out
+
+
+# --- a copy quantized beforehand -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prequantized:
+    """Train on a copy of the model quantized beforehand: the loading phase never holds the full weights."""
+
+    repo: str  # the mlx-community repository that usually holds it
+    bits: int
+    download_gb: float  # the quantized weights, GB = 1e9 bytes (download and disk)
+    convert_gb: float  # memory a local conversion needs (load + quantize), GB
+    full_gb: float  # disk for the full-precision download a local conversion starts from, GB
+    estimate: Estimate
+    verdict: Verdict
+
+    def summary(self) -> str:
+        return (f"use a {self.bits}-bit copy quantized beforehand: {self.repo} (about {self.download_gb:.1f} GB to "
+                f"download and keep on disk), or convert one where {self.convert_gb:.1f} GB of memory is free "
+                f"(`macfinetune models convert --quantize {self.bits} MODEL`, from the {self.full_gb:.1f} GB "
+                f"full-precision download); "
+                f"training then needs {self.estimate.total_gb:.1f} GB: {self.verdict.status}")
+
+
+def prequantized_repo(model_id: str, bits: int) -> str:
+    """The mlx-community repository id that usually holds a ``bits``-bit copy of ``model_id``."""
+    name = model_id.rstrip("/").split("/")[-1]
+    for suffix in ("-bf16", "-fp16", "-float16"):
+        name = name.removesuffix(suffix)
+    return f"mlx-community/{name}-{bits}bit"
+
+
+def prequantized(model_id: str, shape: ModelShape, settings: Settings, machine: Machine) -> Prequantized | None:
+    """The pre-quantized copy, when quantizing on the fly is what sets the peak (the loading phase)."""
+    bits = settings.quantize
+    if not bits or shape.quant_bits:
+        return None
+    plain = estimate(shape, settings)
+    if plain.phase != "loading":
+        return None
+    qshape = replace(shape, quant_bits=bits, quant_group=settings.quantize_group_size)
+    qsettings = replace(settings, quantize=None)
+    est = estimate(qshape, qsettings)
+    return Prequantized(prequantized_repo(model_id, bits), bits,
+                        weight_bytes(shape, bits, settings.quantize_group_size) / 1e9,
+                        plain.total_bytes / 1e9, weight_bytes(shape, None) / 1e9, est, judge(est, machine))
 
 
 # --- what changed, in words -----------------------------------------------------------------

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
 from macfinetune.core import atomic, runs
-from macfinetune.core.estimator import Estimate, coefficients, estimate, settings_from_recipe
-from macfinetune.core.modelshape import read_shape
+from macfinetune.core.estimator import Estimate, coefficients
 from macfinetune.core.paths import shipped
-from macfinetune.core.problems import ProblemError
-from macfinetune.core.timing import Rate, flops_per_token
+from macfinetune.core.timing import Rate
 
 ESTIMATE_FILE = "estimate.json"
 
@@ -60,23 +58,6 @@ def estimate_record(est: Estimate, flops_per_token: float, verdict=None, overrid
 def write_run_estimate(run_dir: Path, est: Estimate, flops_per_token: float, verdict=None,
                        overridden: bool = False) -> None:
     atomic.write_json(Path(run_dir) / ESTIMATE_FILE, estimate_record(est, flops_per_token, verdict, overridden))
-
-
-def record_run_estimate(run_dir: Path, recipe, model_folder: Path, val_batch_size: int | None = None,
-                        device: str = "gpu") -> Estimate | None:
-    """Estimate a starting run from its resolved recipe and model folder and keep it in estimate.json.
-
-    None when the model's config cannot be estimated: the run trains anyway."""
-    try:
-        shape = read_shape(model_folder)
-        settings = replace(settings_from_recipe(recipe), val_batch_size=val_batch_size, device=device)
-        longest = min(settings.max_seq_length, shape.max_positions or settings.max_seq_length)
-        settings = replace(settings, max_seq_length=longest)  # positions beyond the model's are never filled
-        est = estimate(shape, settings)
-    except ProblemError:
-        return None
-    write_run_estimate(run_dir, est, flops_per_token(shape, settings))
-    return est
 
 
 def read_run_estimate(run_dir: Path) -> dict | None:
@@ -118,8 +99,3 @@ def calibration_tables() -> dict:
     """resources/estimator/calibration.yaml: the machine grid and the seed figures, with provenance."""
     with open(shipped("resources", "estimator", "calibration.yaml"), encoding="utf-8") as f:
         return yaml.safe_load(f)
-
-
-def error_summary(errors: list[float]) -> dict:
-    absolute = [abs(e) for e in errors]
-    return {"rows": len(errors), "median": statistics.median(absolute), "worst": max(absolute)}

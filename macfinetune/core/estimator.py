@@ -30,7 +30,7 @@ from functools import lru_cache
 
 import yaml
 
-from macfinetune.core.hardware import GB, Machine
+from macfinetune.core.hardware import GB, GIB, Machine
 from macfinetune.core.modelshape import Linear, ModelShape
 from macfinetune.core.paths import shipped
 from macfinetune.core.problems import Problem, ProblemError
@@ -458,7 +458,7 @@ def _loading_terms(ctx: _Context) -> dict[str, int]:
 def _detail(ctx: _Context, key: str) -> str:
     s, shape = ctx.s, ctx.shape
     texts = {
-        "weights": f"{shape.total_params / 1e9:.2f}B parameters, "
+        "weights": f"{format_params(shape.total_params)} parameters, "
                    + (f"{ctx.bits}-bit, group {ctx.group}" if ctx.bits else shape.dtype),
         "trainable": f"{ctx.trainable:,} trainable ({s.method}, {s.optimizer})",
         "activations": f"{ctx.n} adapted blocks x {ctx.tokens:,} tokens"
@@ -479,6 +479,11 @@ def _uncertain(shape: ModelShape) -> tuple[str, ...]:
 TIGHT_SHARE = 0.9  # above this share of the usable memory, a run is tight
 
 
+def format_params(n: int) -> str:
+    """'7.3M parameters' below a billion, '8.03B' above: small models never show as 0.00B."""
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
 def judge(est: Estimate, machine: Machine) -> Verdict:
     """fits / tight / will not fit against the Metal working-set limit and the system's reserve."""
     usable, total = machine.usable_bytes, est.total_bytes
@@ -488,8 +493,9 @@ def judge(est: Estimate, machine: Machine) -> Verdict:
         status = "tight"
     else:
         status = "fits"
-    message = (f"needs {total / GB:.1f} GB of {usable / GB:.1f} GB usable "
-               f"(Metal working-set limit {machine.working_set_bytes / GB:.1f} GB of {machine.memory_bytes / GB:.1f} GB; "
+    message = (f"needs {total / GB:.1f} GB of {usable / GB:.1f} GB usable (GB = 10^9 bytes; "
+               f"Metal working-set limit {machine.working_set_bytes / GB:.1f} GB of {machine.memory_bytes / GB:.1f} GB "
+               f"= {machine.memory_bytes / GIB:.0f} GiB of memory; "
                f"the system keeps {machine.reserve_bytes / GB:.0f} GB)")
     return Verdict(status, total, usable, message)
 

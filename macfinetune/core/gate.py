@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from macfinetune.core.autofit import Fit, auto_fit
+from macfinetune.core.autofit import Fit, Prequantized, auto_fit, prequantized
 from macfinetune.core.estimator import (
     Estimate,
     Settings,
@@ -81,13 +81,15 @@ def check(recipe, shape: ModelShape, machine: Machine, longest_row_tokens: int |
     fit = auto_fit(shape, settings, machine)
     if allow_over_budget:
         return Gate(est, verdict, fit, settings, overridden=True, shape=shape)
-    raise ProblemError(refusal(est, verdict, fit, machine))
+    raise ProblemError(refusal(est, verdict, fit, machine, prequantized(recipe.model.path, shape, settings, machine)))
 
 
-def refusal(est: Estimate, verdict: Verdict, fit: Fit, machine: Machine) -> Problem:
+def refusal(est: Estimate, verdict: Verdict, fit: Fit, machine: Machine, pre: Prequantized | None = None) -> Problem:
     biggest = max(est.terms, key=lambda t: t.bytes)
     advice = (f"auto-fit: {fit.summary()}; apply it with {overrides_text(fit)}" if fit.found and fit.changes
               else f"auto-fit found no setting that fits: {fit.summary()}")
+    if pre is not None and pre.verdict.fits:
+        advice += f". Or {pre.summary()}"
     return Problem(
         f"this run will not fit in memory: the estimate is {est.total_gb:.1f} GB at its peak "
         f"(largest part: {biggest.key} {biggest.bytes / GB:.1f} GB) and {machine.usable_bytes / GB:.1f} GB is usable "

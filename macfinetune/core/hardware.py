@@ -81,5 +81,5 @@ def machine_from_memory(memory_gb: float, chip_name: str | None = None, working_
     memory = int(memory_gb * GIB)
     working = working_set_bytes or working_set_for(memory)
     reserve = int(hardware_table()["reserve_gb"] * GB)
-    text = source or f"{memory_gb:g} GB Mac, working set {working / GB:.1f} GB by the table's rule"
+    text = source or f"{memory_gb:g} GiB Mac ({memory / GB:.1f} GB), working set {working / GB:.1f} GB by the table's rule"
     return Machine(memory, working, reserve, chip(chip_name), text, device)

@@ -12,8 +12,8 @@ from functools import lru_cache
 
 import yaml
 
-from macfinetune.core.autofit import Fit, auto_fit
-from macfinetune.core.estimator import Settings
+from macfinetune.core.autofit import Fit, auto_fit, prequantized_repo
+from macfinetune.core.estimator import Settings, format_params
 from macfinetune.core.hardware import GB, Machine
 from macfinetune.core.modelshape import ModelShape
 from macfinetune.core.paths import shipped
@@ -66,7 +66,8 @@ def recommend(shape: ModelShape, machine: Machine, *, model_path: str = "", data
     trained, fit, method_reason = _choose_method(shape, machine, band, longest_row_tokens)
     s = fit.settings
     choices = [Choice("method.type", s.method, method_reason)]
-    if trained is not shape:
+    if trained is not shape:  # the recipe trains the copy quantized beforehand, as estimated
+        model_path = prequantized_repo(model_path or "model", trained.quant_bits)
         choices.append(Choice("model.path", model_path, _prequantized_reason(shape, s)))
     choices += _adapter_choices(shape, band, s) + _training_choices(shape, band, s, train_rows)
     choices += _fit_choices(fit) + _schedule_choices(train_rows, s.grad_accumulation)
@@ -98,6 +99,8 @@ def _choose_method(shape: ModelShape, machine: Machine, band: dict,
     smaller batch; else LoRA on a 4-bit base (quantized on the fly, or beforehand when loading the
     full-precision model is what does not fit), auto-fitted."""
     candidates = [(m, q) for m, q in METHOD_ORDER if not (shape.quant_bits and (m == "full" or q))]
+    if band.get("below_seeds"):  # no seed rule below 1B: the demo recipe's LoRA, which learns there
+        candidates = [(m, q) for m, q in candidates if m == "lora"]
     for method, quantize in candidates:
         fit = auto_fit(shape, _base_settings(shape, band, method, quantize, longest), machine)
         gentle = all(c.key in _GENTLE for c in fit.changes)
@@ -118,7 +121,8 @@ def _prequantized_reason(shape: ModelShape, s: Settings) -> str:
     from macfinetune.core.estimator import weight_bytes
 
     full = weight_bytes(shape, None) / GB
-    return (f"use a 4-bit copy of this model (an mlx-community '-4bit' repository, or `mlx_lm.convert -q`): "
+    return (f"a 4-bit copy of this model quantized beforehand (this mlx-community repository, or "
+            f"`macfinetune models convert --quantize 4`): "
             f"quantizing it while loading holds the {full:.0f} GB full-precision weights")
 
 
@@ -134,7 +138,9 @@ def _method_reason(method: str, quantize: int | None, fit: Fit, machine: Machine
 
 
 def _adapter_choices(shape: ModelShape, band: dict, s: Settings) -> list[Choice]:
-    billions = f"{shape.total_params / 1e9:.1f}B parameters"
+    billions = f"{format_params(shape.total_params)} parameters"
+    if band.get("below_seeds"):
+        billions += " (below the seeds' 1B-32B range: the demo recipe's rules)"
     if s.method == "full":
         return [Choice("method.num_layers", -1, "full fine-tuning trains every block (the seeds' baselines)")]
     prefix = "dora" if s.method == "dora" else "lora"
@@ -149,15 +155,16 @@ def _adapter_choices(shape: ModelShape, band: dict, s: Settings) -> list[Choice]
 
 
 def _training_choices(shape: ModelShape, band: dict, s: Settings, rows: int | None) -> list[Choice]:
-    billions = shape.total_params / 1e9
+    billions = format_params(shape.total_params) + (" (below the seeds' range: the demo recipe's rate)"
+                                                     if band.get("below_seeds") else "")
     if s.method == "full":
         lr = Choice("training.learning_rate", band["lr_full"],
-                    f"seed 000's full fine-tuning rate for {billions:.1f}B parameters")
+                    f"seed 000's full fine-tuning rate for {billions} parameters")
         extra = [Choice("training.optimizer", "adamw", "AdamW for its decoupled weight decay"),
                  Choice("training.weight_decay", rules()["full_weight_decay"], "weight decay 0.01 against overfitting (seed 000)")]
     else:
         lr = Choice("training.learning_rate", band["lr_adapter"],
-                    f"litgpt's LoRA rate for {billions:.1f}B parameters (seed 002): an adapter starts at zero and needs "
+                    f"litgpt's LoRA rate for {billions} parameters (seed 002): an adapter starts at zero and needs "
                     "a larger rate than full-weight training")
         extra = [Choice("training.optimizer", "adam", "Adam: mlx-lm's default")]
     return [lr, *extra]

@@ -75,11 +75,11 @@ def throughput_table() -> dict:
         return yaml.safe_load(f)
 
 
-def seed_rate(target: Chip | None) -> Rate:
-    """The seeds' measured rates, each scaled from its chip to ``target`` (M1 when unknown)."""
+def seed_rate(target: Chip | None, rows: list[dict] | None = None) -> Rate:
+    """The seeds' measured rates (or ``rows`` of them), each scaled from its chip to ``target`` (M1 when unknown)."""
     target = target or chip("m1")
-    rates = [rate * target.gpu_tflops / chip(row["chip"]).gpu_tflops
-             for row in throughput_table()["measurements"] for rate in _row_rates(row)]
+    rows = throughput_table()["measurements"] if rows is None else rows
+    rates = [rate * target.gpu_tflops / chip(row["chip"]).gpu_tflops for row in rows for rate in _row_rates(row)]
     return Rate(min(rates), max(rates), f"the seeds' tokens/s on M4 Max and M1 Ultra, scaled to {target.name.upper()}")
 
 
