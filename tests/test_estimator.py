@@ -180,17 +180,6 @@ def test_quantizing_on_the_fly_costs_a_full_precision_load():
     assert dict(est.phases)["loading"] > estimator.weight_bytes(shape, None)
 
 
-def test_estimate_is_fast_enough_for_every_keystroke():
-    shape = shape_of("gemma-3-27b-it")
-    estimate(shape, BASE)
-    rounds = 200
-    tic = time.perf_counter()
-    for n in range(rounds):
-        estimate(shape, replace(BASE, batch_size=1 + n % 4))
-    per_call = (time.perf_counter() - tic) / rounds
-    assert per_call < 0.005  # measured ~0.1 ms; the bound is generous for loaded CI machines
-
-
 # --- bad input ----------------------------------------------------------------------------
 
 

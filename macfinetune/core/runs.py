@@ -104,7 +104,11 @@ class MetricsLog:
     """Appends one JSON line per event and flushes it, so a crash loses nothing written."""
 
     def __init__(self, run_dir: Path):
-        self._file = open(Path(run_dir) / METRICS, "a", encoding="utf-8")
+        path = Path(run_dir) / METRICS
+        torn = not _ends_a_line(path)
+        self._file = open(path, "a", encoding="utf-8")
+        if torn:  # a killed process left half a line: end it, so the next record starts a line of its own
+            self._append("\n")
 
     def write(self, event) -> None:
         record = event_record(event)
@@ -122,6 +126,18 @@ class MetricsLog:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _ends_a_line(path: Path) -> bool:
+    """True for a missing or empty file, or one whose last byte is a newline."""
+    try:
+        with open(path, "rb") as f:
+            if f.seek(0, os.SEEK_END) == 0:
+                return True
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+    except FileNotFoundError:
+        return True
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -186,3 +186,13 @@ def test_validations_fall_due_on_update_boundaries(accumulation, due):
     from macfinetune.backend import loop
 
     assert [it for it in range(1, 13) if loop.is_due(it, 4, accumulation)] == due
+
+
+def test_a_line_torn_by_a_kill_does_not_swallow_the_next_record(tmp_path):
+    from macfinetune.core.events import RunContinued
+
+    (tmp_path / runs.METRICS).write_text('{"event": "train", "iteration": 1}\n{"event": "train", "itera')
+    log = runs.MetricsLog(tmp_path)
+    log.write(RunContinued(str(tmp_path), 1))
+    log.close()
+    assert [(r["event"], r["iteration"]) for r in runs.read_metrics(tmp_path)] == [("train", 1), ("resume", 1)]
