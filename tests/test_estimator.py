@@ -2,7 +2,6 @@
 
 import json
 import statistics
-import time
 from dataclasses import replace
 
 import pytest
