@@ -287,9 +287,12 @@ class StopOnCtrlC:
             raise KeyboardInterrupt
         self.signum = signum
         if self.message:
-            print(self.message if signum == signal.SIGINT else f"\n{signal.Signals(signum).name}: {self.message.strip()}",
-                  file=sys.stderr)
+            print(self.message if signum == signal.SIGINT else self._terminated(), file=sys.stderr)
         self.control.request_stop()
+
+    def _terminated(self) -> str:
+        """The message without its Ctrl-C hint: whoever sent SIGTERM is not at the keyboard."""
+        return f"\nSIGTERM: {self.message.strip().split(' (')[0]}"
 
     @property
     def exit_code(self) -> int:

@@ -161,7 +161,8 @@ def test_sigterm_stops_after_the_step_saves_and_exits_143(tiny_model, tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
-    assert "SIGTERM: stopping after this step" in err and "continue with: macfinetune train --resume" in out
+    assert "SIGTERM: stopping after this step\n" in err and "Ctrl-C" not in err
+    assert "continue with: macfinetune train --resume" in out
     status = runs.read_status(run)
     assert status.state == "stopped"
     assert runs.complete_checkpoints(run)[-1].iteration == status.iteration
