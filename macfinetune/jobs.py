@@ -70,6 +70,14 @@ def resume(emit: Emit, control: JobControl, *, run_dir: Path):
 
 
 @mlx_job
+def demo(emit: Emit, control: JobControl, *, out_dir: Path, overrides: list[str] | None = None):
+    """The offline demo: build the tiny model, train it, fuse, answer with base and tuned."""
+    from macfinetune.backend import demo as demo_run
+
+    return demo_run.run_demo(Path(out_dir), emit, control, overrides)
+
+
+@mlx_job
 def fuse(emit: Emit, control: JobControl, *, path: Path, which: str = "best", out_dir: Path | None = None,
          **options):
     """Fuse a checkpoint into its base model. Stop is honoured between stages (load, fuse),

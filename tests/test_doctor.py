@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from macfinetune import commands_data
+from macfinetune.cli import data as commands_data
 from macfinetune.core import doctor, formats
 from macfinetune.core.problems import ProblemError
 

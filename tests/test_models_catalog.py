@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from macfinetune import commands_data
 from macfinetune.backend import hub
+from macfinetune.cli import data as commands_data
 from macfinetune.core import models_catalog as mc
 
 SUPPORTED = frozenset({"llama", "mistral", "qwen2"})

@@ -139,7 +139,7 @@ def test_model_names_resolve_without_a_download(tmp_path, monkeypatch):
 
 
 def parse(*argv):
-    from macfinetune.commands_estimate import add_parsers
+    from macfinetune.cli.estimate import add_parsers
 
     parser = argparse.ArgumentParser()
     add_parsers(parser.add_subparsers(dest="command"))
@@ -147,7 +147,7 @@ def parse(*argv):
 
 
 def test_estimate_command_prints_one_json_object(capsys):
-    from macfinetune.commands_estimate import cmd_estimate
+    from macfinetune.cli.estimate import cmd_estimate
 
     config = ROOT / "resources" / "estimator" / "configs" / "Qwen3-1.7B"
     args = parse("estimate", "--model", str(config), "--method", "lora", "--batch-size", "8", "--max-seq-length",
@@ -161,7 +161,7 @@ def test_estimate_command_prints_one_json_object(capsys):
 
 
 def test_estimate_command_text_and_recipe(capsys):
-    from macfinetune.commands_estimate import cmd_estimate
+    from macfinetune.cli.estimate import cmd_estimate
 
     args = parse("estimate", "--model", "mlx-community/gemma-3-4b-it-4bit", "--recipe", "gemma-3-4b-qlora-translation",
                  "--memory-gb", "16")
@@ -174,7 +174,7 @@ def test_estimate_command_text_and_recipe(capsys):
                                         (("--num-layers", "99"), "num_layers"), (("--keys", ""), "keys"),
                                         (("--memory-gb", "0"), "memory_gb")])
 def test_estimate_command_bad_input_raises_problems(argv, field):
-    from macfinetune.commands_estimate import cmd_estimate
+    from macfinetune.cli.estimate import cmd_estimate
 
     args = parse("estimate", "--model", "Qwen/Qwen3-1.7B", *(argv if "--memory-gb" in argv else (*argv, "--memory-gb", "16")))
     with pytest.raises(ProblemError) as info:
@@ -183,7 +183,7 @@ def test_estimate_command_bad_input_raises_problems(argv, field):
 
 
 def test_recipes_command_lists_the_catalog(capsys):
-    from macfinetune.commands_estimate import cmd_recipes
+    from macfinetune.cli.estimate import cmd_recipes
 
     assert cmd_recipes(parse("recipes", "--memory-gb", "128", "--json")) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
@@ -223,7 +223,7 @@ def test_save_as_recipe_from_the_command_line_and_train_by_its_name(tmp_path, mo
 
 
 def test_estimate_of_an_unknown_small_model_uses_all_its_blocks_and_names_the_guesses(tmp_path, capsys):
-    from macfinetune.commands_estimate import cmd_estimate
+    from macfinetune.cli.estimate import cmd_estimate
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "weirdnet", "hidden_size": 256,
                                                       "num_hidden_layers": 12, "num_attention_heads": 8,
@@ -237,8 +237,8 @@ def test_estimate_of_an_unknown_small_model_uses_all_its_blocks_and_names_the_gu
 
 def test_estimate_verdict_and_auto_fit_agree_and_propose_a_quantized_copy(capsys, monkeypatch):
     """Issue 18 item 2: the command that printed 'WILL NOT FIT' and then 'auto-fit: fits as it is'."""
-    from macfinetune import commands_estimate
-    from macfinetune.commands_estimate import cmd_estimate
+    from macfinetune.cli import estimate as commands_estimate
+    from macfinetune.cli.estimate import cmd_estimate
 
     monkeypatch.setattr(commands_estimate.sys, "platform", "linux")
     args = parse("estimate", "--model", "Qwen/Qwen3-14B", "--quantize", "4", "--batch-size", "1", "--max-seq-length",
@@ -254,7 +254,7 @@ def test_estimate_verdict_and_auto_fit_agree_and_propose_a_quantized_copy(capsys
 
 
 def test_estimate_shows_small_models_in_millions(tiny_model, capsys):
-    from macfinetune.commands_estimate import cmd_estimate
+    from macfinetune.cli.estimate import cmd_estimate
 
     assert cmd_estimate(parse("estimate", "--model", str(tiny_model), "--memory-gb", "16")) == 0
     first = capsys.readouterr().out.splitlines()[0]

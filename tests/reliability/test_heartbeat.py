@@ -5,9 +5,9 @@ import time
 
 from conftest import fast_recipe
 
-from macfinetune import cli
 from macfinetune.backend import loop
 from macfinetune.backend.training import train_run
+from macfinetune.cli import train as cli
 from macfinetune.core.events import Heartbeat, MemorySample, TrainReport
 
 SLOW_BATCH = 3  # the 4th step (after 3 completed iterations) takes 0.6 s

@@ -12,6 +12,7 @@ import textwrap
 from dataclasses import replace
 from pathlib import Path
 
+from macfinetune.cli.common import EXIT_OK
 from macfinetune.core import catalog, timing
 from macfinetune.core.autofit import auto_fit, prequantized
 from macfinetune.core.calibration import collect_rows, machine_rate
@@ -28,7 +29,6 @@ from macfinetune.core.problems import Problem, ProblemError
 from macfinetune.core.recipe import load_recipe, save_recipe
 from macfinetune.core.recommend import recommend
 
-EXIT_OK = 0
 _BAR = 40
 _WIDTH = 100
 
@@ -295,3 +295,6 @@ def _seed_text(r: dict) -> str:
         memory = f"{memory:g} GB"
     parts = [p for p in (memory, r.get("seed_feasibility")) if p]
     return ", ".join(parts) if parts else ("your recipe" if r["user"] else "-")
+
+
+COMMANDS = {"estimate": cmd_estimate, "recommend": cmd_recommend, "recipes": cmd_recipes}

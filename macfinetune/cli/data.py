@@ -8,17 +8,16 @@ return an exit code (0 done, 2 bad input via ProblemError, 130 stopped). Bad inp
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from pathlib import Path
 
 from macfinetune import jobs
+from macfinetune.cli.common import EXIT_OK, EXIT_STOPPED, StopOnCtrlC
 from macfinetune.core import doctor, formats, models_catalog
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import Stage
 from macfinetune.core.models_catalog import DownloadFinished, DownloadProgress
 
-EXIT_OK, EXIT_STOPPED = 0, 130
 _BAR = 30
 
 
@@ -269,41 +268,6 @@ class _DownloadPrinter:
             print(event.message, file=sys.stderr)
 
 
-class StopOnCtrlC:
-    """First Ctrl-C (or SIGTERM: ``timeout``, ``kill``, logout): ask the job to stop cleanly
-    (saying ``message``); a second one aborts. ``exit_code`` is 143 after a SIGTERM, else 130."""
-
-    def __init__(self, control: JobControl, message: str = ""):
-        self.control = control
-        self.message = message
-        self.signum: int | None = None
-
-    def __enter__(self):
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def _handle(self, signum, frame):
-        if self.control.stop_requested:
-            raise KeyboardInterrupt
-        self.signum = signum
-        if self.message:
-            print(self.message if signum == signal.SIGINT else self._terminated(), file=sys.stderr)
-        self.control.request_stop()
-
-    def _terminated(self) -> str:
-        """The message without its Ctrl-C hint: whoever sent SIGTERM is not at the keyboard."""
-        return f"\nSIGTERM: {self.message.strip().split(' (')[0]}"
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + signal.SIGTERM if self.signum == signal.SIGTERM else EXIT_STOPPED
-
-    def __exit__(self, *exc):
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-        return False
-
-
 def _count(n: int | None) -> str:
     if not n:
         return "-"
@@ -320,3 +284,6 @@ def _bytes(n: int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} GB"
+
+
+COMMANDS = {"data": cmd_data, "models": cmd_models}

@@ -1,18 +1,13 @@
-"""The command line: the same backend jobs as the app, run headless on the main thread.
-
-Exit codes: 0 done, 1 the job failed while running, 2 bad input (nothing written), 130 stopped
-(143 when the stop was a SIGTERM).
-"""
+"""`macfinetune train` (a new run, or --resume), `runs` (the run history) and `demo`."""
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-from macfinetune import __version__, commands_data, commands_estimate, jobs
+from macfinetune import jobs
+from macfinetune.cli.common import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, stop_on_ctrl_c, stopped_by
 from macfinetune.core import paths, runs
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import (
@@ -31,34 +26,14 @@ from macfinetune.core.events import (
 from macfinetune.core.plan import eta_seconds
 from macfinetune.core.problems import Problem, ProblemError
 from macfinetune.core.recipe import Recipe, apply_overrides, load_recipe, with_paths
-from macfinetune.core.sampling import Sampling, parse_adapter_spec
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 130
 
 
-# --- parser -----------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="macfinetune",
-        description="Fine-tune LLMs on your Mac with MLX: train, fuse, compare. "
-        "Run without arguments for this help (the app arrives in a later release).",
-    )
-    parser.add_argument("--version", action="version", version=f"macfinetune {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+def add_parsers(sub) -> None:
     _add_demo(sub)
     _add_train(sub)
-    _add_fuse(sub)
-    _add_generate(sub)
     runs_parser = sub.add_parser("runs", help="list runs with status, best validation loss and size")
     runs_parser.add_argument("--in", dest="folder", type=Path, metavar="DIR",
                              help="list the runs in this folder (default: your runs and every run made with --out)")
-    commands_estimate.add_parsers(sub)
-    commands_data.add_parsers(sub)
-    sub.add_parser("login", help="store a Hugging Face token in the system keychain (read from stdin)")
-    sub.add_parser("logout", help="remove the Hugging Face token from the system keychain")
-    return parser
 
 
 def _add_demo(sub) -> None:
@@ -85,68 +60,15 @@ def _add_train(sub) -> None:
                         "stops it before the Mac swaps)")
 
 
-def _add_fuse(sub) -> None:
-    p = sub.add_parser("fuse", help="fuse a checkpoint into a standalone model folder")
-    p.add_argument("run_dir", type=Path, help="run folder (or an mlx-lm adapter folder)")
-    p.add_argument("--checkpoint", default="best", help="best, last or an iteration number (default best)")
-    p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/fused-<checkpoint>)")
-    p.add_argument("--model", help="base model, when the adapter folder does not name it")
-    p.add_argument("--dequantize", action="store_true", help="save full-precision weights")
-    p.add_argument("--gguf", action="store_true", help="also export model.gguf (llama, mistral, mixtral)")
-
-
-def _add_generate(sub) -> None:
-    p = sub.add_parser("generate", help="generate text from a model, base + checkpoint, or both side by side")
-    p.add_argument("--model", help="base or fused model (default: the adapter's base model)")
-    p.add_argument("--adapter", help="RUN_DIR[:best|last|N] (default checkpoint: best)")
-    p.add_argument("--compare", action="store_true", help="answer with the base model, then the tuned one")
-    p.add_argument("--prompt", required=True, help="the user message")
-    p.add_argument("--system", help="an optional system message")
-    p.add_argument("--max-tokens", type=int, default=256)
-    p.add_argument("--temp", type=float, default=0.7, help="sampling temperature (0 = greedy)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-
-
-# --- entry point ------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_OK
-    # data inspect tokenizes in batches (parallel helps); nothing forks after it
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if args.command == "data" else "false")
-    handler = _COMMANDS[args.command]
-    try:
-        return handler(args)
-    except ProblemError as e:
-        _print_problems(e)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("\nstopped", file=sys.stderr)
-        return EXIT_STOPPED
-
-
-def _print_problems(error: ProblemError) -> None:
-    for problem in error.problems:
-        print(f"error: {problem}", file=sys.stderr)
-
-
-# --- train ------------------------------------------------------------------------------
-
-
 def cmd_train(args) -> int:
     control = JobControl(pause_on_trouble=False)  # nobody can press "resume" on a headless run
     if args.resume:
         if args.recipe or args.model or args.data or args.set or args.out:
             raise ProblemError(Problem("--resume takes only the run folder; its recipe.yaml has the settings",
                                        field="resume", value=str(args.resume)))
-        with _stop_on_ctrl_c(control) as stopper:
+        with stop_on_ctrl_c(control) as stopper:
             result = jobs.resume(Progress().show, control, run_dir=args.resume)
-        return _stopped_by(stopper, _train_exit(result))
+        return stopped_by(stopper, _train_exit(result))
     if not args.recipe:
         raise ProblemError(Problem("give a recipe (a YAML file or a shipped recipe name) or --resume RUN_DIR",
                                    field="recipe"))
@@ -155,15 +77,10 @@ def cmd_train(args) -> int:
     if args.set:
         recipe = apply_overrides(recipe, args.set)
     run_dir = args.out or runs.default_run_dir(paths.runs_home(), recipe.model.path or "model", recipe.method.type)
-    with _stop_on_ctrl_c(control) as stopper:
+    with stop_on_ctrl_c(control) as stopper:
         result = jobs.train(Progress().show, control, recipe=recipe, run_dir=run_dir,
                             allow_over_budget=args.force, confirm=_confirm_over_budget)
-    return _stopped_by(stopper, _train_exit(result))
-
-
-def _stopped_by(stopper: commands_data.StopOnCtrlC, code: int) -> int:
-    """A run stopped by SIGTERM exits 143, by Ctrl-C 130."""
-    return stopper.exit_code if code == EXIT_STOPPED else code
+    return stopped_by(stopper, _train_exit(result))
 
 
 def _confirm_over_budget(problem: Problem) -> bool:
@@ -198,11 +115,6 @@ def _train_exit(result) -> int:
     print(f"next: macfinetune generate --adapter {result.run_dir} --compare --prompt '...'"
           f"  |  macfinetune fuse {result.run_dir}")
     return EXIT_STOPPED if result.state == "stopped" else EXIT_OK
-
-
-def _stop_on_ctrl_c(control: JobControl) -> commands_data.StopOnCtrlC:
-    """First Ctrl-C: stop after the current step and save; a second one aborts."""
-    return commands_data.StopOnCtrlC(control, "\nstopping after this step (Ctrl-C again to abort)...")
 
 
 class Progress:
@@ -295,57 +207,6 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-# --- fuse, generate, runs ---------------------------------------------------------------
-
-
-def cmd_fuse(args) -> int:
-    progress = Progress()
-    result = jobs.fuse(progress.show, JobControl(), path=args.run_dir, which=str(args.checkpoint), out_dir=args.out,
-                       dequantize=args.dequantize, gguf=args.gguf, model=args.model)
-    print(f"fused model: {result.out_dir}")
-    if result.gguf_path:
-        print(f"gguf: {result.gguf_path}")
-    return EXIT_OK
-
-
-def cmd_generate(args) -> int:
-    adapter = parse_adapter_spec(args.adapter) if args.adapter else None
-    sampling = Sampling(max_tokens=args.max_tokens, temperature=args.temp, top_p=args.top_p, seed=args.seed)
-    printer = _StreamPrinter(compare=args.compare)
-    control = JobControl()
-    with _stop_on_ctrl_c(control):
-        results = jobs.generate(printer.show, control, model=args.model, adapter=adapter, prompt=args.prompt,
-                                sampling=sampling, compare=args.compare, system=args.system)
-    printer.close()
-    for r in results:
-        print(f"[{r.source}] {r.generated_tokens} tokens, {r.tokens_per_second:.1f} tok/s", file=sys.stderr)
-    return EXIT_OK
-
-
-class _StreamPrinter:
-    """Streams tokens as they arrive, under a header per model in compare mode."""
-
-    def __init__(self, compare: bool):
-        self.compare = compare
-        self.source: str | None = None
-
-    def show(self, event) -> None:
-        if isinstance(event, Stage):
-            print(event.message, file=sys.stderr)
-        elif isinstance(event, TokenChunk):
-            if event.source != self.source:
-                if self.source is not None:
-                    print()
-                if self.compare:
-                    print(f"--- {event.source} ---")
-                self.source = event.source
-            print(event.text, end="", flush=True)
-
-    def close(self) -> None:
-        if self.source is not None:
-            print()
-
-
 def cmd_runs(args) -> int:
     from macfinetune.core import run_index
 
@@ -391,19 +252,12 @@ def _size(n: int) -> str:
     return f"{n:.1f} GB"
 
 
-# --- demo -------------------------------------------------------------------------------
-
-
 def cmd_demo(args) -> int:
-    import time
-
-    from macfinetune.backend import demo
-
     out = args.out or runs.default_run_dir(paths.demo_home(), "demo", "tiny")
     control = JobControl()
     started = time.perf_counter()
-    with _stop_on_ctrl_c(control):
-        result = demo.run_demo(out, Progress().show, control, args.set)
+    with stop_on_ctrl_c(control):
+        result = jobs.demo(Progress().show, control, out_dir=out, overrides=args.set)
     if result.state == "failed":
         print(f"error: the demo's training failed; see {result.run_dir}", file=sys.stderr)
         return EXIT_FAILED
@@ -422,26 +276,4 @@ def _print_demo(result, seconds: float) -> None:
           f"\nrun folder: {result.run_dir}\nfused model: {result.fused_dir}\ndone in {seconds:.0f} s")
 
 
-def cmd_login(args) -> int:
-    import getpass
-
-    from macfinetune.core.secrets import save_hf_token
-
-    token = getpass.getpass("Hugging Face token: ") if sys.stdin.isatty() else sys.stdin.readline()
-    save_hf_token(token)
-    print("token saved in the system keychain")
-    return EXIT_OK
-
-
-def cmd_logout(args) -> int:
-    from macfinetune.core.secrets import clear_hf_token
-
-    print("token removed" if clear_hf_token() else "no token was stored")
-    return EXIT_OK
-
-
-_COMMANDS = {"train": cmd_train, "fuse": cmd_fuse, "generate": cmd_generate, "runs": cmd_runs, "demo": cmd_demo,
-             "login": cmd_login, "logout": cmd_logout,
-             "data": commands_data.cmd_data, "models": commands_data.cmd_models,
-             "estimate": commands_estimate.cmd_estimate, "recipes": commands_estimate.cmd_recipes,
-             "recommend": commands_estimate.cmd_recommend}
+COMMANDS = {"train": cmd_train, "runs": cmd_runs, "demo": cmd_demo}

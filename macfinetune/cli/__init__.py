@@ -1,0 +1,59 @@
+"""The command line: the same jobs as the app (``macfinetune.jobs``), run headless on the main thread.
+
+One module per command group, each with ``add_parsers(subparsers)`` and ``COMMANDS``:
+``train`` (train, runs, demo), ``use`` (fuse, generate), ``data`` (data, models), ``estimate``
+(estimate, recommend, recipes), ``account`` (login, logout); ``common`` holds exit codes and the
+stop handler. No Qt here (an import contract checks it).
+
+Exit codes: 0 done, 1 the job failed while running, 2 bad input (nothing written), 130 stopped
+(143 when the stop was a SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from macfinetune import __version__
+from macfinetune.cli import account, data, estimate, train, use
+from macfinetune.cli.common import EXIT_BAD_INPUT, EXIT_OK, EXIT_STOPPED, print_problems
+from macfinetune.core.problems import ProblemError
+
+_GROUPS = (train, use, estimate, data, account)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="macfinetune",
+        description="Fine-tune LLMs on your Mac with MLX: train, fuse, compare. "
+        "Run without arguments for this help (the app arrives in a later release).",
+    )
+    parser.add_argument("--version", action="version", version=f"macfinetune {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for group in _GROUPS:
+        group.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
+    # data inspect tokenizes in batches (parallel helps); nothing forks after it
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if args.command == "data" else "false")
+    handler = _command(args.command)
+    try:
+        return handler(args)
+    except ProblemError as e:
+        print_problems(e)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("\nstopped", file=sys.stderr)
+        return EXIT_STOPPED
+
+
+def _command(name: str):
+    return next(group.COMMANDS[name] for group in _GROUPS if name in group.COMMANDS)
