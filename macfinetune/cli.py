@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from macfinetune import __version__, commands_data, commands_estimate
+from macfinetune import __version__, commands_data, commands_estimate, jobs
 from macfinetune.core import paths, runs
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import (
@@ -163,15 +163,13 @@ def _print_problems(error: ProblemError) -> None:
 
 
 def cmd_train(args) -> int:
-    from macfinetune.backend import training
-
     control = JobControl(pause_on_trouble=False)  # nobody can press "resume" on a headless run
     if args.resume:
         if args.recipe or args.model or args.data or args.set or args.out:
             raise ProblemError(Problem("--resume takes only the run folder; its recipe.yaml has the settings",
                                        field="resume", value=str(args.resume)))
         with _stop_on_ctrl_c(control):
-            return _train_exit(training.resume_run(args.resume, Progress().show, control))
+            return _train_exit(jobs.resume(Progress().show, control, run_dir=args.resume))
     if not args.recipe:
         raise ProblemError(Problem("give a recipe (a YAML file or a shipped recipe name) or --resume RUN_DIR",
                                    field="recipe"))
@@ -181,8 +179,8 @@ def cmd_train(args) -> int:
         recipe = apply_overrides(recipe, args.set)
     run_dir = args.out or runs.default_run_dir(paths.runs_home(), recipe.model.path or "model", recipe.method.type)
     with _stop_on_ctrl_c(control):
-        result = training.train_run(recipe, run_dir, Progress().show, control, allow_over_budget=args.force,
-                                    confirm=_confirm_over_budget)
+        result = jobs.train(Progress().show, control, recipe=recipe, run_dir=run_dir, allow_over_budget=args.force,
+                            confirm=_confirm_over_budget)
     return _train_exit(result)
 
 
@@ -302,11 +300,9 @@ def _duration(seconds: float | None) -> str:
 
 
 def cmd_fuse(args) -> int:
-    from macfinetune.backend import fusing
-
     progress = Progress()
-    result = fusing.fuse(args.run_dir, str(args.checkpoint), args.out, dequantize=args.dequantize,
-                         gguf=args.gguf, model=args.model, emit=progress.show)
+    result = jobs.fuse(progress.show, JobControl(), path=args.run_dir, which=str(args.checkpoint), out_dir=args.out,
+                       dequantize=args.dequantize, gguf=args.gguf, model=args.model)
     print(f"fused model: {result.out_dir}")
     if result.gguf_path:
         print(f"gguf: {result.gguf_path}")
@@ -314,15 +310,13 @@ def cmd_fuse(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from macfinetune.backend import generation
-
     adapter = parse_adapter_spec(args.adapter) if args.adapter else None
     sampling = Sampling(max_tokens=args.max_tokens, temperature=args.temp, top_p=args.top_p, seed=args.seed)
     printer = _StreamPrinter(compare=args.compare)
     control = JobControl()
     with _stop_on_ctrl_c(control):
-        results = generation.run_generate(args.model, adapter, args.prompt, sampling, compare=args.compare,
-                                          system=args.system, emit=printer.show, control=control)
+        results = jobs.generate(printer.show, control, model=args.model, adapter=adapter, prompt=args.prompt,
+                                sampling=sampling, compare=args.compare, system=args.system)
     printer.close()
     for r in results:
         print(f"[{r.source}] {r.generated_tokens} tokens, {r.tokens_per_second:.1f} tok/s", file=sys.stderr)

@@ -139,10 +139,14 @@ _LONGEST_SAMPLE = 64  # rows tokenized to find the longest: the longest by chara
 
 
 def _longest_row_tokens(pre: Preflight, folder: Path) -> int | None:
+    return longest_row_tokens(pre.train_rows + pre.valid_rows, folder)
+
+
+def longest_row_tokens(rows: list[dict], folder: Path) -> int | None:
     """Tokens of the longest row (as mlx-lm templates it), from the longest rows by characters."""
     from macfinetune.backend import tokens
 
-    rows = heapq.nlargest(_LONGEST_SAMPLE, pre.train_rows + pre.valid_rows, key=lambda row: len(str(row)))
+    rows = heapq.nlargest(_LONGEST_SAMPLE, rows, key=lambda row: len(str(row)))
     try:
         counts = tokens.count_tokens(rows, tokens.load_tokenizer(folder))
     except Exception:  # a tokenizer problem shows when the model loads; assume max_seq_length

@@ -89,9 +89,11 @@ def event_record(event) -> dict | None:
     name = _RECORD_NAMES.get(type(event))
     if name is None:
         return None
-    record = {"event": name, "time": round(time.time(), 3)}
+    record = {"event": name}
     for key, value in dataclasses.asdict(event).items():
-        if key == "problems":
+        if key == "time":  # when the event was made (not when it was written), to the millisecond
+            value = round(value, 3)
+        elif key == "problems":
             value = [str(p) for p in event.problems]
         record[key] = value
     record.setdefault("iteration", None)
