@@ -1,6 +1,7 @@
 """The command line: the same backend jobs as the app, run headless on the main thread.
 
-Exit codes: 0 done, 1 the job failed while running, 2 bad input (nothing written), 130 stopped.
+Exit codes: 0 done, 1 the job failed while running, 2 bad input (nothing written), 130 stopped
+(143 when the stop was a SIGTERM).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from macfinetune import __version__, commands_data, commands_estimate, jobs
@@ -15,6 +17,7 @@ from macfinetune.core import paths, runs
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import (
     CheckpointSaved,
+    Heartbeat,
     RunContinued,
     RunFailed,
     RunFinished,
@@ -168,8 +171,9 @@ def cmd_train(args) -> int:
         if args.recipe or args.model or args.data or args.set or args.out:
             raise ProblemError(Problem("--resume takes only the run folder; its recipe.yaml has the settings",
                                        field="resume", value=str(args.resume)))
-        with _stop_on_ctrl_c(control):
-            return _train_exit(jobs.resume(Progress().show, control, run_dir=args.resume))
+        with _stop_on_ctrl_c(control) as stopper:
+            result = jobs.resume(Progress().show, control, run_dir=args.resume)
+        return _stopped_by(stopper, _train_exit(result))
     if not args.recipe:
         raise ProblemError(Problem("give a recipe (a YAML file or a shipped recipe name) or --resume RUN_DIR",
                                    field="recipe"))
@@ -178,10 +182,15 @@ def cmd_train(args) -> int:
     if args.set:
         recipe = apply_overrides(recipe, args.set)
     run_dir = args.out or runs.default_run_dir(paths.runs_home(), recipe.model.path or "model", recipe.method.type)
-    with _stop_on_ctrl_c(control):
+    with _stop_on_ctrl_c(control) as stopper:
         result = jobs.train(Progress().show, control, recipe=recipe, run_dir=run_dir, allow_over_budget=args.force,
                             confirm=_confirm_over_budget)
-    return _train_exit(result)
+    return _stopped_by(stopper, _train_exit(result))
+
+
+def _stopped_by(stopper: commands_data.StopOnCtrlC, code: int) -> int:
+    """A run stopped by SIGTERM exits 143, by Ctrl-C 130."""
+    return stopper.exit_code if code == EXIT_STOPPED else code
 
 
 def _confirm_over_budget(problem: Problem) -> bool:
@@ -231,10 +240,14 @@ class Progress:
         self.tty = self.stream.isatty()
         self.last_val: float | None = None
         self._bar_open = False
+        self._bar_text = ""
+        self._last_beat_line = float("-inf")
 
     def show(self, event) -> None:
         if isinstance(event, TrainReport):
             self._bar(event)
+        elif isinstance(event, Heartbeat):
+            self._heartbeat(event)
         elif isinstance(event, TokenChunk):
             return
         else:
@@ -272,11 +285,24 @@ class Progress:
         text = (f"[{'#' * done}{'.' * (width - done)}] {r.iteration}/{r.total_iterations}  "
                 f"loss {r.train_loss:.3f}{val}  {r.tokens_per_second:,.0f} tok/s  "
                 f"mem {r.peak_memory_gb:.2f} GB  ETA {_duration(eta)}")
+        self._bar_text = text
         if self.tty:
             self.stream.write("\r\033[K" + text)
             self.stream.flush()
             self._bar_open = True
         else:
+            self._print(text)
+
+    def _heartbeat(self, beat: Heartbeat) -> None:
+        """Between reports: how long the current step has run and the tokens so far (a line every
+        30 s when not on a terminal)."""
+        text = f"iter {beat.iteration + 1} running {_duration(beat.step_elapsed_s)}  {beat.trained_tokens:,} tokens"
+        if self.tty:
+            self.stream.write("\r\033[K" + (f"{self._bar_text}  |  " if self._bar_text else "") + text)
+            self.stream.flush()
+            self._bar_open = True
+        elif time.monotonic() - self._last_beat_line >= 30:
+            self._last_beat_line = time.monotonic()
             self._print(text)
 
     def _print(self, text: str) -> None:

@@ -252,25 +252,34 @@ class _DownloadPrinter:
 
 
 class StopOnCtrlC:
-    """First Ctrl-C: ask the job to stop cleanly (saying ``message``); a second one aborts."""
+    """First Ctrl-C (or SIGTERM: ``timeout``, ``kill``, logout): ask the job to stop cleanly
+    (saying ``message``); a second one aborts. ``exit_code`` is 143 after a SIGTERM, else 130."""
 
     def __init__(self, control: JobControl, message: str = ""):
         self.control = control
         self.message = message
+        self.signum: int | None = None
 
     def __enter__(self):
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def _handle(self, signum, frame):
         if self.control.stop_requested:
             raise KeyboardInterrupt
+        self.signum = signum
         if self.message:
-            print(self.message, file=sys.stderr)
+            print(self.message if signum == signal.SIGINT else f"\n{signal.Signals(signum).name}: {self.message.strip()}",
+                  file=sys.stderr)
         self.control.request_stop()
 
+    @property
+    def exit_code(self) -> int:
+        return 128 + signal.SIGTERM if self.signum == signal.SIGTERM else EXIT_STOPPED
+
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
         return False
 
 

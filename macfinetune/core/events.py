@@ -194,4 +194,26 @@ class JobFinished:
 class JobFailed:
     message: str
     problems: tuple[Problem, ...] = ()
+
+
+@dataclass(frozen=True)
+class MemorySample:  # at every train report AND from the ~1 s time-based pressure watch
+    iteration: int
+    active_gb: float | None  # mx.get_active_memory(); None when sampled off the MLX thread
+    cache_gb: float | None  # mx.get_cache_memory()
+    peak_gb: float | None  # mx.get_peak_memory() (reset at the start of every job)
+    process_gb: float  # RSS of this process (psutil)
+    system_used_gb: float  # total - available
+    system_total_gb: float
+    swap_used_gb: float
+    budget_gb: float | None  # the memory budget the estimator judged against (None if unknown)
+    estimate_gb: float | None  # the estimator's peak for this run (None if unknown)
+    time: float = field(default_factory=time.time, compare=False)
+
+
+@dataclass(frozen=True)
+class Heartbeat:  # every ~2 s while a training step is in progress (time-based, not per iteration)
+    iteration: int  # last completed iteration
+    step_elapsed_s: float  # seconds since the current step began
+    trained_tokens: int
     time: float = field(default_factory=time.time, compare=False)
