@@ -27,10 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="macfinetune",
         description="Fine-tune LLMs on your Mac with MLX: train, fuse, compare. "
-        "Run without arguments for this help (the app arrives in a later release).",
+        "Run without arguments (or `macfinetune app`) to open the app.",
     )
     parser.add_argument("--version", action="version", version=f"macfinetune {__version__}")
+    parser.add_argument("--screenshot", metavar="OUT.png", help="render a page of the app offscreen with a demo run "
+                        "loaded (fixed size) into OUT.png, then exit")
+    parser.add_argument("--page", default="monitor", help="page for --screenshot: runs, new, monitor, checkpoints, "
+                        "playground (default monitor)")
+    parser.add_argument("--theme", choices=("light", "dark"), default="light", help="palette for --screenshot")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("app", help="open the app's main window (the same as no command)")
     for group in _GROUPS:
         group.add_parsers(sub)
     return parser
@@ -39,9 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_OK
+    if args.screenshot:
+        return _screenshot(args)
+    if args.command in (None, "app"):
+        return _open_app(parser)
     # data inspect tokenizes in batches (parallel helps); nothing forks after it
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if args.command == "data" else "false")
     handler = _command(args.command)
@@ -57,3 +64,28 @@ def main(argv: list[str] | None = None) -> int:
 
 def _command(name: str):
     return next(group.COMMANDS[name] for group in _GROUPS if name in group.COMMANDS)
+
+
+def _has_display() -> bool:
+    """Linux needs an X11 or Wayland display (or an explicit QT_QPA_PLATFORM); macOS and Windows always have one."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(os.environ.get(k) for k in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
+
+
+def _open_app(parser: argparse.ArgumentParser) -> int:
+    if not _has_display():
+        print("No display found (DISPLAY, WAYLAND_DISPLAY and QT_QPA_PLATFORM are unset), so the app cannot open; "
+              "the commands below work without one. Try: macfinetune demo")
+        parser.print_help()
+        return EXIT_OK
+    from macfinetune import app  # Qt is imported only here
+
+    return app.run()
+
+
+def _screenshot(args) -> int:
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from macfinetune import app
+
+    return app.screenshot(args.screenshot, args.page, args.theme)
