@@ -21,7 +21,7 @@ from macfinetune.ui.screenshot import IdleEngine  # noqa: E402
 def fill(monitor, n: int) -> None:
     x = np.arange(1, n + 1, dtype=float)
     rng = np.random.default_rng(0)
-    for name, series in monitor.buffer.series.items():
+    for series in monitor.buffer.series.values():
         series.set(x, 2 + np.sin(x / 700) + rng.normal(0, 0.05, n))
     monitor.buffer.run.state = "running"
 

@@ -50,7 +50,9 @@ def summary(name: str, ms: list[float]) -> str:
 
 
 def main() -> None:
-    from macfinetune.backend.tinymodel import build_demo_model  # the bench builds its model; the app never does
+    from macfinetune.backend.tinymodel import (
+        build_demo_model,  # the bench builds its model; the app never does
+    )
 
     iterations = int(sys.argv[1]) if len(sys.argv) > 1 else 150
     tmp = Path(tempfile.mkdtemp())
