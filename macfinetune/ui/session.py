@@ -117,6 +117,10 @@ class Session(QObject):
         elif isinstance(event, (JobFinished, JobCancelled)):
             self._on_job_finished()
             return
+        if isinstance(event, JobFailed):  # the engine's last word for a failed job
+            self.trainingEvent.emit(event)
+            self._on_job_finished()
+            return
         if isinstance(event, events.RunPaused):
             self._set_state("paused")
         elif isinstance(event, events.RunResumed):

@@ -9,7 +9,7 @@ from macfinetune.core.problems import Problem
 from macfinetune.core.smoothing import ema
 from macfinetune.ui.widgets.theme import dark_palette, plot_colors
 
-from .conftest import finish_job, start_job
+from .conftest import start_job
 
 
 @pytest.fixture
@@ -105,8 +105,7 @@ def test_a_failed_run_shows_its_message_and_problems(window, engine, monitor):
     assert shown[0] == "Failed: the data has 1 problem"
     assert "train.jsonl" in shown[1] and "17" in shown[1]
     assert monitor.failure.isVisibleTo(monitor)
-    finish_job(engine)
-    assert window.session.state == "idle"
+    assert window.session.state == "idle"  # JobFailed is the engine's last event for a failed job
     assert not window.stop_action.isEnabled()
 
 

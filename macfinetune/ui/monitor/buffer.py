@@ -33,6 +33,7 @@ class Series:
         self.n += 1
 
     def set(self, x, y) -> None:
+        """Replace the contents (a new object identity is not made: callers that cache must compare ``n``)."""
         self._x, self._y = np.asarray(x, float).copy(), np.asarray(y, float).copy()
         self.n = len(self._x)
 

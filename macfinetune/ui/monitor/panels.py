@@ -31,6 +31,7 @@ class Panel(QWidget):
     def __init__(self, name: str, parent=None):
         super().__init__(parent)
         self.setObjectName(name)
+        self.setMinimumWidth(240)
         self.plot = pg.PlotWidget()
         self.plot.setObjectName(f"{name}Plot")
         self.plot.setMenuEnabled(False)
@@ -127,7 +128,7 @@ class LossPanel(Panel):
         self.slider.valueChanged.connect(self._on_slider_changed)
         self.log_box.toggled.connect(self._on_log_toggled)
         self._proxy = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse_moved)
-        self._ema: tuple[int, float, list[float], EmaState] = (0, -1.0, [], EmaState())
+        self._ema: tuple[object, int, float, np.ndarray, EmaState] = (None, 0, -1.0, np.empty(0), EmaState())
         self._buffer: MetricsBuffer | None = None
         self.set_smoothing(0.6)
 
@@ -155,14 +156,16 @@ class LossPanel(Panel):
 
     def smoothed(self, buffer: MetricsBuffer) -> np.ndarray:
         """EMA of the train loss, extended incrementally as points arrive."""
-        _, y = buffer.series["train_loss"].view()
-        n, weight, values, state = self._ema
-        if weight != self.weight or n > len(y):
-            n, values, state = 0, [], EmaState()
-        more, state = ema(y[n:].tolist(), self.weight, state)
-        values = values + more
-        self._ema = (len(y), self.weight, values, state)
-        return np.asarray(values)
+        series = buffer.series["train_loss"]
+        _, y = series.view()
+        source, n, weight, values, state = self._ema
+        if source is not series or weight != self.weight or n > len(y):
+            n, values, state = 0, np.empty(0), EmaState()  # another run, or another weight: start over
+        if n < len(y):
+            more, state = ema(y[n:].tolist(), self.weight, state)
+            values = np.concatenate([values, more])
+        self._ema = (series, len(y), self.weight, values, state)
+        return values
 
     def redraw(self, buffer: MetricsBuffer) -> None:
         self._buffer = buffer
