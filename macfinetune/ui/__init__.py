@@ -1,0 +1,1 @@
+"""Widgets: render state, forward intent (see ../shared/STYLE.md, the ui layer)."""

@@ -1,0 +1,49 @@
+"""Long work off the GUI thread (folder scans, reading and tokenizing data): one QThread per job.
+
+A job is ``fn(report, cancelled) -> result``; ``report(value)`` sends partial results to the GUI
+thread (``progress``), ``cancelled()`` tells it to stop early. No MLX runs here (MLX stays on the
+engine thread); the jobs are plain Python and the fast tokenizer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from PySide6.QtCore import QThread, Signal
+
+from macfinetune.core.problems import ProblemError
+
+
+class Worker(QThread):
+    progress = Signal(object)
+    done = Signal(object)  # the result
+    failed = Signal(str)  # a ProblemError's words (never a traceback)
+
+    def __init__(self, fn: Callable, parent=None):
+        super().__init__(parent)
+        self._fn = fn
+        self._cancel = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def run(self) -> None:
+        try:
+            result = self._fn(self.progress.emit, self._cancel.is_set)
+        except ProblemError as e:
+            self.failed.emit(str(e))
+            return
+        except Exception as e:  # a broken file must not take the window down
+            self.failed.emit(f"{type(e).__name__}: {e}")
+            return
+        if not self._cancel.is_set():
+            self.done.emit(result)
+
+
+def stop(worker: Worker | None, timeout_ms: int = 30_000) -> None:
+    """Cancel a worker and wait for its thread to end (never leave a QThread running)."""
+    if worker is None:
+        return
+    worker.cancel()
+    worker.wait(timeout_ms)
