@@ -247,7 +247,7 @@ class DataStep(Step):
         self.mask.setChecked(values.get("mask_prompt") in (True, "true"))
         self.mask.blockSignals(False)
         info = page.state.data
-        offer = wizard.split_offer(info.train_rows, info.has_valid, _float(values.get("valid_fraction"), 0.1)) \
+        offer = wizard.split_offer(info.train_rows + info.valid_rows, info.has_valid, _float(values.get("valid_fraction"), 0.1)) \
             if info and not info.problem else ""
         self.split_label.setText(offer)
         self.split.setVisible(bool(offer))
