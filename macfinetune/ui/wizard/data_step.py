@@ -27,7 +27,7 @@ from macfinetune.ui.wizard.fields import make_error_label, show_error
 from macfinetune.ui.wizard.histogram import HistogramView
 from macfinetune.ui.wizard.state import DataInfo
 from macfinetune.ui.wizard.step import Step
-from macfinetune.ui.wizard.worker import Worker, stop
+from macfinetune.ui.wizard.worker import Worker, retire, stop_all
 
 CHUNK_ROWS = 2000  # rows tokenized between two progress reports (the histogram grows after each)
 PREVIEW_ROWS = 3
@@ -41,6 +41,7 @@ class DataStep(Step):
         self._job: Worker | None = None
         self.loaded: formats.LoadedData | None = None
         self.lengths: tuple[int, ...] = ()
+        self.token_note = ""  # why there is no histogram
         self.setAcceptDrops(True)
         self._build()
 
@@ -143,10 +144,10 @@ class DataStep(Step):
         self.start_reading()
 
     def start_reading(self) -> None:
-        stop(self._job)
+        retire(self._job)
         state, values = self.page.state, self.page.state.values
         path = values["data"]["path"]
-        state.data, self.loaded, self.lengths = None, None, ()
+        state.data, self.loaded, self.lengths, self.token_note = None, None, (), ""
         self.findings.clear()
         self.preview.clear()
         self.histogram.set_histogram(None)
@@ -196,11 +197,12 @@ class DataStep(Step):
     def _on_job_done(self, result) -> None:
         if result is None:
             return
-        report, info = result
+        report, info, note = result
         self.progress.setVisible(False)
         self.page.state.data = info
         self._show_findings(report)
         self._draw_histogram()
+        self.token_note = note
         self.page.refresh()
 
     def _on_job_failed(self, message: str) -> None:
@@ -219,13 +221,19 @@ class DataStep(Step):
 
     def _draw_histogram(self) -> None:
         if not self.lengths:
-            self.histogram_text.setText("" if self.page.services.token_counter else
-                                        "Token lengths need the model's tokenizer; choose a model first.")
+            self.histogram_text.setText(self.token_note or self._no_lengths_text())
             return
         max_seq = _int(self.page.state.values["data"].get("max_seq_length"), 2048)
         h = wizard.length_histogram(self.lengths, max_seq)
         self.histogram.set_histogram(h)
         self.histogram_text.setText(h.text)
+
+    def _no_lengths_text(self) -> str:
+        if self.page.services.token_counter is None:
+            return "Token lengths need the model's tokenizer, which this window was started without."
+        if self.page.state.data_busy or self._job is not None and self._job.isRunning():
+            return "Counting tokens…"
+        return "Token lengths need the model's tokenizer: choose a model first."
 
     # --- options ---------------------------------------------------------------------------
 
@@ -262,7 +270,7 @@ class DataStep(Step):
         return "\n".join(f"⚠ {w}" for w in words)
 
     def shutdown(self) -> None:
-        stop(self._job)
+        stop_all(self)
 
 
 class DataJob:
@@ -279,13 +287,16 @@ class DataJob:
         report(("loaded", split, first, info))
         if self.counter_factory is None:
             return None
-        count = self.counter_factory()
+        try:
+            count = self.counter_factory()
+        except ProblemError as e:  # no tokenizer (offline, not downloaded): the data is still usable
+            return first, info, f"Token lengths unavailable: {e}"
         counts = self._tokenize(split, count, report, cancelled)
         if counts is None:
             return None
         final = doctor.inspect(split, count_tokens=lambda rows: counts, valid_fraction=self.fraction, seed=self.seed)
         lengths = [c.total for c in counts if not c.error]
-        return final, info.with_tokens(max(lengths, default=0), sum(lengths) / max(1, len(lengths)))
+        return final, info.with_tokens(max(lengths, default=0), sum(lengths) / max(1, len(lengths))), ""
 
     def _tokenize(self, split, count, report, cancelled):
         rows = [r for s in split.splits for r in s.rows]

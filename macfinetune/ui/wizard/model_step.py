@@ -24,7 +24,7 @@ from macfinetune.core.problems import ProblemError
 from macfinetune.ui.wizard.fields import make_error_label, show_error
 from macfinetune.ui.wizard.model_table import ModelTableModel
 from macfinetune.ui.wizard.step import Step
-from macfinetune.ui.wizard.worker import Worker, stop
+from macfinetune.ui.wizard.worker import Worker, retire, stop_all
 
 
 class ModelStep(Step):
@@ -108,7 +108,7 @@ class ModelStep(Step):
     # --- scanning ----------------------------------------------------------------------------
 
     def rescan(self) -> None:
-        stop(self._scan)
+        retire(self._scan)
         services = self.page.services
         sources = models_catalog.default_sources(services.model_folders)
         self._scan = Worker(lambda report, cancelled: models_catalog.discover(sources, services.supported_types), self)
@@ -150,6 +150,8 @@ class ModelStep(Step):
         self.path_edit.setText(path)
         self.facts.setText(facts)
         self._fill_quantize()
+        if state.values["data"].get("path"):
+            self.page.steps["data"].start_reading()  # token lengths follow the model's tokenizer
         if not keep_values and state.shape is not None and not state.model_problem:
             self.page.steps["method"].apply_recommendation()
         else:
@@ -207,7 +209,7 @@ class ModelStep(Step):
             self.choose_path(event.path)
 
     def shutdown(self) -> None:
-        stop(self._scan)
+        stop_all(self)
 
 
 def _progress_text(p: DownloadProgress) -> str:

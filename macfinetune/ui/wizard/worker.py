@@ -41,6 +41,25 @@ class Worker(QThread):
             self.done.emit(result)
 
 
+def retire(worker: Worker | None) -> None:
+    """Cancel a worker without waiting: its results are dropped, and its thread ends on its own
+    (the GUI never blocks on a file that is still being read). ``stop_all`` waits for it later."""
+    if worker is None:
+        return
+    worker.cancel()
+    for signal in (worker.progress, worker.done, worker.failed):
+        try:
+            signal.disconnect()
+        except (RuntimeError, TypeError):
+            pass
+
+
+def stop_all(owner) -> None:
+    """Cancel and wait for every worker ``owner`` holds (the page's shutdown)."""
+    for worker in owner.findChildren(Worker):
+        stop(worker)
+
+
 def stop(worker: Worker | None, timeout_ms: int = 30_000) -> None:
     """Cancel a worker and wait for its thread to end (never leave a QThread running)."""
     if worker is None:
