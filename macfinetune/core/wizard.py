@@ -312,7 +312,7 @@ def split_offer(train_rows: int, has_valid: bool, fraction: float) -> str:
     if has_valid:
         return ""
     held = max(1, round(train_rows * fraction))
-    return (f"No validation file: {held} of {train_rows} rows ({fraction:.0%}) will be held out, "
+    return (f"No validation file: {held:,} of {train_rows:,} rows ({fraction:.0%}) will be held out, "
             "chosen with the recipe's seed (the same rows every run)")
 
 
@@ -330,9 +330,9 @@ class Histogram:
         if not self.rows:
             return "no rows tokenized yet"
         share = self.truncated / self.rows
-        cut = f"{self.truncated:,} rows ({share:.1%}) longer than {self.max_seq_length} tokens are truncated"
+        cut = f"{self.truncated:,} rows ({share:.1%}) longer than {self.max_seq_length:,} tokens are truncated"
         return f"{self.rows:,} rows, longest {self.longest:,} tokens; " + (
-            cut if self.truncated else f"none longer than {self.max_seq_length} tokens")
+            cut if self.truncated else f"none longer than {self.max_seq_length:,} tokens")
 
 
 def length_histogram(sorted_lengths: Sequence[int], max_seq_length: int, bins: int = 40) -> Histogram:

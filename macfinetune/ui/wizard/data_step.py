@@ -19,6 +19,8 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSplitter,
     QTextBrowser,
+    QVBoxLayout,
+    QWidget,
 )
 
 from macfinetune.core import doctor, formats, wizard
@@ -104,8 +106,8 @@ class DataStep(Step):
         self.findings = QListWidget(self)
         self.findings.setObjectName("findings")
         split = QSplitter(self)
-        split.addWidget(self.preview)
-        split.addWidget(self.findings)
+        split.addWidget(_titled("Preview", self.preview, self))
+        split.addWidget(_titled("The doctor's findings (each names its rows)", self.findings, self))
         for w in (self.progress, self.histogram, self.histogram_text):
             self.layout_.addWidget(w)
         self.layout_.addWidget(split, 1)
@@ -260,6 +262,7 @@ class DataStep(Step):
         self.split_label.setText(offer)
         self.split.setVisible(bool(offer))
         self.warnings.setText(self._warnings_text())
+        self.warnings.setVisible(bool(self.warnings.text()))
         self._draw_histogram()
 
     def _warnings_text(self) -> str:
@@ -311,6 +314,15 @@ class DataJob:
         return counts
 
 
+def _titled(title: str, widget, parent) -> QWidget:
+    box = QWidget(parent)
+    column = QVBoxLayout(box)
+    column.setContentsMargins(0, 0, 0, 0)
+    column.addWidget(QLabel(f"<b>{title}</b>", box))
+    column.addWidget(widget, 1)
+    return box
+
+
 def data_info(data: formats.LoadedData, report: doctor.Report, has_valid: bool) -> DataInfo:
     rows = {s.name: len(s.rows) for s in data.splits}
     leaked = sum(len(f.rows) for f in report.findings if f.check == "leakage")
@@ -332,12 +344,20 @@ def _summary(report: doctor.Report) -> str:
 def preview_html(data: formats.LoadedData, mask_prompt, palette: QPalette) -> str:
     """The first rows, the part that carries loss highlighted (only the answer when masking)."""
     train = data.split("train")
-    mark = palette.color(QPalette.ColorRole.Highlight).name()
-    text = palette.color(QPalette.ColorRole.HighlightedText).name()
+    mark = _tint(palette.color(QPalette.ColorRole.Highlight), palette.color(QPalette.ColorRole.Base)).name()
+    text = palette.color(QPalette.ColorRole.Text).name()
     masked = mask_prompt in (True, "true")
     blocks = [_row_html(row, masked, mark, text) for row in train.rows[:PREVIEW_ROWS]]
     legend = "Highlighted: what the model is trained on" + (" (the answer only: prompt masking)" if masked else "")
     return f"<p><i>{legend}</i></p>" + "<hr>".join(blocks)
+
+
+def _tint(color, base, share: float = 0.35):
+    """``color`` mixed into ``base``: a highlight that keeps the text readable in both modes."""
+    from PySide6.QtGui import QColor
+
+    mix = [round(share * a + (1 - share) * b) for a, b in zip(color.getRgb()[:3], base.getRgb()[:3], strict=True)]
+    return QColor(*mix)
 
 
 def _row_html(row: dict, masked: bool, mark: str, fg: str) -> str:

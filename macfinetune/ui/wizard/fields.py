@@ -61,7 +61,7 @@ class FieldGrid(QWidget):
         self.editors: dict[str, QWidget] = {}
         self.errors: dict[str, QLabel] = {}
         grid = QGridLayout(self)
-        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(3, 1)
         for row, key in enumerate(keys):
             self._add_row(grid, row, key)
 
@@ -69,6 +69,7 @@ class FieldGrid(QWidget):
         meta, kind = _meta(key)
         editor = self._editor(key, meta, kind)
         editor.setObjectName(f"field:{key}")
+        editor.setMinimumWidth(220)
         editor.setToolTip(meta["help"])
         label = QLabel(_label(key), self)
         label.setToolTip(meta["help"])
@@ -79,7 +80,7 @@ class FieldGrid(QWidget):
         grid.addWidget(label, 2 * row, 0)
         grid.addWidget(editor, 2 * row, 1)
         grid.addWidget(hint, 2 * row, 2)
-        grid.addWidget(error, 2 * row + 1, 1, 1, 2)
+        grid.addWidget(error, 2 * row + 1, 1, 1, 3)
         self.editors[key], self.errors[key] = editor, error
 
     def _editor(self, key: str, meta: dict, kind) -> QWidget:

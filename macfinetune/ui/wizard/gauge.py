@@ -71,6 +71,7 @@ class MemoryGauge(QWidget):
     def __init__(self, parent=None, height: int = 18, legend: bool = False):
         super().__init__(parent)
         self.bar = GaugeBar(self, height)
+        self._status: str | None = None
         self.text = QLabel("no model yet", self)
         self.text.setObjectName("gaugeText")
         self.legend = QLabel(self) if legend else None
@@ -82,9 +83,31 @@ class MemoryGauge(QWidget):
         self.text.setMinimumWidth(self.text.fontMetrics().horizontalAdvance("888.8 of 888.8 GB · will not fit"))
         self.text.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
+    @property
+    def status(self) -> str | None:
+        return self._status
+
     def set_gauge(self, gauge: Gauge | None) -> None:
+        self._status = gauge.status if gauge else None
         self.bar.set_gauge(gauge)
-        self.text.setText(gauge.text if gauge else "no model yet")
+        self.text.setText(status_html(gauge, self.palette()) if gauge else "no model yet")
+        self.text.setProperty("plain", gauge.text if gauge else "no model yet")
+
+    def set_waiting(self, why: str) -> None:
+        """Keep the last bar, say why it does not follow (a field is wrong)."""
+        self.text.setText(why)
+        self.text.setProperty("plain", why)
+
+
+def status_color(status: str, palette: QPalette) -> QColor | None:
+    dark = palette.color(QPalette.ColorRole.Window).lightness() < 128
+    hue = {"tight": 38, "will not fit": 0}.get(status)
+    return None if hue is None else QColor.fromHsl(hue, 200, 170 if dark else 100)
+
+
+def status_html(g: Gauge, palette: QPalette) -> str:
+    color = status_color(g.status, palette)
+    return f"<span style='color:{color.name()}'><b>{g.text}</b></span>" if color else g.text
 
 
 def legend_html(g: Gauge, palette: QPalette) -> str:

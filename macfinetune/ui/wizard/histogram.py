@@ -51,5 +51,7 @@ class HistogramView(QWidget):
         painter.drawText(QRectF(area.left(), area.bottom() + 2, area.width(), 16), Qt.AlignmentFlag.AlignLeft, "0")
         painter.drawText(QRectF(area.left(), area.bottom() + 2, area.width(), 16), Qt.AlignmentFlag.AlignRight,
                          f"{h.edges[-1]:,} tokens")
-        label = f"max {h.max_seq_length:,}"
-        painter.drawText(QRectF(x + 3, area.top(), 120, 16), Qt.AlignmentFlag.AlignLeft, label)
+        label = f"max_seq_length {h.max_seq_length:,}"
+        room = painter.fontMetrics().horizontalAdvance(label) + 6
+        left = x + 3 if x + room < area.right() else x - room
+        painter.drawText(QRectF(left, area.top(), room, 16), Qt.AlignmentFlag.AlignLeft, label)

@@ -61,7 +61,11 @@ class MethodStep(Step):
         self.table.setObjectName("catalogTable")
         self.table.setModel(self.catalog_model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.horizontalHeader().setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        for column in range(4):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        self.table.setWordWrap(True)
         self.table.verticalHeader().setVisible(False)
         self.table.doubleClicked.connect(self._on_catalog_double_clicked)
         self.layout_.addWidget(self.catalog_label)
@@ -73,6 +77,8 @@ class MethodStep(Step):
         for button in self.group.buttons():
             self.group.removeButton(button)
             self.method_row.removeWidget(button)
+            button.hide()
+            button.setParent(None)
             button.deleteLater()
         self._choices = wizard.methods_for(self.page.state.shape)
         for i, (method, bits, label) in enumerate(self._choices):

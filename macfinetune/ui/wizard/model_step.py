@@ -42,7 +42,9 @@ class ModelStep(Step):
         self.table.setModel(self.table_model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().setVisible(False)
         self.table.clicked.connect(self._on_table_clicked)
         self.scan_label = QLabel("Looking for models…", self)
@@ -118,6 +120,7 @@ class ModelStep(Step):
 
     def _on_scan_done(self, entries) -> None:
         self.table_model.set_entries(entries)
+        self._select_row(self.page.state.values["model"]["path"])
         self.scan_label.setText(f"{len(entries)} model{'s' if len(entries) != 1 else ''} on this Mac"
                                 if entries else "No models found in the Hugging Face cache, LM Studio or "
                                 "macfinetune's models folder. Add a folder or download one below.")
@@ -149,6 +152,7 @@ class ModelStep(Step):
         state.set("model.path", path)
         self.path_edit.setText(path)
         self.facts.setText(facts)
+        self._select_row(path)
         self._fill_quantize()
         if state.values["data"].get("path"):
             self.page.steps["data"].start_reading()  # token lengths follow the model's tokenizer
@@ -156,6 +160,13 @@ class ModelStep(Step):
             self.page.steps["method"].apply_recommendation()
         else:
             self.page.refresh()
+
+    def _select_row(self, path: str) -> None:
+        rows = [i for i, e in enumerate(self.table_model.entries) if str(e.path) == path]
+        if rows:
+            self.table.selectRow(rows[0])
+        else:
+            self.table.clearSelection()
 
     def _fill_quantize(self) -> None:
         shape = self.page.state.shape

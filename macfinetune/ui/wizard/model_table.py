@@ -21,7 +21,7 @@ def _size(n: int) -> str:
 
 def _supported(e: ModelEntry) -> str:
     if e.problems:
-        return "no: " + e.problems[0].message
+        return "no (see tooltip)"
     return "yes" if e.supported else "not checked" if e.supported is None else "no"
 
 

@@ -120,7 +120,7 @@ class WizardPage(QWidget):
     def refresh(self) -> None:
         self.recipe, self.errors = self.state.check()
         self._draw_gauge()
-        self.blockers.setText(_blockers_text(self.errors))
+        self.blockers.setText(_blockers_text(self.errors, self.gauge.status))
         for name in STEPS:
             self.steps[name].show_state()
         self.steps[self.current_step()].refresh()
@@ -128,8 +128,11 @@ class WizardPage(QWidget):
 
     def _draw_gauge(self) -> None:
         shape, recipe = self.state.shape, self.recipe
-        if shape is None or recipe is None:
+        if shape is None:
             self.gauge.set_gauge(None)
+            return
+        if recipe is None:
+            self.gauge.set_waiting("waiting for the marked fields")
             return
         longest = self.state.data.longest_tokens if self.state.data else None
         try:
@@ -191,8 +194,9 @@ def _field_errors(errors: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in errors.items() if k not in ("model.path", "data.path")}
 
 
-def _blockers_text(errors: dict[str, str]) -> str:
+def _blockers_text(errors: dict[str, str], status: str | None) -> str:
     if not errors:
-        return "Ready to train."
+        return ("Ready to train; it will not fit by the estimate, so Train asks first (or use Auto-fit)."
+                if status == "will not fit" else "Ready to train.")
     keys = ", ".join(sorted(errors))
     return f"Train is blocked until these are fixed: {keys} (see the message beside each field)."

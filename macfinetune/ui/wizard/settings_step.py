@@ -3,6 +3,7 @@ the rest under Advanced; presets from the seeds."""
 
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -38,6 +39,8 @@ class SettingsStep(Step):
         self.fold.setObjectName("advancedToggle")
         self.fold.setText("Advanced settings")
         self.fold.setCheckable(True)
+        self.fold.setArrowType(Qt.ArrowType.RightArrow)
+        self.fold.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.fold.toggled.connect(self._on_fold_toggled)
         inner = QWidget(self)
         column = QVBoxLayout(inner)
@@ -78,6 +81,7 @@ class SettingsStep(Step):
 
     def _on_fold_toggled(self, on: bool) -> None:
         self.advanced.setVisible(on)
+        self.fold.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
 
     def show_state(self) -> None:
         for grid in (self.basics, self.advanced):
