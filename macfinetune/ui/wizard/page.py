@@ -55,6 +55,7 @@ class WizardPage(QWidget):
         self.steps = {"model": ModelStep(self), "data": DataStep(self), "method": MethodStep(self),
                       "settings": SettingsStep(self), "review": ReviewStep(self)}
         self._build()
+        self.setAcceptDrops(True)
         self.refresh()
 
     # --- layout ----------------------------------------------------------------------------
@@ -164,6 +165,33 @@ class WizardPage(QWidget):
         self.steps["data"].choose_path(recipe.data.path)
         self.go("review")
 
+    def open_path(self, path: str | Path) -> str:
+        """What a drop (or File > Open) of ``path`` means here: a recipe fills the wizard, a model
+        folder is chosen as the model, anything else is read as the data. Returns which it was."""
+        path = Path(path)
+        kind = dropped_kind(path)
+        if kind == "recipe":
+            self.load_recipe(path)
+        elif kind == "model":
+            self.steps["model"].choose_path(str(path))
+            self.go("model")
+        else:
+            self.steps["data"].choose_path(str(path))
+            self.go("data")
+        return kind
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        urls = event.mimeData().urls()
+        if urls:
+            try:
+                self.open_path(urls[0].toLocalFile())
+            except ProblemError as e:
+                self.blockers.setText(str(e))
+
     def new_run_dir(self) -> Path:
         from macfinetune.core.runs import default_run_dir
 
@@ -188,6 +216,15 @@ class WizardPage(QWidget):
     def closeEvent(self, event) -> None:
         self.shutdown()
         super().closeEvent(event)
+
+
+def dropped_kind(path: Path) -> str:
+    """'recipe' (a .yaml file or a run folder with recipe.yaml), 'model' (a folder with config.json) or 'data'."""
+    if path.suffix.lower() in (".yaml", ".yml") or (path / "recipe.yaml").is_file():
+        return "recipe"
+    if (path / "config.json").is_file():
+        return "model"
+    return "data"
 
 
 def _field_errors(errors: dict[str, str]) -> dict[str, str]:

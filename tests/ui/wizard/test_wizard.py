@@ -249,3 +249,17 @@ def test_train_starts_a_real_run_on_the_engine(qtbot, make_page, tiny_model, tmp
     started = next(e for e in events.events if isinstance(e, RunStarted))
     assert (started.run_dir, started.iterations, started.batch_size) == (str(run_dir), 4, 2)
     assert load_recipe(run_dir / "recipe.yaml") == page.recipe
+
+
+def test_opening_a_path_fills_the_right_step(qtbot, make_page, tiny_model, tmp_path):
+    from conftest import fast_recipe
+
+    from macfinetune.core.recipe import save_recipe
+
+    save_recipe(tmp_path / "r.yaml", fast_recipe(tiny_model, "rank=2"))
+    page = make_page()
+    assert page.open_path(tiny_model) == "model" and page.state.values["model"]["path"] == str(tiny_model)
+    assert page.open_path(SAMPLE_DATA / "train.jsonl") == "data" and page.current_step() == "data"
+    wait_data(qtbot, page)
+    assert page.open_path(tmp_path / "r.yaml") == "recipe" and page.recipe.method.rank == 2
+    wait_data(qtbot, page)
