@@ -330,7 +330,8 @@ class Histogram:
         if not self.rows:
             return "no rows tokenized yet"
         share = self.truncated / self.rows
-        cut = f"{self.truncated:,} rows ({share:.1%}) longer than {self.max_seq_length:,} tokens are truncated"
+        shown = "<0.1%" if 0 < share < 0.001 else f"{share:.1%}"
+        cut = f"{self.truncated:,} rows ({shown}) longer than {self.max_seq_length:,} tokens are truncated"
         return f"{self.rows:,} rows, longest {self.longest:,} tokens; " + (
             cut if self.truncated else f"none longer than {self.max_seq_length:,} tokens")
 

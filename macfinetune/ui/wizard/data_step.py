@@ -205,6 +205,8 @@ class DataStep(Step):
         self._show_findings(report)
         self._draw_histogram()
         self.token_note = note
+        if self.page.recommended:  # now that the rows are known: passes and sequence length from the data
+            self.page.steps["method"].apply_recommendation()
         self.page.refresh()
 
     def _on_job_failed(self, message: str) -> None:

@@ -4,6 +4,7 @@ recommendation for this Mac, preselected, with its reasons."""
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -134,7 +135,10 @@ class MethodStep(Step):
                                         train_rows=data.train_rows if data else None,
                                         longest_row_tokens=data.longest_tokens if data else None)
         self.reasons.setHtml(_reasons_html(self.recommendation))
-        self.page.set_recipe(wizard.fit_to_model(self.recommendation.recipe, state.shape))
+        keep = {k: state.values["data"][k] for k in ("mask_prompt", "valid_fraction")}
+        recipe = wizard.fit_to_model(self.recommendation.recipe, state.shape)
+        self.page.set_recipe(replace(recipe, data=replace(recipe.data, **keep)))
+        self.page.recommended = True
 
 
 def _reasons_html(rec: Recommendation) -> str:

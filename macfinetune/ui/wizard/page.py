@@ -49,6 +49,7 @@ class WizardPage(QWidget):
         self.state = WizardState()
         self.recipe: Recipe | None = None
         self.errors: dict[str, str] = {}
+        self.recommended = False  # the settings are the recommendation's, untouched since
         self.rate = services.rate or timing.seed_rate(services.machine.chip)
         self.gauge = MemoryGauge(self)
         self.gauge.setObjectName("gauge")
@@ -110,6 +111,8 @@ class WizardPage(QWidget):
     # --- state -----------------------------------------------------------------------------
 
     def set_value(self, key: str, value) -> None:
+        """A change the user made (it ends the recommendation's hold on the settings)."""
+        self.recommended = False
         self.state.set(key, value)
         self.refresh()
 
@@ -161,6 +164,7 @@ class WizardPage(QWidget):
         """Fill the wizard from a recipe file or a run folder (Duplicate as new run); raises ProblemError."""
         recipe = wizard.open_recipe(path)
         self.steps["model"].choose_path(recipe.model.path, keep_values=True)
+        self.recommended = False
         self.set_recipe(recipe)
         self.steps["data"].choose_path(recipe.data.path)
         self.go("review")

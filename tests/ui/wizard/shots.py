@@ -93,7 +93,7 @@ def new_page(services_kwargs: dict):
 
 def grab(app, page, out: Path, name: str) -> None:
     settle(app, page)
-    page.grab().save(str(out / f"{name}.png"))
+    page.grab().save(str(out / f"{name}.png"), "PNG", 0)  # quality 0: the strongest compression
     print(out / f"{name}.png")
 
 

@@ -61,6 +61,10 @@ def test_every_step_from_the_tiny_model_to_train(qtbot, make_page, tiny_model, f
     assert histogram.rows == 356 and sum(histogram.counts) == 356
     assert page.findChild(QLabel, "histogramText").text().startswith("356 rows, longest")
     assert "Arr, matey!" in page.steps["data"].preview.toPlainText()
+    longest = page.state.data.longest_tokens
+    assert longest == histogram.longest
+    assert page.recommended and page.recipe.data.max_seq_length == min(256 * -(-longest // 256),
+                                                                       page.state.shape.max_positions)
 
     page.go("method")
     assert "method.type" in page.steps["method"].reasons.toPlainText()
