@@ -209,9 +209,15 @@ class ModelStep(Step):
         self.cancel_button.setEnabled(False)
         self.download_status.setText("Download cancelled; starting it again resumes where it stopped.")
 
-    def on_event(self, event) -> None:
-        event = getattr(event, "event", event)  # a JobEvent envelope or a bare event
-        if isinstance(event, DownloadProgress):
+    def on_event(self, envelope) -> None:
+        """Download progress from the engine: a JobEvent envelope (job 'download') or a bare event."""
+        job, event = getattr(envelope, "job", "download"), getattr(envelope, "event", envelope)
+        if job != "download":
+            return
+        if hasattr(event, "message") and type(event).__name__ == "JobFailed":
+            self.cancel_button.setEnabled(False)
+            self.download_status.setText(f"Download failed: {event.message}")
+        elif isinstance(event, DownloadProgress):
             self.download_status.setText(_progress_text(event))
         elif isinstance(event, DownloadFinished):
             self.cancel_button.setEnabled(False)

@@ -8,6 +8,7 @@ engine thread); the jobs are plain Python and the fast tokenizer.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable
 
 from PySide6.QtCore import QThread, Signal
@@ -47,11 +48,13 @@ def retire(worker: Worker | None) -> None:
     if worker is None:
         return
     worker.cancel()
-    for signal in (worker.progress, worker.done, worker.failed):
-        try:
-            signal.disconnect()
-        except (RuntimeError, TypeError):
-            pass
+    with warnings.catch_warnings():  # PySide warns when a signal had no connection to drop
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for signal in (worker.progress, worker.done, worker.failed):
+            try:
+                signal.disconnect()
+            except (RuntimeError, TypeError):
+                pass
 
 
 def stop_all(owner) -> None:
