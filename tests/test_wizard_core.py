@@ -166,3 +166,10 @@ def test_open_recipe_reads_a_run_folder(tmp_path):
     save_recipe(tmp_path / "recipe.yaml", r)
     assert wizard.open_recipe(tmp_path) == r
     assert wizard.open_recipe(tmp_path / "recipe.yaml") == r
+
+
+def test_the_trained_part_is_the_answer_only_with_masking():
+    full, prompt = "<u>hi</u><a>arr</a>", "<u>hi</u><a>"
+    assert wizard.trained_part(full, prompt, mask_prompt=True) == ("<u>hi</u><a>", "arr</a>")
+    assert wizard.trained_part(full, prompt, mask_prompt=False) == ("", full)
+    assert wizard.trained_part("text row", "", mask_prompt=True) == ("", "text row")

@@ -351,6 +351,16 @@ def length_histogram(sorted_lengths: Sequence[int], max_seq_length: int, bins: i
     return Histogram(edges, counts, max_seq_length, truncated, len(sorted_lengths), longest)
 
 
+def trained_part(full: str, prompt: str, mask_prompt: bool) -> tuple[str, str]:
+    """(the part without loss, the part with loss) of a row rendered through the chat template.
+
+    With prompt masking only what follows the prompt (the answer) carries loss, as in mlx-lm;
+    without it, the whole row does."""
+    if mask_prompt and prompt and full.startswith(prompt):
+        return prompt, full[len(prompt):]
+    return "", full
+
+
 # --- opening a recipe ----------------------------------------------------------------------------
 
 

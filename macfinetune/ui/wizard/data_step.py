@@ -5,6 +5,7 @@ doctor's findings naming rows, the split offer and the data-size warnings."""
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
@@ -44,6 +45,7 @@ class DataStep(Step):
         self.loaded: formats.LoadedData | None = None
         self.lengths: tuple[int, ...] = ()
         self.token_note = ""  # why there is no histogram
+        self.rendered: list = []  # the first rows through the chat template: (full, prompt) or an error
         self.setAcceptDrops(True)
         self._build()
 
@@ -149,7 +151,7 @@ class DataStep(Step):
         retire(self._job)
         state, values = self.page.state, self.page.state.values
         path = values["data"]["path"]
-        state.data, self.loaded, self.lengths, self.token_note = None, None, (), ""
+        state.data, self.loaded, self.lengths, self.token_note, self.rendered = None, None, (), "", []
         self.findings.clear()
         self.preview.clear()
         self.histogram.set_histogram(None)
@@ -159,7 +161,8 @@ class DataStep(Step):
         state.data_busy = True
         self.summary.setText(f"Reading {path}…")
         counter = self._counter()
-        job = DataJob(path, values["data"].get("valid_fraction") or 0.1, values["training"].get("seed") or 0, counter)
+        job = DataJob(path, values["data"].get("valid_fraction") or 0.1, values["training"].get("seed") or 0, counter,
+                      self._factory(self.page.services.template_renderer))
         self._job = Worker(job, self)
         self._job.progress.connect(self._on_job_progress)
         self._job.done.connect(self._on_job_done)
@@ -169,10 +172,14 @@ class DataStep(Step):
 
     def _counter(self):
         """ADAPTER: the injected tokenizer factory (see services.py); None: no histogram."""
-        services, model = self.page.services, self.page.state.values["model"]["path"]
-        if services.token_counter is None or not model or self.page.state.model_problem:
+        return self._factory(self.page.services.token_counter)
+
+    def _factory(self, make):
+        """``make(model)`` deferred to the worker, or None without a usable local model."""
+        model = self.page.state.values["model"]["path"]
+        if make is None or not model or self.page.state.model_problem or not Path(model).expanduser().is_dir():
             return None
-        return lambda: services.token_counter(model)
+        return lambda: make(model)
 
     # --- results from the worker ---------------------------------------------------------
 
@@ -180,6 +187,9 @@ class DataStep(Step):
         kind = message[0]
         if kind == "loaded":
             self._show_loaded(*message[1:])
+        elif kind == "preview":
+            self.rendered = message[1]
+            self._draw_preview()
         elif kind == "tokens":
             _, self.lengths, done, total = message
             self.progress.setVisible(True)
@@ -193,7 +203,7 @@ class DataStep(Step):
         self.page.state.data_busy = False
         self.summary.setText(_summary(report))
         self._show_findings(report)
-        self.preview.setHtml(preview_html(data, self.page.state.values["data"].get("mask_prompt"), self.palette()))
+        self._draw_preview()
         self.page.refresh()
 
     def _on_job_done(self, result) -> None:
@@ -232,6 +242,12 @@ class DataStep(Step):
         self.histogram.set_histogram(h)
         self.histogram_text.setText(h.text)
 
+    def _draw_preview(self) -> None:
+        if self.loaded is None:
+            return
+        masked = self.page.state.values["data"].get("mask_prompt") in (True, "true")
+        self.preview.setHtml(preview_html(self.loaded, masked, self.palette(), self.rendered))
+
     def _no_lengths_text(self) -> str:
         if self.page.services.token_counter is None:
             return "Token lengths need the model's tokenizer, which this window was started without."
@@ -248,8 +264,7 @@ class DataStep(Step):
 
     def _on_mask_toggled(self, on: bool) -> None:
         self.page.set_value("data.mask_prompt", on)
-        if self.loaded is not None:
-            self.preview.setHtml(preview_html(self.loaded, on, self.palette()))
+        self._draw_preview()
 
     def show_state(self) -> None:
         page, values = self.page, self.page.state.values["data"]
@@ -281,8 +296,9 @@ class DataStep(Step):
 class DataJob:
     """Read, split and check the data, then tokenize it in chunks (worker thread; no Qt, no MLX)."""
 
-    def __init__(self, path: str, valid_fraction: float, seed: int, counter_factory):
-        self.path, self.fraction, self.seed, self.counter_factory = path, float(valid_fraction), int(seed), counter_factory
+    def __init__(self, path: str, valid_fraction: float, seed: int, counter_factory, renderer_factory=None):
+        self.path, self.fraction, self.seed = path, float(valid_fraction), int(seed)
+        self.counter_factory, self.renderer_factory = counter_factory, renderer_factory
 
     def __call__(self, report, cancelled):
         data = formats.load_any(self.path)
@@ -290,6 +306,7 @@ class DataJob:
         first = doctor.inspect(split, valid_fraction=self.fraction, seed=self.seed)
         info = data_info(split, first, data.split("valid") is not None)
         report(("loaded", split, first, info))
+        self._preview(split, report)
         if self.counter_factory is None:
             return None
         try:
@@ -302,6 +319,15 @@ class DataJob:
         final = doctor.inspect(split, count_tokens=lambda rows: counts, valid_fraction=self.fraction, seed=self.seed)
         lengths = [c.total for c in counts if not c.error]
         return final, info.with_tokens(max(lengths, default=0), sum(lengths) / max(1, len(lengths))), ""
+
+    def _preview(self, split, report) -> None:
+        if self.renderer_factory is None:
+            return
+        try:
+            render = self.renderer_factory()
+        except ProblemError:
+            return  # the plain preview stays
+        report(("preview", [render(row) for row in split.split("train").rows[:PREVIEW_ROWS]]))
 
     def _tokenize(self, split, count, report, cancelled):
         rows = [r for s in split.splits for r in s.rows]
@@ -343,15 +369,29 @@ def _summary(report: doctor.Report) -> str:
     return f"<b>Format:</b> {html.escape(name)} · " + " · ".join(parts)
 
 
-def preview_html(data: formats.LoadedData, mask_prompt, palette: QPalette) -> str:
-    """The first rows, the part that carries loss highlighted (only the answer when masking)."""
-    train = data.split("train")
+def preview_html(data: formats.LoadedData, masked: bool, palette: QPalette, rendered: list = ()) -> str:
+    """The first rows, the part that carries loss highlighted (only the answer when masking);
+    through the model's chat template when ``rendered`` has them."""
     mark = _tint(palette.color(QPalette.ColorRole.Highlight), palette.color(QPalette.ColorRole.Base)).name()
     text = palette.color(QPalette.ColorRole.Text).name()
-    masked = mask_prompt in (True, "true")
-    blocks = [_row_html(row, masked, mark, text) for row in train.rows[:PREVIEW_ROWS]]
-    legend = "Highlighted: what the model is trained on" + (" (the answer only: prompt masking)" if masked else "")
+    if rendered:
+        blocks = [_template_html(r, masked, mark, text) for r in rendered]
+        how = "through the model's chat template"
+    else:
+        blocks = [_row_html(row, masked, mark, text) for row in data.split("train").rows[:PREVIEW_ROWS]]
+        how = "as roles and text (no tokenizer yet)"
+    legend = f"The first rows, {how}. Highlighted: what the model is trained on" + (
+        " (the answer only: prompt masking)" if masked else "")
     return f"<p><i>{legend}</i></p>" + "<hr>".join(blocks)
+
+
+def _template_html(item, masked: bool, mark: str, fg: str) -> str:
+    if isinstance(item, str):
+        return f"<p>⚠ the chat template refuses this row: {html.escape(item)}</p>"
+    full, prompt = item
+    plain, trained = wizard.trained_part(full, prompt, masked)
+    marked = f"<span style='background:{mark}; color:{fg}'>{html.escape(trained)}</span>"
+    return f"<pre style='white-space:pre-wrap'>{html.escape(plain)}{marked}</pre>"
 
 
 def _tint(color, base, share: float = 0.35):

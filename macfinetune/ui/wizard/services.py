@@ -7,7 +7,8 @@ ADAPTER (tokenizing): the histogram needs the model's tokenizer, which lives in 
 (``backend.tokens.token_counter``), which ``ui`` must not import. Until the engine has an
 ``inspect_dataset`` job that streams token counts, app.py injects ``token_counter`` and the wizard
 calls it on a worker thread (tokenizers are not MLX: no MLX stream is touched). Replace it with
-the engine job when that lands; only ``data_step.DataJob`` calls it.
+the engine job when that lands; only ``data_step.DataJob`` calls it. The data preview's chat
+template (``template_renderer``) is injected the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class WizardServices:
     start_training: Callable[[Recipe, Path, bool], object]  # engine.train(recipe, run_dir, allow_over_budget)
     show_monitor: Callable[[], None] = lambda: None  # switch the window to the Monitor page
     token_counter: Callable[[str], CountTokens] | None = None  # ADAPTER: backend.tokens.token_counter
+    template_renderer: Callable[[str], Callable[[dict], object]] | None = None  # ADAPTER:
+    #                                               backend.chat_preview.template_renderer (the preview)
     supported_types: Collection[str] | None = None  # backend.architectures.supported_model_types()
     model_folders: list[Path] = field(default_factory=list)  # folders the user added (Preferences)
     download: Callable[[str], object] | None = None  # engine.download(repo_id); progress arrives via on_event

@@ -74,18 +74,26 @@ def token_counter():
     return token_counter
 
 
+@pytest.fixture(scope="session")
+def template_renderer():
+    from macfinetune.backend.chat_preview import template_renderer
+
+    return template_renderer
+
+
 @pytest.fixture
 def fake_engine():
     return FakeEngine()
 
 
 @pytest.fixture
-def make_page(qtbot, hub_cache, fake_engine, supported_types, token_counter, tmp_path):
+def make_page(qtbot, hub_cache, fake_engine, supported_types, token_counter, template_renderer, tmp_path):
     pages = []
 
     def make(memory_gb: float = 16, folders=(), **overrides) -> WizardPage:
         services = WizardServices(machine=machine_from_memory(memory_gb), start_training=fake_engine.train,
                                   show_monitor=fake_engine.show_monitor, token_counter=token_counter,
+                                  template_renderer=template_renderer,
                                   supported_types=supported_types, model_folders=list(folders),
                                   runs_home=lambda: tmp_path / "runs")
         for key, value in overrides.items():

@@ -60,11 +60,17 @@ def test_every_step_from_the_tiny_model_to_train(qtbot, make_page, tiny_model, f
     histogram = page.steps["data"].histogram.histogram
     assert histogram.rows == 356 and sum(histogram.counts) == 356
     assert page.findChild(QLabel, "histogramText").text().startswith("356 rows, longest")
-    assert "Arr, matey!" in page.steps["data"].preview.toPlainText()
+    preview = page.steps["data"].preview
+    assert "through the model's chat template" in preview.toPlainText()
+    assert "<|im_start|>assistant\nArr, matey!" in preview.toPlainText()
     longest = page.state.data.longest_tokens
     assert longest == histogram.longest
     assert page.recommended and page.recipe.data.max_seq_length == min(256 * -(-longest // 256),
                                                                        page.state.shape.max_positions)
+    page.steps["data"].mask.setChecked(True)
+    highlighted = preview.toHtml().split("background-color:")[1]
+    assert "Arr, matey!" in highlighted.split("</span>")[0] and "user" not in highlighted.split("</span>")[0]
+    page.steps["data"].mask.setChecked(False)
 
     page.go("method")
     assert "method.type" in page.steps["method"].reasons.toPlainText()
