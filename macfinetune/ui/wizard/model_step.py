@@ -106,6 +106,7 @@ class ModelStep(Step):
         self.layout_.addLayout(row)
         self.quantize_error = make_error_label("model.quantize", self)
         self.layout_.addWidget(self.quantize_error)
+        self._fill_quantize()
 
     # --- scanning ----------------------------------------------------------------------------
 

@@ -239,5 +239,7 @@ def _blockers_text(errors: dict[str, str], status: str | None) -> str:
     if not errors:
         return ("Ready to train; it will not fit by the estimate, so Train asks first (or use Auto-fit)."
                 if status == "will not fit" else "Ready to train.")
-    keys = ", ".join(sorted(errors))
-    return f"Train is blocked until these are fixed: {keys} (see the message beside each field)."
+    paths = [errors[k] for k in ("model.path", "data.path") if k in errors]
+    fields = sorted(_field_errors(errors))
+    parts = paths + ([f"fix {', '.join(fields)} (see the message beside each field)"] if fields else [])
+    return "Before Train: " + "; ".join(parts) + "."

@@ -101,6 +101,7 @@ def shoot(out: Path, rows: int, dark: bool, work: Path, models: Path, data: Path
     from PySide6.QtWidgets import QApplication, QLineEdit
 
     from macfinetune.backend.architectures import supported_model_types
+    from macfinetune.backend.chat_preview import template_renderer
     from macfinetune.backend.tokens import token_counter
     from macfinetune.core.hardware import machine_from_memory
 
@@ -108,6 +109,7 @@ def shoot(out: Path, rows: int, dark: bool, work: Path, models: Path, data: Path
     set_theme(app, dark)
     suffix = "-dark" if dark else ""
     base = dict(machine=machine_from_memory(16), start_training=lambda *a: None, token_counter=token_counter,
+                template_renderer=template_renderer,
                 supported_types=supported_model_types(), runs_home=lambda: work / "runs")
     empty = new_page(dict(base, model_folders=[]))
     settle(app, empty, lambda: "No models" in empty.steps["model"].scan_label.text())
