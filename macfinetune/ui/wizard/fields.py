@@ -55,9 +55,11 @@ def _label(key: str) -> str:
 class FieldGrid(QWidget):
     """Rows of label, editor, range hint; the error line under its field."""
 
-    def __init__(self, keys: tuple[str, ...], on_change: Callable[[str, object], None], parent=None):
+    def __init__(self, keys: tuple[str, ...], on_change: Callable[[str, object], None], parent=None,
+                 inline_help: bool = False):
         super().__init__(parent)
         self._on_change = on_change
+        self._inline_help = inline_help
         self.editors: dict[str, QWidget] = {}
         self.errors: dict[str, QLabel] = {}
         grid = QGridLayout(self)
@@ -77,10 +79,15 @@ class FieldGrid(QWidget):
         hint = QLabel(wizard.range_hint(key), self)
         hint.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         error = make_error_label(key, self)
-        grid.addWidget(label, 2 * row, 0)
-        grid.addWidget(editor, 2 * row, 1)
-        grid.addWidget(hint, 2 * row, 2)
-        grid.addWidget(error, 2 * row + 1, 1, 1, 3)
+        grid.addWidget(label, 3 * row, 0)
+        grid.addWidget(editor, 3 * row, 1)
+        grid.addWidget(hint, 3 * row, 2)
+        grid.addWidget(error, 3 * row + 1, 1, 1, 3)
+        if self._inline_help:
+            help_line = QLabel(meta["help"], self)
+            help_line.setWordWrap(True)
+            help_line.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+            grid.addWidget(help_line, 3 * row + 2, 1, 1, 3)
         self.editors[key], self.errors[key] = editor, error
 
     def _editor(self, key: str, meta: dict, kind) -> QWidget:

@@ -28,11 +28,11 @@ ELSEWHERE = ("name", "description", "model.path", "model.quantize", "data.path",
 
 class SettingsStep(Step):
     def __init__(self, page):
-        super().__init__(page, "Settings", "Hover a field for what it does. Wrong values are marked beside the "
+        super().__init__(page, "Settings", "Each setting says what it does (the advanced ones when you hover them). Wrong values are marked beside the "
                          "field with the allowed range; the memory gauge above follows every change.")
         advanced = tuple(k for k in all_keys() if k not in ELSEWHERE and k not in wizard.BASIC_KEYS)
         self._build_presets()
-        self.basics = FieldGrid(wizard.BASIC_KEYS, page.set_value, self)
+        self.basics = FieldGrid(wizard.BASIC_KEYS, page.set_value, self, inline_help=True)
         self.advanced = FieldGrid(advanced, page.set_value, self)
         self.advanced.setVisible(False)
         self.fold = QToolButton(self)
