@@ -30,7 +30,7 @@ from macfinetune.ui.wizard.fields import make_error_label, show_error
 from macfinetune.ui.wizard.histogram import HistogramView
 from macfinetune.ui.wizard.state import DataInfo
 from macfinetune.ui.wizard.step import Step
-from macfinetune.ui.wizard.worker import Worker, retire, stop_all
+from macfinetune.ui.wizard.worker import Worker, quiet_gc, retire, stop_all
 
 CHUNK_ROWS = 2000  # rows tokenized between two progress reports (the histogram grows after each)
 PREVIEW_ROWS = 3
@@ -301,9 +301,10 @@ class DataJob:
         self.counter_factory, self.renderer_factory = counter_factory, renderer_factory
 
     def __call__(self, report, cancelled):
-        data = formats.load_any(self.path)
-        split = formats.with_valid_split(data, self.fraction, self.seed)
-        first = doctor.inspect(split, valid_fraction=self.fraction, seed=self.seed)
+        with quiet_gc():
+            data = formats.load_any(self.path)
+            split = formats.with_valid_split(data, self.fraction, self.seed)
+            first = doctor.inspect(split, valid_fraction=self.fraction, seed=self.seed)
         info = data_info(split, first, data.split("valid") is not None)
         report(("loaded", split, first, info))
         self._preview(split, report)
@@ -335,7 +336,8 @@ class DataJob:
         for start in range(0, len(rows), CHUNK_ROWS):
             if cancelled():
                 return None
-            chunk = list(count(rows[start:start + CHUNK_ROWS]))
+            with quiet_gc(collect_young=True):
+                chunk = list(count(rows[start:start + CHUNK_ROWS]))
             counts += chunk
             lengths = sorted(lengths + [c[0] for c in chunk])
             report(("tokens", tuple(lengths), len(counts), len(rows)))

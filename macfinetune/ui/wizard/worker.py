@@ -7,9 +7,11 @@ engine thread); the jobs are plain Python and the fast tokenizer.
 
 from __future__ import annotations
 
+import gc
 import threading
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from PySide6.QtCore import QThread, Signal
 
@@ -40,6 +42,28 @@ class Worker(QThread):
             return
         if not self._cancel.is_set():
             self.done.emit(result)
+
+
+@contextmanager
+def quiet_gc(collect_young: bool = False):
+    """Read a big dataset without stalling the GUI thread on garbage collection.
+
+    Reading 100,000 rows makes about a million long-lived objects; each full collection of that
+    growing heap holds the GIL for up to 200 ms (measured: bench/gui_wizard.py), which freezes the
+    window. The cyclic collector is paused while reading, and what was read is then moved out of
+    its reach (``gc.freeze``): rows hold no reference cycles, so reference counting still frees
+    them when they are dropped. ``collect_young`` first collects the young generations (a small
+    step's temporaries, which may hold cycles) so that no cyclic garbage is frozen."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collect_young:
+            gc.collect(1)
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 def retire(worker: Worker | None) -> None:

@@ -301,3 +301,18 @@ def test_download_progress_and_result_arrive_through_on_event(qtbot, make_page, 
     assert status.text() == "Download failed: offline: the hub cannot be reached"
     page.on_event(Envelope(2, "download", DownloadFinished("org/some-model", str(tiny_model))))
     assert page.state.values["model"]["path"] == str(tiny_model) and page.state.shape.layers == 2
+
+
+def test_reading_pauses_the_collector_and_freezes_what_was_read():
+    import gc
+
+    import pytest
+
+    from macfinetune.ui.wizard.worker import quiet_gc
+
+    frozen = gc.get_freeze_count()
+    with pytest.raises(ValueError), quiet_gc():
+        rows = [[str(i)] for i in range(1000)]  # lists are tracked by the collector
+        assert not gc.isenabled()
+        raise ValueError("a broken file")
+    assert gc.isenabled() and gc.get_freeze_count() >= frozen + len(rows)
