@@ -92,6 +92,7 @@ def main() -> None:
     from PySide6.QtWidgets import QApplication
 
     from macfinetune.backend.architectures import supported_model_types
+    from macfinetune.backend.chat_preview import template_renderer
     from macfinetune.backend.tinymodel import build_demo_model
     from macfinetune.backend.tokens import token_counter
     from macfinetune.core.hardware import machine_from_memory
@@ -104,6 +105,7 @@ def main() -> None:
     write_rows(data, args.rows)
     app = QApplication.instance() or QApplication([])
     services = WizardServices(machine_from_memory(16), lambda *a: None, token_counter=token_counter,
+                              template_renderer=template_renderer,
                               supported_types=supported_model_types(), model_folders=[model.parent])
     page = WizardPage(services)
     page.resize(1100, 800)
