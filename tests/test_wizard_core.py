@@ -173,3 +173,9 @@ def test_the_trained_part_is_the_answer_only_with_masking():
     assert wizard.trained_part(full, prompt, mask_prompt=True) == ("<u>hi</u><a>", "arr</a>")
     assert wizard.trained_part(full, prompt, mask_prompt=False) == ("", full)
     assert wizard.trained_part("text row", "", mask_prompt=True) == ("", "text row")
+
+
+def test_field_spec_reads_the_schema():
+    meta, kind = wizard.field_spec("training.iterations")
+    assert meta["low"] == 1 and kind == int | None
+    assert wizard.help_text("method.rank") == wizard.field_spec("method.rank")[0]["help"]

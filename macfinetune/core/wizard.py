@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import math
 import shlex
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
@@ -88,9 +89,8 @@ def _by_field(problems: Sequence[Problem]) -> dict[str, str]:
 
 
 def range_hint(key: str) -> str:
-    """'allowed 1 to 4096' for a recipe key, from the schema (shown beside the field)."""
-    section, _, name = key.partition(".")
-    meta = _field_meta(section, name)
+    """'1 to 4096' for a recipe key, from the schema (shown beside the field)."""
+    meta, _ = field_spec(key)
     if meta.get("choices") is not None:
         return "one of " + ", ".join("none" if c is None else str(c) for c in meta["choices"])
     low, high = meta.get("low"), meta.get("high")
@@ -100,10 +100,12 @@ def range_hint(key: str) -> str:
     return text + "".join(f" (or {s})" for s in meta.get("special", ()))
 
 
-def _field_meta(section: str, name: str) -> dict:
-    from macfinetune.core.recipe import _section_class  # the schema's own lookup
-
-    return next(f.metadata for f in fields(_section_class(section)) if f.name == name)
+def field_spec(key: str) -> tuple[dict, object]:
+    """(the schema's metadata: help, choices, low, high, special; the declared type) of a recipe key."""
+    section, _, name = key.partition(".")
+    cls = type(getattr(Recipe(), section))
+    f = next(f for f in fields(cls) if f.name == name)
+    return f.metadata, typing.get_type_hints(cls)[name]
 
 
 def help_text(key: str) -> str:

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Callable
-from dataclasses import fields
 
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QCheckBox, QComboBox, QGridLayout, QLabel, QLineEdit, QWidget
 
 from macfinetune.core import wizard
-from macfinetune.core.recipe import _section_class  # the schema's section lookup
 
 
 def error_color(palette: QPalette) -> str:
@@ -41,13 +39,6 @@ def show_error(label: QLabel, message: str) -> None:
     label.setProperty("message", message)
 
 
-def _meta(key: str):
-    section, _, name = key.partition(".")
-    f = next(f for f in fields(_section_class(section)) if f.name == name)
-    kind = typing.get_type_hints(_section_class(section))[name]
-    return f.metadata, kind
-
-
 def _label(key: str) -> str:
     return key.partition(".")[2].replace("_", " ").capitalize()
 
@@ -68,7 +59,7 @@ class FieldGrid(QWidget):
             self._add_row(grid, row, key)
 
     def _add_row(self, grid: QGridLayout, row: int, key: str) -> None:
-        meta, kind = _meta(key)
+        meta, kind = wizard.field_spec(key)
         editor = self._editor(key, meta, kind)
         editor.setObjectName(f"field:{key}")
         editor.setMinimumWidth(220)
