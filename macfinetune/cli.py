@@ -1,6 +1,7 @@
 """The command line: the same backend jobs as the app, run headless on the main thread.
 
-Exit codes: 0 done, 1 the job failed while running, 2 bad input (nothing written), 130 stopped.
+Exit codes: 0 done, 1 the job failed while running, 2 bad input (nothing written), 130 stopped
+(143 when the stop was a SIGTERM).
 """
 
 from __future__ import annotations
@@ -8,13 +9,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
-from macfinetune import __version__, commands_data, commands_estimate
+from macfinetune import __version__, commands_data, commands_estimate, jobs
 from macfinetune.core import paths, runs
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import (
     CheckpointSaved,
+    Heartbeat,
     RunContinued,
     RunFailed,
     RunFinished,
@@ -40,14 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="macfinetune",
         description="Fine-tune LLMs on your Mac with MLX: train, fuse, compare. "
-        "Run without arguments for this help (the app arrives in a later release).",
+        "Run without arguments (or `macfinetune app`) to open the app.",
     )
     parser.add_argument("--version", action="version", version=f"macfinetune {__version__}")
+    parser.add_argument("--screenshot", metavar="OUT.png", help="render a page of the app offscreen with a demo run "
+                        "loaded (fixed size) into OUT.png, then exit")
+    parser.add_argument("--page", default="monitor", help="page for --screenshot: runs, new, monitor, checkpoints, "
+                        "playground (default monitor)")
+    parser.add_argument("--theme", choices=("light", "dark"), default="light", help="palette for --screenshot")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_demo(sub)
     _add_train(sub)
     _add_fuse(sub)
     _add_generate(sub)
+    sub.add_parser("app", help="open the app's main window (the same as no command)")
     sub.add_parser("runs", help="list runs with status, best validation loss and size")
     commands_estimate.add_parsers(sub)
     commands_data.add_parsers(sub)
@@ -106,9 +115,10 @@ def _add_generate(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_OK
+    if args.screenshot:
+        return _screenshot(args)
+    if args.command in (None, "app"):
+        return _open_app(parser)
     # data inspect tokenizes in batches (parallel helps); nothing forks after it
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if args.command == "data" else "false")
     handler = _COMMANDS[args.command]
@@ -122,6 +132,31 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_STOPPED
 
 
+def _has_display() -> bool:
+    """Linux needs an X11 or Wayland display (or an explicit QT_QPA_PLATFORM); macOS and Windows always have one."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(os.environ.get(k) for k in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
+
+
+def _open_app(parser: argparse.ArgumentParser) -> int:
+    if not _has_display():
+        print("No display found (DISPLAY, WAYLAND_DISPLAY and QT_QPA_PLATFORM are unset), so the app cannot open; "
+              "the commands below work without one. Try: macfinetune demo")
+        parser.print_help()
+        return EXIT_OK
+    from macfinetune import app  # Qt is imported only here
+
+    return app.run()
+
+
+def _screenshot(args) -> int:
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from macfinetune import app
+
+    return app.screenshot(args.screenshot, args.page, args.theme)
+
+
 def _print_problems(error: ProblemError) -> None:
     for problem in error.problems:
         print(f"error: {problem}", file=sys.stderr)
@@ -131,15 +166,14 @@ def _print_problems(error: ProblemError) -> None:
 
 
 def cmd_train(args) -> int:
-    from macfinetune.backend import training
-
     control = JobControl(pause_on_trouble=False)  # nobody can press "resume" on a headless run
     if args.resume:
         if args.recipe or args.model or args.data or args.set or args.out:
             raise ProblemError(Problem("--resume takes only the run folder; its recipe.yaml has the settings",
                                        field="resume", value=str(args.resume)))
-        with _stop_on_ctrl_c(control):
-            return _train_exit(training.resume_run(args.resume, Progress().show, control))
+        with _stop_on_ctrl_c(control) as stopper:
+            result = jobs.resume(Progress().show, control, run_dir=args.resume)
+        return _stopped_by(stopper, _train_exit(result))
     if not args.recipe:
         raise ProblemError(Problem("give a recipe (a YAML file or a shipped recipe name) or --resume RUN_DIR",
                                    field="recipe"))
@@ -148,10 +182,15 @@ def cmd_train(args) -> int:
     if args.set:
         recipe = apply_overrides(recipe, args.set)
     run_dir = args.out or runs.default_run_dir(paths.runs_home(), recipe.model.path or "model", recipe.method.type)
-    with _stop_on_ctrl_c(control):
-        result = training.train_run(recipe, run_dir, Progress().show, control, allow_over_budget=args.force,
-                                    confirm=_confirm_over_budget)
-    return _train_exit(result)
+    with _stop_on_ctrl_c(control) as stopper:
+        result = jobs.train(Progress().show, control, recipe=recipe, run_dir=run_dir, allow_over_budget=args.force,
+                            confirm=_confirm_over_budget)
+    return _stopped_by(stopper, _train_exit(result))
+
+
+def _stopped_by(stopper: commands_data.StopOnCtrlC, code: int) -> int:
+    """A run stopped by SIGTERM exits 143, by Ctrl-C 130."""
+    return stopper.exit_code if code == EXIT_STOPPED else code
 
 
 def _confirm_over_budget(problem: Problem) -> bool:
@@ -201,10 +240,14 @@ class Progress:
         self.tty = self.stream.isatty()
         self.last_val: float | None = None
         self._bar_open = False
+        self._bar_text = ""
+        self._last_beat_line = float("-inf")
 
     def show(self, event) -> None:
         if isinstance(event, TrainReport):
             self._bar(event)
+        elif isinstance(event, Heartbeat):
+            self._heartbeat(event)
         elif isinstance(event, TokenChunk):
             return
         else:
@@ -242,11 +285,24 @@ class Progress:
         text = (f"[{'#' * done}{'.' * (width - done)}] {r.iteration}/{r.total_iterations}  "
                 f"loss {r.train_loss:.3f}{val}  {r.tokens_per_second:,.0f} tok/s  "
                 f"mem {r.peak_memory_gb:.2f} GB  ETA {_duration(eta)}")
+        self._bar_text = text
         if self.tty:
             self.stream.write("\r\033[K" + text)
             self.stream.flush()
             self._bar_open = True
         else:
+            self._print(text)
+
+    def _heartbeat(self, beat: Heartbeat) -> None:
+        """Between reports: how long the current step has run and the tokens so far (a line every
+        30 s when not on a terminal)."""
+        text = f"iter {beat.iteration + 1} running {_duration(beat.step_elapsed_s)}  {beat.trained_tokens:,} tokens"
+        if self.tty:
+            self.stream.write("\r\033[K" + (f"{self._bar_text}  |  " if self._bar_text else "") + text)
+            self.stream.flush()
+            self._bar_open = True
+        elif time.monotonic() - self._last_beat_line >= 30:
+            self._last_beat_line = time.monotonic()
             self._print(text)
 
     def _print(self, text: str) -> None:
@@ -270,11 +326,9 @@ def _duration(seconds: float | None) -> str:
 
 
 def cmd_fuse(args) -> int:
-    from macfinetune.backend import fusing
-
     progress = Progress()
-    result = fusing.fuse(args.run_dir, str(args.checkpoint), args.out, dequantize=args.dequantize,
-                         gguf=args.gguf, model=args.model, emit=progress.show)
+    result = jobs.fuse(progress.show, JobControl(), path=args.run_dir, which=str(args.checkpoint), out_dir=args.out,
+                       dequantize=args.dequantize, gguf=args.gguf, model=args.model)
     print(f"fused model: {result.out_dir}")
     if result.gguf_path:
         print(f"gguf: {result.gguf_path}")
@@ -282,15 +336,13 @@ def cmd_fuse(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from macfinetune.backend import generation
-
     adapter = parse_adapter_spec(args.adapter) if args.adapter else None
     sampling = Sampling(max_tokens=args.max_tokens, temperature=args.temp, top_p=args.top_p, seed=args.seed)
     printer = _StreamPrinter(compare=args.compare)
     control = JobControl()
     with _stop_on_ctrl_c(control):
-        results = generation.run_generate(args.model, adapter, args.prompt, sampling, compare=args.compare,
-                                          system=args.system, emit=printer.show, control=control)
+        results = jobs.generate(printer.show, control, model=args.model, adapter=adapter, prompt=args.prompt,
+                                sampling=sampling, compare=args.compare, system=args.system)
     printer.close()
     for r in results:
         print(f"[{r.source}] {r.generated_tokens} tokens, {r.tokens_per_second:.1f} tok/s", file=sys.stderr)

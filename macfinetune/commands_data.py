@@ -12,6 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
+from macfinetune import jobs
 from macfinetune.core import doctor, formats, models_catalog
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import Stage
@@ -84,12 +85,18 @@ def _add_models(sub) -> None:
 
 
 def cmd_data(args) -> int:
-    data = _load(args)
     if args.data_command == "prepare":
-        return _prepare(data, args)
-    counter = _token_counter(args.model) if args.model else None
-    report = doctor.inspect(data, count_tokens=counter, max_seq_length=args.max_seq_length,
-                            mask_prompt=args.mask_prompt, valid_fraction=args.valid_fraction, seed=args.seed)
+        return _prepare(_load(args), args)
+    control = JobControl()
+    try:
+        with StopOnCtrlC(control):
+            report = jobs.inspect_dataset(_DownloadPrinter().show, control, path=args.path, model=args.model,
+                                          mapping=_mapping(args), chunk_chars=args.chunk_chars,
+                                          max_seq_length=args.max_seq_length, mask_prompt=args.mask_prompt,
+                                          valid_fraction=args.valid_fraction, seed=args.seed)
+    except jobs.Cancelled:
+        print("stopped", file=sys.stderr)
+        return EXIT_STOPPED
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -98,16 +105,11 @@ def cmd_data(args) -> int:
 
 
 def _load(args) -> formats.LoadedData:
-    from macfinetune.backend.hfdata import load_hf_dataset
-
-    mapping = formats.parse_mapping(args.columns) if args.columns else None
-    return formats.load_any(args.path, mapping=mapping, load_hf=load_hf_dataset, chunk_chars=args.chunk_chars or None)
+    return jobs.load_data(args.path, mapping=_mapping(args), chunk_chars=args.chunk_chars)
 
 
-def _token_counter(model: str):
-    from macfinetune.backend.tokens import token_counter
-
-    return token_counter(model, emit=_DownloadPrinter().show)
+def _mapping(args):
+    return formats.parse_mapping(args.columns) if args.columns else None
 
 
 def _prepare(data: formats.LoadedData, args) -> int:
@@ -211,14 +213,12 @@ def _first_problem(e: models_catalog.ModelEntry) -> str:
 
 
 def _download(args) -> int:
-    from macfinetune.backend import hub
-
     control = JobControl()
     try:
         with StopOnCtrlC(control):
-            folder = hub.download_model(args.repo, _DownloadPrinter().show, control, revision=args.revision,
-                                        offline=True if args.offline else None)
-    except hub.DownloadCancelled:
+            folder = jobs.download(_DownloadPrinter().show, control, repo_id=args.repo, revision=args.revision,
+                                   offline=True if args.offline else None)
+    except jobs.Cancelled:
         print("\nstopped; finished files stay in the cache and the same command downloads the rest",
               file=sys.stderr)
         return EXIT_STOPPED
@@ -227,11 +227,8 @@ def _download(args) -> int:
 
 
 def _convert(args) -> int:
-    from macfinetune.backend.convert import convert_model
-
-    printer = _DownloadPrinter()
-    out = convert_model(args.source, bits=args.quantize, group_size=args.group_size, out=args.out, dtype=args.dtype,
-                        emit=printer.show)
+    out = jobs.convert(_DownloadPrinter().show, JobControl(), source=args.source, bits=args.quantize,
+                       group_size=args.group_size, out_dir=args.out, dtype=args.dtype)
     print(f"MLX model: {out}\nnext: macfinetune train RECIPE --model {out}")
     return EXIT_OK
 
@@ -255,25 +252,34 @@ class _DownloadPrinter:
 
 
 class StopOnCtrlC:
-    """First Ctrl-C: ask the job to stop cleanly (saying ``message``); a second one aborts."""
+    """First Ctrl-C (or SIGTERM: ``timeout``, ``kill``, logout): ask the job to stop cleanly
+    (saying ``message``); a second one aborts. ``exit_code`` is 143 after a SIGTERM, else 130."""
 
     def __init__(self, control: JobControl, message: str = ""):
         self.control = control
         self.message = message
+        self.signum: int | None = None
 
     def __enter__(self):
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def _handle(self, signum, frame):
         if self.control.stop_requested:
             raise KeyboardInterrupt
+        self.signum = signum
         if self.message:
-            print(self.message, file=sys.stderr)
+            print(self.message if signum == signal.SIGINT else f"\n{signal.Signals(signum).name}: {self.message.strip()}",
+                  file=sys.stderr)
         self.control.request_stop()
 
+    @property
+    def exit_code(self) -> int:
+        return 128 + signal.SIGTERM if self.signum == signal.SIGTERM else EXIT_STOPPED
+
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
         return False
 
 

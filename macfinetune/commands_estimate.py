@@ -107,9 +107,10 @@ def _keys(text: str) -> tuple[str, ...]:
 def _machine(memory_gb: float | None) -> Machine:
     if memory_gb is not None:
         return machine_from_memory(memory_gb, source=f"a Mac with {memory_gb:g} GB (--memory-gb)")
-    from macfinetune.backend.machine_probe import probe_machine
+    from macfinetune import jobs
+    from macfinetune.core.control import JobControl
 
-    return probe_machine()
+    return jobs.probe_machine(lambda event: None, JobControl())
 
 
 def _rate(machine: Machine) -> timing.Rate:

@@ -1,116 +1,235 @@
 """The engine: one long-lived QThread that runs every MLX job, one at a time.
 
-MLX streams are thread-local, so loading, training, fusing and generating all happen on
-this thread. Jobs report through ``event`` (a ``Signal(object)`` carrying frozen event
-dataclasses); slots of QObjects living in the GUI thread receive them on the GUI thread.
-Stop and pause go through a ``JobControl`` the worker polls between steps and tokens.
+MLX streams are thread-local, so loading, training, fusing and generating all happen on this
+thread; MLX itself is imported there, lazily (importing this module imports no MLX). Jobs are the
+plain functions of ``macfinetune.jobs`` (the CLI runs the same ones). ``event`` carries only
+``JobEvent(job_id, job, event)`` values: the lifecycle (JobQueued, JobStarted, then one of
+JobFinished, JobFailed, JobCancelled) and whatever the job emits. Train reports are forwarded at
+most ~20 times a second; faster ones arrive together as one ``TrainReportBatch`` (in order, none
+lost). Stop and pause go through each job's ``JobControl``, polled between steps and tokens.
 """
 
 from __future__ import annotations
 
-import queue
+import itertools
+import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PySide6.QtCore import QThread, Signal
 
-from macfinetune.backend import fusing, generation, runtime, training
+from macfinetune import jobs
 from macfinetune.core.control import JobControl
-from macfinetune.core.events import JobFailed, JobFinished, JobStarted
+from macfinetune.core.events import (
+    JobCancelled,
+    JobEvent,
+    JobFailed,
+    JobFinished,
+    JobQueued,
+    JobStarted,
+    TrainReport,
+    TrainReportBatch,
+)
 from macfinetune.core.problems import ProblemError
 from macfinetune.core.recipe import Recipe
 from macfinetune.core.sampling import Sampling
 
-Job = Callable[[Callable[[object], None], JobControl], object]
+REPORT_INTERVAL_S = 0.05  # at most ~20 train-report signals a second
+
+_UNFINISHED: list[Engine] = []  # engines whose shutdown timed out: kept alive until their thread ends
+
+
+@dataclass(frozen=True)
+class JobHandle:
+    id: int
+    name: str
+    control: JobControl = field(compare=False)
 
 
 @dataclass
-class _Queued:
-    name: str
-    run: Job
-    control: JobControl = field(default_factory=JobControl)
+class _Job:
+    handle: JobHandle
+    fn: Callable
+    args: dict
 
 
 class Engine(QThread):
     """Start it once; submit jobs; ``shutdown()`` before the application quits."""
 
-    event = Signal(object)
+    event = Signal(object)  # always a JobEvent
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self._jobs: queue.Queue[_Queued | None] = queue.Queue()
-        self._current: _Queued | None = None
+        self._ids = itertools.count(1)
+        self._lock = threading.Condition()
+        self._waiting: deque[_Job | None] = deque()
+        self._current: JobHandle | None = None
 
     # --- intent from the GUI thread -------------------------------------------------
 
-    def submit(self, name: str, job: Job) -> JobControl:
-        queued = _Queued(name, job)
-        self._jobs.put(queued)
-        return queued.control
+    def submit(self, name: str, fn: Callable, **args) -> JobHandle:
+        """Queue ``fn(emit, control, **args)``; JobQueued is emitted now, JobStarted when it runs."""
+        handle = JobHandle(next(self._ids), name, JobControl())
+        with self._lock:
+            self._waiting.append(_Job(handle, fn, args))
+            self._lock.notify()
+        self._send(handle, JobQueued())
+        return handle
 
-    def train(self, recipe: Recipe, run_dir: Path, allow_over_budget: bool = False) -> JobControl:
+    def train(self, recipe: Recipe, run_dir: Path, allow_over_budget: bool = False) -> JobHandle:
         """Start a run; one the estimator says will not fit fails with a ``memory`` problem unless
         ``allow_over_budget`` (the user confirmed the override)."""
-        return self.submit("train", lambda emit, control: training.train_run(recipe, run_dir, emit, control,
-                                                                            allow_over_budget))
+        return self.submit("train", jobs.train, recipe=recipe, run_dir=run_dir, allow_over_budget=allow_over_budget)
 
-    def fuse(self, path: Path, which: str, out_dir: Path | None = None, **options) -> JobControl:
-        return self.submit("fuse", lambda emit, control: emit(fusing.fuse(path, which, out_dir, emit=emit, **options)))
+    def resume(self, run_dir: Path) -> JobHandle:
+        return self.submit("resume", jobs.resume, run_dir=run_dir)
+
+    def fuse(self, path: Path, which: str, out_dir: Path | None = None, **options) -> JobHandle:
+        return self.submit("fuse", jobs.fuse, path=path, which=which, out_dir=out_dir, **options)
 
     def generate(self, model: str | None, adapter: tuple[Path, str] | None, prompt: str,
-                 sampling: Sampling, compare: bool = False) -> JobControl:
-        def job(emit, control):
-            for result in generation.run_generate(model, adapter, prompt, sampling, compare=compare,
-                                                  emit=emit, control=control):
-                emit(result)
+                 sampling: Sampling, compare: bool = False, system: str | None = None) -> JobHandle:
+        return self.submit("generate", jobs.generate, model=model, adapter=adapter, prompt=prompt,
+                           sampling=sampling, compare=compare, system=system)
 
-        return self.submit("generate", job)
+    def download(self, repo_id: str, revision: str | None = None) -> JobHandle:
+        return self.submit("download", jobs.download, repo_id=repo_id, revision=revision)
+
+    def convert(self, source: str, out_dir: Path | None = None, bits: int | None = None,
+                group_size: int = 64) -> JobHandle:
+        return self.submit("convert", jobs.convert, source=source, out_dir=out_dir, bits=bits, group_size=group_size)
+
+    def inspect_dataset(self, path, model: str | None = None, max_seq_length: int | None = None,
+                        **options) -> JobHandle:
+        if max_seq_length is not None:
+            options["max_seq_length"] = max_seq_length
+        return self.submit("inspect", jobs.inspect_dataset, path=path, model=model, **options)
+
+    def probe_machine(self) -> JobHandle:
+        return self.submit("probe", jobs.probe_machine)
+
+    def estimate(self, recipe: Recipe, machine=None) -> JobHandle:
+        return self.submit("estimate", jobs.estimate, recipe=recipe, machine=machine)
+
+    def current(self) -> JobHandle | None:
+        return self._current
+
+    def queued(self) -> list[JobHandle]:
+        with self._lock:
+            return [job.handle for job in self._waiting if job is not None]
+
+    def cancel(self, job_id: int) -> bool:
+        """A queued job is removed (it never runs; JobCancelled now); the running one is asked to stop
+        (training saves a checkpoint). False when no such job is queued or running."""
+        with self._lock:
+            job = next((j for j in self._waiting if j is not None and j.handle.id == job_id), None)
+            if job is not None:
+                self._waiting.remove(job)
+        if job is not None:
+            job.handle.control.request_stop()
+            self._send(job.handle, JobCancelled())
+            return True
+        current = self._current
+        if current is not None and current.id == job_id:
+            current.control.request_stop()
+            return True
+        return False
 
     def stop_current(self) -> None:
-        if self._current is not None:
-            self._current.control.request_stop()
+        if (current := self._current) is not None:
+            current.control.request_stop()
 
     def pause_current(self) -> None:
-        if self._current is not None:
-            self._current.control.pause()
+        if (current := self._current) is not None:
+            current.control.pause()
 
     def resume_current(self) -> None:
-        if self._current is not None:
-            self._current.control.resume()
+        if (current := self._current) is not None:
+            current.control.resume()
 
     def shutdown(self, timeout_ms: int = 60_000) -> bool:
-        """Stop the running job, drop queued ones, end the thread; True when it ended."""
-        self._drain()
+        """Cancel queued jobs, stop the running one (training saves a checkpoint, a fuse stops between
+        stages or finishes its atomic save), end the thread and wait for it. True when it ended.
+
+        False when the job did not end within ``timeout_ms``: the thread still runs (it ends when the job
+        does, since stop was requested), and the engine keeps itself referenced so that Qt never destroys
+        a running thread; call ``shutdown``/``wait`` again before quitting."""
+        for handle in self.queued():
+            self.cancel(handle.id)
         self.stop_current()
-        self._jobs.put(None)
-        return self.wait(timeout_ms) if self.isRunning() else True
+        with self._lock:
+            self._waiting.append(None)
+            self._lock.notify()
+        if not self.isRunning() or self.wait(timeout_ms):
+            if self in _UNFINISHED:
+                _UNFINISHED.remove(self)
+            return True
+        if self not in _UNFINISHED:
+            _UNFINISHED.append(self)
+        return False
 
     # --- the worker thread ----------------------------------------------------------
 
     def run(self) -> None:
         try:
-            while (job := self._jobs.get()) is not None:
+            while (job := self._next()) is not None:
                 self._run_one(job)
         finally:
+            from macfinetune.backend import runtime
+
             runtime.release_thread_resources()
 
-    def _run_one(self, job: _Queued) -> None:
-        self._current = job
-        self.event.emit(JobStarted(job.name))
-        try:
-            job.run(self.event.emit, job.control)
-        except ProblemError as e:
-            self.event.emit(JobFailed(job.name, str(e), e.problems))
-        except Exception as e:  # a job must never kill the engine thread
-            self.event.emit(JobFailed(job.name, f"{type(e).__name__}: {e}"))
-        finally:
-            self._current = None
-            self.event.emit(JobFinished(job.name))
+    def _next(self) -> _Job | None:
+        with self._lock:
+            while not self._waiting:
+                self._lock.wait()
+            return self._waiting.popleft()
 
-    def _drain(self) -> None:
-        while True:
-            try:
-                self._jobs.get_nowait()
-            except queue.Empty:
-                return
+    def _run_one(self, job: _Job) -> None:
+        handle = job.handle
+        self._current = handle
+        forward = _Forwarder(lambda event: self._send(handle, event))
+        forward(JobStarted())
+        try:
+            result = job.fn(forward, handle.control, **job.args)
+            end = JobFinished(result)
+        except jobs.Cancelled:
+            end = JobCancelled()
+        except ProblemError as e:
+            end = JobFailed(str(e), tuple(e.problems))
+        except Exception as e:  # a job must never kill the engine thread
+            end = JobFailed(f"{type(e).__name__}: {e}")
+        self._current = None
+        forward(end)
+
+    def _send(self, handle: JobHandle, event: object) -> None:
+        self.event.emit(JobEvent(handle.id, handle.name, event))
+
+
+class _Forwarder:
+    """A job's ``emit``: other events pass at once; train reports at most every REPORT_INTERVAL_S,
+    those that come faster wait and go together as one TrainReportBatch, before the next other event."""
+
+    def __init__(self, send: Callable[[object], None], clock=time.monotonic):
+        self._send, self._clock = send, clock
+        self._held: list[TrainReport] = []
+        self._last = float("-inf")
+
+    def __call__(self, event: object) -> None:
+        if isinstance(event, TrainReport):
+            self._held.append(event)
+            if self._clock() - self._last >= REPORT_INTERVAL_S:
+                self.flush()
+            return
+        self.flush()
+        self._send(event)
+
+    def flush(self) -> None:
+        if not self._held:
+            return
+        held, self._held = self._held, []
+        self._last = self._clock()
+        self._send(held[0] if len(held) == 1 else TrainReportBatch(tuple(held)))

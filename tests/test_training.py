@@ -44,13 +44,11 @@ def test_lora_parameter_count_matches_rank_arithmetic(tiny_model, tmp_path):
     config = json.loads((tiny_model / "config.json").read_text())
     h, layers = config["hidden_size"], config["num_hidden_layers"]
     kv = h // config["num_attention_heads"] * config["num_key_value_heads"]
-    ff = config["intermediate_size"]
     r = 4
     _, events = train(fast_recipe(tiny_model, f"rank={r}", "iterations=1", "target_modules=q_proj,v_proj"),
                       tmp_path / "run")
     started = next(e for e in events if isinstance(e, RunStarted))
     assert started.trainable_parameters == layers * r * ((h + h) + (h + kv))
-    assert ff  # (all-linear counts are checked against mlx-lm in the estimator issue)
 
 
 def test_qlora_on_a_4bit_model_and_on_the_fly_quantization(tiny_model, tiny_model_q4, tmp_path):
@@ -173,12 +171,8 @@ def test_full_fine_tuning_of_a_quantized_model_is_refused(tiny_model_q4, tmp_pat
     assert not (tmp_path / "run").exists()
 
 
-def test_every_recipe_field_reaches_mlx_lm(tiny_model):
-    """The one mapping function: each knob changes what mlx-lm receives."""
-    import mlx.optimizers as optim
-
+def test_adapter_fields_reach_mlx_lm(tiny_model):
     from macfinetune.backend import models
-    from macfinetune.core.plan import make_plan, schedule_spec
 
     model, _, _ = models.load_model(tiny_model)
     recipe = fast_recipe(tiny_model, "rank=4", "alpha=12", "dropout=0.1", "target_modules=q_proj",
@@ -186,12 +180,61 @@ def test_every_recipe_field_reaches_mlx_lm(tiny_model):
     config = adapter_ops.adapter_config(recipe, adapter_ops.resolve_keys(model, ("q_proj",)), "base")
     assert config["lora_parameters"] == {"rank": 4, "scale": 3.0, "dropout": 0.1, "keys": ["self_attn.q_proj"]}
     assert config["num_layers"] == 1 and config["fine_tune_type"] == "dora"
-    recipe = fast_recipe(tiny_model, "optimizer=adamw", "weight_decay=0.05", "lr_schedule=cosine",
-                         "warmup_steps=2", "learning_rate=1e-3", "min_lr_ratio=0.5")
-    opt = adapter_ops.make_optimizer(recipe, schedule_spec(recipe, make_plan(recipe, 300, 50)))
+
+
+@pytest.fixture
+def mlx_lm_train(monkeypatch):
+    """What mlx-lm's train() receives, and how many optimizer updates it really makes."""
+    from mlx_lm.tuner import trainer
+
+    seen = {"updates": 0}
+    real = trainer.train
+
+    def capture(model, optimizer, train_dataset, val_dataset=None, args=None, **kwargs):
+        seen.update(args=args, optimizer=optimizer)
+        update = optimizer.update
+
+        def counted(model, gradients):
+            seen["updates"] += 1
+            return update(model, gradients)
+
+        optimizer.update = counted
+        return real(model, optimizer, train_dataset, val_dataset, args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train", capture)
+    return seen
+
+
+def test_training_fields_reach_mlx_lm_and_accumulation_really_happens(tiny_model, tmp_path, mlx_lm_train):
+    """The one mapping function: schedule, warmup, peak and minimum learning rate, batch, length,
+    checkpointing and accumulation arrive in mlx-lm's TrainingArgs and optimizer."""
+    import mlx.optimizers as optim
+
+    recipe = fast_recipe(tiny_model, "iterations=12", "batch_size=2", "max_seq_length=64", "grad_checkpoint=true",
+                         "grad_accumulation=3", "optimizer=adamw", "weight_decay=0.05", "learning_rate=1e-3",
+                         "lr_schedule=cosine", "warmup_steps=1", "min_lr_ratio=0.1", "save_every=6")
+    result, _ = train(recipe, tmp_path / "run")
+    assert result.state == "finished"
+    args, opt = mlx_lm_train["args"], mlx_lm_train["optimizer"]
+    assert (args.batch_size, args.max_seq_length, args.grad_checkpoint, args.grad_accumulation_steps,
+            args.iters) == (2, 64, True, 3, 12)
     assert isinstance(opt, optim.AdamW) and opt.weight_decay == 0.05
-    assert callable(opt.learning_rate) or opt.learning_rate is not None
-    assert isinstance(adapter_ops.make_optimizer(fast_recipe(tiny_model, "optimizer=sgd"), None), optim.SGD)
+    assert mlx_lm_train["updates"] == 12 // 3 and opt.step.item() == 4  # one update per 3 batches
+    lr = opt._schedulers["learning_rate"]  # 4 updates: 1 of warmup from 0, then cosine 1e-3 -> 1e-4 over 3
+    values = [lr(step).item() for step in range(6)]
+    assert values[0] == 0.0
+    assert values[1] == pytest.approx(1e-3) and values[2] == pytest.approx(1e-3)
+    assert values[3] == pytest.approx(1e-4 + 0.9e-3 * 0.75)  # cosine a third of the way (linear: 7e-4)
+    assert values[5] == pytest.approx(1e-4)
+
+
+def test_each_optimizer_name_builds_its_optimizer(tiny_model):
+    import mlx.optimizers as optim
+
+    for name, kind in (("adam", optim.Adam), ("adamw", optim.AdamW), ("sgd", optim.SGD),
+                       ("adafactor", optim.Adafactor)):
+        opt = adapter_ops.make_optimizer(fast_recipe(tiny_model, f"optimizer={name}"), None)
+        assert type(opt) is kind and opt.learning_rate.item() == pytest.approx(1e-3)
 
 
 def test_validation_does_not_change_the_training_trajectory(tiny_model, tmp_path):

@@ -116,10 +116,10 @@ def save_checkpoint(run_dir: Path, iteration: int, model, optimizer) -> Path:
     weights = dict(tree_flatten(model.trainable_parameters()))
     adapters = run_dir / runs.ADAPTERS
     path = adapters / runs.checkpoint_name(iteration)
-    _save_tensors(path, weights)
-    _save_tensors(adapters / runs.FINAL_ADAPTERS, weights)
+    _save_tensors(path, weights, "checkpoint-adapters")
+    _save_tensors(adapters / runs.FINAL_ADAPTERS, weights, "final-adapters")
     state = {k: v for k, v in tree_flatten(optimizer.state) if isinstance(v, mx.array)}
-    _save_tensors(runs.optimizer_file(run_dir, iteration), state)
+    _save_tensors(runs.optimizer_file(run_dir, iteration), state, "optimizer")
     return path
 
 
@@ -134,10 +134,11 @@ def restore_checkpoint(start: runs.CheckpointState, model, optimizer) -> None:
     optimizer.state = tree_unflatten(list(_read_tensors(start.optimizer).items()))
 
 
-def _save_tensors(path: Path, arrays: dict) -> None:
+def _save_tensors(path: Path, arrays: dict, label: str = "") -> None:
     import mlx.core as mx
 
-    atomic.write_atomically(path, lambda tmp: mx.save_safetensors(str(tmp), arrays), suffix=".safetensors")
+    atomic.write_atomically(path, lambda tmp: mx.save_safetensors(str(tmp), arrays), suffix=".safetensors",
+                            label=label)
 
 
 def read_adapter_config(adapters: Path) -> dict:

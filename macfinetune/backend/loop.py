@@ -1,4 +1,4 @@
-"""The seams around mlx-lm's train(): the batch wrapper and the per-step callback.
+"""The seams around mlx-lm's train(): the batch wrapper, the per-step callback, the watch thread.
 
 mlx-lm's train() runs with steps_per_report=1 and no validation set of its own. The callback
 (``StepHook``) sees every step: it aggregates reports, validates and saves atomic checkpoints
@@ -6,20 +6,41 @@ at our intervals (so each checkpoint carries the validation loss of exactly its 
 guards the loss and the machine's memory, stops early, and reseeds MLX's RNG from
 (seed, iteration) after every step so that a resumed run draws the same random numbers.
 The batch wrapper blocks while paused, stops yielding on a stop request, and on resume
-fast-forwards past the batches already trained.
+fast-forwards past the batches already trained. ``Watch`` is a thread that reads memory with
+psutil about once a second and sends heartbeats while a step runs; it never touches MLX.
+
+Update boundaries: with gradient accumulation A, mlx-lm applies an update after every A-th
+step of its own counter, which restarts at 1 on resume, and keeps the partial sum in a local.
+So every checkpoint (periodic save, stop, early stop, memory trouble) and every validation
+happens at an iteration that is a multiple of A: a save that falls due mid-accumulation is
+taken at the next update boundary, and a stop finishes the accumulation first. Resuming from
+such a checkpoint keeps the update boundaries where an uninterrupted run has them.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from macfinetune.core import health, runs
+from macfinetune.core import atomic, health, runs
 from macfinetune.core.control import JobControl
-from macfinetune.core.events import CheckpointSaved, RunPaused, RunResumed, TrainReport, ValReport
+from macfinetune.core.events import (
+    CheckpointSaved,
+    Heartbeat,
+    MemorySample,
+    RunPaused,
+    RunResumed,
+    TrainReport,
+    ValReport,
+)
+
+SAMPLE_SECONDS = 1.0  # the memory watch's period
+HEARTBEAT_SECONDS = 2.0  # a Heartbeat at least this often while a step runs
+GB = 1e9
 
 
 class TrainingStopped(Exception):
@@ -30,22 +51,34 @@ def step_seed(seed: int, iteration: int) -> int:
     return zlib.crc32(f"{seed}:{iteration}".encode())
 
 
+def is_due(iteration: int, every: int, accumulation: int) -> bool:
+    """At an update boundary, whether a multiple of ``every`` fell since the previous boundary."""
+    if iteration % accumulation:
+        return False
+    return iteration // every > (iteration - accumulation) // every
+
+
 def controlled_batches(control: JobControl, on_pause: Callable[[], None], on_unpause: Callable[[], None],
-                       skip: int = 0):
-    """mlx-lm's iterate_batches, honouring pause and stop between steps; skips ``skip`` batches."""
-    from mlx_lm.tuner.trainer import iterate_batches
+                       skip: int = 0, accumulation: int = 1, on_step: Callable[[], None] = lambda: None):
+    """mlx-lm's iterate_batches, honouring pause and stop between steps; skips ``skip`` batches.
+
+    A stop ends the loop only at an update boundary (``accumulation``); ``on_step`` is called
+    when a step begins (the next batch is asked for)."""
+    from mlx_lm.tuner import trainer
 
     def batches(**kwargs):
-        for n, batch in enumerate(iterate_batches(**kwargs)):
+        on_step()
+        for n, batch in enumerate(trainer.iterate_batches(**kwargs)):
             if n < skip:
                 continue
             if control.paused:
                 on_pause()
                 control.wait_while_paused()
                 on_unpause()
-            if control.stop_requested:
+            if control.stop_requested and n % accumulation == 0:
                 return
             yield batch
+            on_step()
 
     return batches
 
@@ -86,7 +119,7 @@ class StepHook:
     """mlx-lm TrainingCallback called after every step (steps_per_report=1)."""
 
     def __init__(self, ctx, state: LoopState):
-        self.ctx = ctx  # training._Context: recipe, plan, run, model, optimizer, valid set, control
+        self.ctx = ctx  # training._Context: recipe, plan, run, model, optimizer, valid set, control, watch
         self.state = state
         self.offset = state.iteration
         self.tokens_offset = state.trained_tokens
@@ -94,7 +127,6 @@ class StepHook:
         self._min_loss: float | None = None
         self._best_seen: float | None = state.best_val_loss
         self._steps = 0
-        self._swap_start = _swap_used()
 
     # --- called by mlx-lm after each step ----------------------------------------------
 
@@ -106,14 +138,17 @@ class StepHook:
         self.state.trained_tokens = self.tokens_offset + int(info["trained_tokens"])
         self._check_loss(info)
         self._window.add(info)
-        ev = self.ctx.recipe.eval
-        total = self.ctx.plan.iterations
+        ev, plan = self.ctx.recipe.eval, self.ctx.plan
+        total, accumulation = plan.iterations, plan.grad_accumulation
         if it % ev.report_every == 0 or it == total:
             self.ctx.run.emit(self._window.report(it, total, info, self.state.trained_tokens))
+            self.ctx.run.emit(self.ctx.watch.sample(it, mlx_memory()))
             self.ctx.run.update(iteration=it)
-            self._check_memory()
-        if it != total and (it % ev.save_every == 0 or it % ev.eval_every == 0):
-            self.validate_and_maybe_save(it, save=it % ev.save_every == 0)
+        save = is_due(it, ev.save_every, accumulation)
+        if it != total and (save or is_due(it, ev.eval_every, accumulation)):
+            self.validate_and_maybe_save(it, save=save)
+        if it % accumulation == 0:
+            self._check_memory(it)
         mx.random.seed(step_seed(self.ctx.recipe.training.seed, it))
 
     def on_val_loss_report(self, info: dict) -> None:  # mlx-lm validates nothing itself here
@@ -165,6 +200,7 @@ class StepHook:
         saved = {s.iteration: s.val_loss for s in runs.complete_checkpoints(c.run.dir)}
         for it in runs.checkpoints_to_delete(saved, c.recipe.eval.keep_checkpoints, latest):
             runs.state_file(c.run.dir, it).unlink(missing_ok=True)  # the commit marker goes first
+            atomic.fault_point("prune.marker-removed")
             (c.run.dir / runs.ADAPTERS / runs.checkpoint_name(it)).unlink(missing_ok=True)
             runs.optimizer_file(c.run.dir, it).unlink(missing_ok=True)
 
@@ -178,13 +214,12 @@ class StepHook:
             raise TrainingStopped(problem)
         self._min_loss = loss if self._min_loss is None else min(self._min_loss, loss)
 
-    def _check_memory(self) -> None:
-        import psutil
-
-        memory = psutil.virtual_memory()
-        danger = health.memory_danger(memory.available, memory.total, _swap_used() - self._swap_start)
+    def _check_memory(self, iteration: int) -> None:
+        """Act on the watch's verdict at an update boundary: save, then pause or stop."""
+        danger = self.ctx.watch.take_danger()
         if danger:
-            self.validate_and_maybe_save(self.state.iteration, save=True)
+            if self.state.last_saved != iteration:
+                self.validate_and_maybe_save(iteration, save=True)
             self._trouble(danger)
 
     def _track_early_stopping(self, val_loss: float) -> None:
@@ -211,6 +246,13 @@ class StepHook:
             c.control.request_stop()
 
 
+def mlx_memory() -> tuple[float, float, float]:
+    """MLX's active, cache and peak memory in GB (only on the MLX thread)."""
+    import mlx.core as mx
+
+    return mx.get_active_memory() / GB, mx.get_cache_memory() / GB, mx.get_peak_memory() / GB
+
+
 def _swap_used() -> int:
     import psutil
 
@@ -218,6 +260,88 @@ def _swap_used() -> int:
         return psutil.swap_memory().used
     except (OSError, RuntimeError):
         return 0
+
+
+class Watch:
+    """A daemon thread, psutil only: every SAMPLE_SECONDS a MemorySample (MLX figures None) and the
+    pressure verdict, which the loop takes at its next update boundary; every HEARTBEAT_SECONDS,
+    while a step runs, a Heartbeat. ``emit`` must be safe to call from this thread."""
+
+    def __init__(self, emit: Callable[[object], None], state: LoopState, budget_gb: float | None = None,
+                 estimate_gb: float | None = None):
+        self._emit, self._state = emit, state
+        self.budget_gb, self.estimate_gb = budget_gb, estimate_gb
+        self._swap_start = _swap_used()
+        self._danger: str | None = None
+        self._step_began: float | None = None
+        self._last_beat = time.monotonic()
+        self._beat_lock = threading.Lock()  # a heartbeat is never emitted after idle() returned
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="macfinetune-watch", daemon=True)
+
+    def __enter__(self) -> Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    # --- called from the training thread ------------------------------------------------
+
+    def step_began(self) -> None:
+        self._step_began = time.monotonic()
+
+    def idle(self) -> None:
+        """Paused: no step runs, no heartbeat."""
+        with self._beat_lock:
+            self._step_began = None
+
+    def take_danger(self) -> str | None:
+        danger, self._danger = self._danger, None
+        return danger
+
+    def forget_pressure(self) -> None:
+        """After the user resumed a paused run: judge memory afresh from now."""
+        self._danger = None
+        self._swap_start = _swap_used()
+
+    def sample(self, iteration: int, mlx: tuple[float, float, float] | None = None) -> MemorySample:
+        """A MemorySample now; the MLX figures only when given (the training thread has them)."""
+        import psutil
+
+        memory = psutil.virtual_memory()
+        try:
+            process = psutil.Process().memory_info().rss
+        except (OSError, psutil.Error):
+            process = 0
+        active, cache, peak = mlx if mlx is not None else (None, None, None)
+        return MemorySample(iteration, active, cache, peak, process / GB, (memory.total - memory.available) / GB,
+                            memory.total / GB, _swap_used() / GB, self.budget_gb, self.estimate_gb)
+
+    # --- the thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._done.wait(SAMPLE_SECONDS):
+            self._watch_memory()
+            self._maybe_beat()
+
+    def _watch_memory(self) -> None:
+        sample = self.sample(self._state.iteration)
+        self._emit(sample)
+        available = (sample.system_total_gb - sample.system_used_gb) * GB
+        swap_growth = sample.swap_used_gb * GB - self._swap_start
+        danger = health.memory_danger(int(available), int(sample.system_total_gb * GB), int(swap_growth))
+        if danger:
+            self._danger = danger
+
+    def _maybe_beat(self) -> None:
+        with self._beat_lock:
+            began, now = self._step_began, time.monotonic()
+            if began is None or now - self._last_beat < HEARTBEAT_SECONDS - SAMPLE_SECONDS / 2:
+                return
+            self._last_beat = now
+            self._emit(Heartbeat(self._state.iteration, now - began, self._state.trained_tokens))
 
 
 class _Window:
@@ -256,12 +380,15 @@ def pause_events(ctx) -> tuple[Callable[[], None], Callable[[], None]]:
     """Callbacks for the batch wrapper: record and announce a pause, and the way out of it."""
 
     def on_pause():
+        ctx.watch.idle()
         ctx.run.update(state="paused", message=ctx.trouble)
         ctx.run.emit(RunPaused(ctx.hook.state.iteration, ctx.trouble))
 
     def on_unpause():
+        ctx.watch.forget_pressure()
         ctx.trouble = ""
         ctx.run.update(state="running", message="")
         ctx.run.emit(RunResumed(ctx.hook.state.iteration))
+        ctx.watch.step_began()  # heartbeats again, after RunResumed
 
     return on_pause, on_unpause

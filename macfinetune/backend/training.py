@@ -19,6 +19,7 @@ import heapq
 import os
 import shutil
 import socket
+import threading
 import time
 import types
 from collections.abc import Callable
@@ -139,10 +140,14 @@ _LONGEST_SAMPLE = 64  # rows tokenized to find the longest: the longest by chara
 
 
 def _longest_row_tokens(pre: Preflight, folder: Path) -> int | None:
+    return longest_row_tokens(pre.train_rows + pre.valid_rows, folder)
+
+
+def longest_row_tokens(rows: list[dict], folder: Path) -> int | None:
     """Tokens of the longest row (as mlx-lm templates it), from the longest rows by characters."""
     from macfinetune.backend import tokens
 
-    rows = heapq.nlargest(_LONGEST_SAMPLE, pre.train_rows + pre.valid_rows, key=lambda row: len(str(row)))
+    rows = heapq.nlargest(_LONGEST_SAMPLE, rows, key=lambda row: len(str(row)))
     try:
         counts = tokens.count_tokens(rows, tokens.load_tokenizer(folder))
     except Exception:  # a tokenizer problem shows when the model loads; assume max_seq_length
@@ -264,10 +269,12 @@ class _Run:
         self.status = status
         self._emit = emit
         self.log = runs.MetricsLog(run_dir)
+        self._lock = threading.Lock()  # the training thread and the watch thread both emit
 
     def emit(self, event) -> None:
-        self.log.write(event)
-        self._emit(event)
+        with self._lock:
+            self.log.write(event)
+            self._emit(event)
 
     def update(self, **changes) -> None:
         self.status = replace(self.status, updated=time.time(), **changes)
@@ -329,6 +336,7 @@ class _Context:
     valid_set: object
     control: JobControl
     hook: object = None
+    watch: object = None
     trouble: str = ""
 
 
@@ -358,6 +366,7 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
         state = _resumed_state(run, start)
     ctx = _Context(r, plan, run, model, optimizer, valid_set, control)
     ctx.hook = loop.StepHook(ctx, state)
+    ctx.watch = loop.Watch(run.emit, state, *_budget_and_estimate(run.dir))
     run.emit(
         RunStarted(str(run.dir), r.method.type, plan.iterations, plan.epochs, plan.train_rows, plan.valid_rows,
                    plan.batch_size, plan.grad_accumulation, adapters.count_trainable(model),
@@ -377,18 +386,25 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
         grad_checkpoint=r.training.grad_checkpoint,
         grad_accumulation_steps=plan.grad_accumulation,
     )
-    batches = loop.controlled_batches(control, *loop.pause_events(ctx), skip=state.iteration)
+    batches = loop.controlled_batches(control, *loop.pause_events(ctx), skip=state.iteration,
+                                      accumulation=plan.grad_accumulation, on_step=ctx.watch.step_began)
     layer_class = type(model.layers[0])
     original_call = layer_class.__call__
     hardware.apply_memory_limit()
     try:
-        with quiet.quiet_trainer(lambda text: emit(Stage("train", text))), hardware.keep_awake():
+        with quiet.quiet_trainer(lambda text: emit(Stage("train", text))), hardware.keep_awake(), ctx.watch:
             if args.iters > 0:
                 train(model, optimizer, train_set, None, args, iterate_batches=batches, training_callback=ctx.hook)
     finally:
         layer_class.__call__ = original_call  # mlx-lm patches the block class for checkpointing
         (run.dir / runs.CHECKPOINTS / _SCRATCH).unlink(missing_ok=True)
     return _finish(ctx, stopped=control.stop_requested)
+
+
+def _budget_and_estimate(run_dir: Path) -> tuple[float | None, float | None]:
+    """The usable memory and the estimate the gate judged this run by (estimate.json), in GB."""
+    record = calibration.read_run_estimate(run_dir) or {}
+    return record.get("usable_gb"), record.get("total_gb")
 
 
 def _resumed_state(run: _Run, start: runs.CheckpointState):

@@ -1,18 +1,71 @@
-"""Atomic writes: write a temporary file beside the target, flush, fsync, rename."""
+"""Atomic writes: write a temporary file beside the target, flush, fsync, rename.
+
+Test-only fault injection: with ``MACFINETUNE_FAULT=<point>:<n>`` in the environment, the process
+SIGKILLs itself the n-th time it reaches ``<point>`` (one of ``FAULT_POINTS``). Unset, a write
+point costs one global lookup. ``tests/reliability/test_faults.py`` kills a training run at every
+point, checks what is left on disk and resumes it.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+FAULT_ENV = "MACFINETUNE_FAULT"
+_PHASES = ("temp-written", "before-rename", "renamed")  # what write_atomically passes through
+# Every write point of a run, in one place: a new point must be added here, and then it is tested.
+# Files written with write_atomically(label=...) contribute "<label>.<phase>" for each phase.
+ATOMIC_LABELS = ("status", "checkpoint-adapters", "final-adapters", "optimizer", "commit-marker")
+FAULT_POINTS = tuple(f"{label}.{phase}" for label in ATOMIC_LABELS for phase in _PHASES) + (
+    "metrics.partial-line",  # half a line appended and flushed: a torn last line
+    "metrics.line-written",
+    "prune.marker-removed",  # an old checkpoint's commit marker deleted, its weight files not yet
+)
 
-def write_atomically(path: Path, write: Callable[[Path], None], suffix: str = ".tmp") -> None:
+_armed: tuple[str, int] | None = None
+_parsed = False
+_hits = 0
+
+
+def fault_point(point: str, before_kill: Callable[[], None] | None = None) -> None:
+    """Test-only: SIGKILL this process when MACFINETUNE_FAULT names this point and hit count."""
+    global _hits
+    armed = _armed if _parsed else _parse_fault()
+    if armed is None or armed[0] != point:
+        return
+    _hits += 1
+    if _hits == armed[1]:
+        if before_kill is not None:
+            before_kill()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _label_point(label: str, phase: str) -> None:
+    if label:
+        fault_point(f"{label}.{phase}")
+
+
+def _parse_fault() -> tuple[str, int] | None:
+    global _armed, _parsed
+    value = os.environ.get(FAULT_ENV, "")
+    _parsed = True
+    if value:
+        point, _, n = value.rpartition(":")
+        if point not in FAULT_POINTS or not n.isdigit():
+            raise ValueError(f"{FAULT_ENV}={value!r}: expected <point>:<n> with a point of {FAULT_POINTS}")
+        _armed = (point, int(n))
+    return _armed
+
+
+def write_atomically(path: Path, write: Callable[[Path], None], suffix: str = ".tmp", label: str = "") -> None:
     """Call ``write(tmp)`` for a temporary path in the same folder, then rename it over ``path``.
 
     A crash at any moment leaves either the old file or the new one, never half of one.
+    ``label`` names the file's fault points (test-only, see ``FAULT_POINTS``).
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
@@ -20,20 +73,23 @@ def write_atomically(path: Path, write: Callable[[Path], None], suffix: str = ".
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        _label_point(label, "temp-written")
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        _label_point(label, "before-rename")
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+    _label_point(label, "renamed")
 
 
-def write_text(path: Path, text: str) -> None:
-    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+def write_text(path: Path, text: str, label: str = "") -> None:
+    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), label=label)
 
 
-def write_json(path: Path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+def write_json(path: Path, obj, label: str = "") -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", label=label)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -6,7 +6,8 @@ them on one ``Signal(object)``; the run folder logs them to ``metrics.jsonl``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from macfinetune.core.problems import Problem
 
@@ -17,6 +18,7 @@ class Stage:
 
     job: str
     message: str
+    time: float = field(default_factory=time.time, compare=False)
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class RunStarted:
     grad_accumulation: int
     trainable_parameters: int
     total_parameters: int
+    time: float = field(default_factory=time.time, compare=False)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class TrainReport:
     tokens_per_second: float
     trained_tokens: int
     peak_memory_gb: float
+    time: float = field(default_factory=time.time, compare=False)
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class ValReport:
     iteration: int
     val_loss: float
     val_time: float
+    time: float = field(default_factory=time.time, compare=False)
 
 
 @dataclass(frozen=True)
@@ -58,12 +63,14 @@ class CheckpointSaved:
     path: str
     val_loss: float | None
     is_best: bool
+    time: float = field(default_factory=time.time, compare=False)
 
 
 @dataclass(frozen=True)
 class RunPaused:
     iteration: int
     reason: str = ""
+    time: float = field(default_factory=time.time, compare=False)
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ class RunResumed:
     """A paused run goes on."""
 
     iteration: int
+    time: float = field(default_factory=time.time, compare=False)
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,7 @@ class RunContinued:
 
     run_dir: str
     iteration: int
+    time: float = field(default_factory=time.time, compare=False)
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,7 @@ class RunFinished:
     best_iteration: int | None
     best_val_loss: float | None
     reason: str = ""
+    time: float = field(default_factory=time.time, compare=False)
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,7 @@ class RunFailed:
     run_dir: str | None
     message: str
     problems: tuple[Problem, ...] = ()
+    time: float = field(default_factory=time.time, compare=False)
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,7 @@ class TokenChunk:
 
     source: str
     text: str
+    time: float = field(default_factory=time.time, compare=False)
 
 
 @dataclass(frozen=True)
@@ -113,26 +125,95 @@ class GenerationFinished:
     prompt_tokens: int
     generated_tokens: int
     tokens_per_second: float
+    time: float = field(default_factory=time.time, compare=False)
 
 
 @dataclass(frozen=True)
 class FuseFinished:
     out_dir: str
     gguf_path: str | None
+    time: float = field(default_factory=time.time, compare=False)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Part of a long non-training job done (``done`` of ``total`` units, e.g. rows tokenized)."""
+
+    job: str
+    done: int
+    total: int
+    message: str = ""
+    time: float = field(default_factory=time.time, compare=False)
+
+
+@dataclass(frozen=True)
+class TrainReportBatch:
+    """Train reports that arrived faster than the engine forwards them (~20/s), in order."""
+
+    reports: tuple[TrainReport, ...]
+    time: float = field(default_factory=time.time, compare=False)
+
+
+# --- the engine's envelope and job lifecycle -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """The only thing ``Engine.event`` emits: an event of job ``job_id`` (a job name, see engine)."""
+
+    job_id: int
+    job: str
+    event: object
+    time: float = field(default_factory=time.time, compare=False)
+
+
+@dataclass(frozen=True)
+class JobQueued:
+    time: float = field(default_factory=time.time, compare=False)
 
 
 @dataclass(frozen=True)
 class JobStarted:
-    job: str
+    time: float = field(default_factory=time.time, compare=False)
+
+
+@dataclass(frozen=True)
+class JobCancelled:
+    """Cancelled while queued (it never ran) or stopped by cancel before it produced a result."""
+
+    time: float = field(default_factory=time.time, compare=False)
 
 
 @dataclass(frozen=True)
 class JobFinished:
-    job: str
+    result: object | None = None
+    time: float = field(default_factory=time.time, compare=False)
 
 
 @dataclass(frozen=True)
 class JobFailed:
-    job: str
     message: str
     problems: tuple[Problem, ...] = ()
+
+
+@dataclass(frozen=True)
+class MemorySample:  # at every train report AND from the ~1 s time-based pressure watch
+    iteration: int
+    active_gb: float | None  # mx.get_active_memory(); None when sampled off the MLX thread
+    cache_gb: float | None  # mx.get_cache_memory()
+    peak_gb: float | None  # mx.get_peak_memory() (reset at the start of every job)
+    process_gb: float  # RSS of this process (psutil)
+    system_used_gb: float  # total - available
+    system_total_gb: float
+    swap_used_gb: float
+    budget_gb: float | None  # the memory budget the estimator judged against (None if unknown)
+    estimate_gb: float | None  # the estimator's peak for this run (None if unknown)
+    time: float = field(default_factory=time.time, compare=False)
+
+
+@dataclass(frozen=True)
+class Heartbeat:  # every ~2 s while a training step is in progress (time-based, not per iteration)
+    iteration: int  # last completed iteration
+    step_elapsed_s: float  # seconds since the current step began
+    trained_tokens: int
+    time: float = field(default_factory=time.time, compare=False)

@@ -89,9 +89,11 @@ def event_record(event) -> dict | None:
     name = _RECORD_NAMES.get(type(event))
     if name is None:
         return None
-    record = {"event": name, "time": round(time.time(), 3)}
+    record = {"event": name}
     for key, value in dataclasses.asdict(event).items():
-        if key == "problems":
+        if key == "time":  # when the event was made (not when it was written), to the millisecond
+            value = round(value, 3)
+        elif key == "problems":
             value = [str(p) for p in event.problems]
         record[key] = value
     record.setdefault("iteration", None)
@@ -108,7 +110,13 @@ class MetricsLog:
         record = event_record(event)
         if record is None or self._file.closed:
             return
-        self._file.write(json.dumps(record) + "\n")
+        line = json.dumps(record) + "\n"
+        atomic.fault_point("metrics.partial-line", before_kill=lambda: self._append(line[: len(line) // 2]))
+        self._append(line)
+        atomic.fault_point("metrics.line-written")
+
+    def _append(self, text: str) -> None:
+        self._file.write(text)
         self._file.flush()
         os.fsync(self._file.fileno())
 
@@ -154,7 +162,7 @@ class RunStatus:
 
 
 def write_status(run_dir: Path, status: RunStatus) -> None:
-    atomic.write_json(Path(run_dir) / STATUS, dataclasses.asdict(status))
+    atomic.write_json(Path(run_dir) / STATUS, dataclasses.asdict(status), label="status")
 
 
 def new_status(model: str, method: str, total: int) -> RunStatus:
@@ -249,6 +257,7 @@ def write_checkpoint_state(run_dir: Path, iteration: int, trained_tokens: int, v
     atomic.write_json(
         state_file(run_dir, iteration),
         {"format": 1, "iteration": iteration, "trained_tokens": trained_tokens, "val_loss": val_loss},
+        label="commit-marker",
     )
 
 
@@ -308,7 +317,7 @@ def best_checkpoint(run_dir: Path) -> tuple[int, float] | None:
 def resolve_checkpoint(path: Path, which: str | int = "best") -> tuple[Path, int | None]:
     """The adapter weights file for 'best', 'last' or an iteration number, with its iteration."""
     adapters = adapters_dir(path)
-    found = list_checkpoints(adapters)
+    found = _committed(adapters, list_checkpoints(adapters))
     which = str(which).strip().lower()
     if which == "last":
         if found:
@@ -339,6 +348,15 @@ def resolve_checkpoint(path: Path, which: str | int = "best") -> tuple[Path, int
             Problem(f"there is no checkpoint {int(which)}; {_available(found)}", file=str(adapters), value=which)
         )
     return found[int(which)], int(which)
+
+
+def _committed(adapters: Path, found: dict[int, Path]) -> dict[int, Path]:
+    """In a run folder, only checkpoints with their commit marker count (a plain adapter folder has none)."""
+    run_dir = adapters.parent
+    if adapters.name != ADAPTERS or not (run_dir / CHECKPOINTS).is_dir():
+        return found
+    complete = {c.iteration for c in complete_checkpoints(run_dir)}
+    return {it: p for it, p in found.items() if it in complete}
 
 
 def _final_file(adapters: Path) -> Path:

@@ -1,1 +1,1 @@
-"""Widgets: render state, forward intent (see ../shared/STYLE.md, the ui layer)."""
+"""The desktop app's widgets: a main window whose pages are built from ``pages.REGISTRY``."""

@@ -3,15 +3,26 @@
 import errno
 import math
 import threading
+import types
 from collections import namedtuple
 
+import pytest
 from conftest import fast_recipe
 
 from macfinetune.backend import adapters, loop
 from macfinetune.backend.training import resume_run, train_run
 from macfinetune.core import health, runs
 from macfinetune.core.control import JobControl
-from macfinetune.core.events import CheckpointSaved, RunFailed, RunFinished, RunPaused, TrainReport
+from macfinetune.core.events import (
+    CheckpointSaved,
+    Heartbeat,
+    MemorySample,
+    RunFailed,
+    RunFinished,
+    RunPaused,
+    RunResumed,
+    TrainReport,
+)
 
 
 def test_loss_rules():
@@ -108,38 +119,107 @@ def test_disk_full_in_the_app_pauses_with_a_message_and_resumes(tiny_model, tmp_
     assert [c.iteration for c in runs.complete_checkpoints(tmp_path / "run")] == [8, 12]
 
 
-def test_memory_pressure_saves_then_stops_headless(tiny_model, tmp_path, monkeypatch):
+Memory = namedtuple("Memory", "total available")
+
+
+@pytest.fixture
+def pressure(monkeypatch):
+    """psutil reports low memory to the watch thread once ``on`` is set; ``judged`` is set at the
+    watch's second low reading, by when it has judged the first. The watch samples every 20 ms."""
     import psutil
 
-    Memory = namedtuple("Memory", "available total")
-    reports = []
+    state = types.SimpleNamespace(on=threading.Event(), judged=threading.Event(), low_reads=0)
 
     def fake_memory():
-        low = len(reports) >= 2  # memory runs out after the second report
-        return Memory(health.GB // 4 if low else 8 * health.GB, 16 * health.GB)
-
-    def emit(event):
-        if isinstance(event, TrainReport):
-            reports.append(event.iteration)
+        if not state.on.is_set():
+            return Memory(16 * health.GB, 8 * health.GB)
+        if threading.current_thread().name == "macfinetune-watch":
+            state.low_reads += 1
+            if state.low_reads >= 2:
+                state.judged.set()
+        return Memory(16 * health.GB, health.GB // 4)
 
     monkeypatch.setattr(psutil, "virtual_memory", fake_memory)
-    result = train_run(fast_recipe(tiny_model, "iterations=40", "save_every=20"), tmp_path / "run",
-                       emit, JobControl(pause_on_trouble=False))
+    monkeypatch.setattr(loop, "SAMPLE_SECONDS", 0.02)
+    return state
+
+
+def _pressure_after(monkeypatch, pressure, iteration):
+    """Memory runs out during step ``iteration``: the step ends once the watch has judged it."""
+    real = loop.StepHook.on_train_loss_report
+
+    def hooked(self, info):
+        if self.offset + info["iteration"] == iteration:
+            pressure.on.set()
+            if not pressure.judged.wait(30):
+                raise RuntimeError("the watch never sampled")
+        return real(self, info)
+
+    monkeypatch.setattr(loop.StepHook, "on_train_loss_report", hooked)
+
+
+def test_memory_pressure_seen_on_time_saves_then_stops_headless_at_the_update_boundary(
+        tiny_model, tmp_path, monkeypatch, pressure):
+    _pressure_after(monkeypatch, pressure, 5)
+    events = []
+    result = train_run(fast_recipe(tiny_model, "iterations=40", "save_every=20", "report_every=1000",
+                                   "eval_every=1000", "grad_accumulation=2"),
+                       tmp_path / "run", events.append, JobControl(pause_on_trouble=False))
     assert result.state == "stopped" and "memory is nearly full" in result.message
     assert "batch_size" in result.message
-    assert [c.iteration for c in runs.complete_checkpoints(tmp_path / "run")] == [reports[1]]
+    # seen during step 5 (no report was due), acted on at the next update boundary: step 6
+    assert result.iteration == 6
+    assert [c.iteration for c in runs.complete_checkpoints(tmp_path / "run")] == [6]
+    assert not [e for e in events if isinstance(e, TrainReport)]
+    watched = [e for e in events if isinstance(e, MemorySample)]
+    assert watched and all(e.active_gb is None for e in watched)
+    assert any(e.system_used_gb == pytest.approx(16 * health.GB / 1e9 - 0.25 * health.GB / 1e9) for e in watched)
 
 
-def test_memory_limit_and_keep_awake(monkeypatch):
+def test_memory_pressure_in_the_app_pauses_after_the_step_and_resumes(tiny_model, tmp_path, monkeypatch,
+                                                                      pressure):
+    _pressure_after(monkeypatch, pressure, 5)
+    monkeypatch.setattr(loop, "HEARTBEAT_SECONDS", 0.04)
+    control, events, states = JobControl(), [], []
+
+    def emit(event):
+        events.append(event)
+        if isinstance(event, RunPaused):
+            states.append(runs.read_status(tmp_path / "run").state)
+            pressure.on.clear()
+            threading.Timer(0.2, control.resume).start()
+
+    result = train_run(fast_recipe(tiny_model, "report_every=1000"), tmp_path / "run", emit, control)
+    paused = [e for e in events if isinstance(e, RunPaused)]
+    assert len(paused) == 1 and paused[0].iteration == 5 and "memory is nearly full" in paused[0].reason
+    assert states == ["paused"]
+    kinds = [type(e) for e in events]
+    during_pause = kinds[kinds.index(RunPaused):kinds.index(RunResumed)]
+    assert Heartbeat in kinds and Heartbeat not in during_pause  # no heartbeat while paused
+    assert result.state == "finished" and result.iteration == 12
+    assert [c.iteration for c in runs.complete_checkpoints(tmp_path / "run")] == [4, 5, 8, 12]
+
+
+def test_memory_limit_is_a_guideline_not_a_wall():
+    """Why the pressure watch exists: MLX allocates past its memory limit (MLX documents that
+    allocations fail only when memory including swap is exhausted)."""
+    import mlx.core as mx
+
+    previous = mx.set_memory_limit(1_000_000)  # 1 MB
+    try:
+        big = mx.ones((4_000_000,), dtype=mx.float32)  # 16 MB
+        mx.eval(big)
+        assert big.sum().item() == 4_000_000
+    finally:
+        mx.set_memory_limit(previous)
+
+
+def test_keep_awake(monkeypatch):
     import subprocess
     import sys
 
-    import mlx.core as mx
-
     from macfinetune.backend import hardware
 
-    budget = hardware.apply_memory_limit()
-    assert 0 < budget and mx.set_memory_limit(budget) == budget  # set_memory_limit returns the previous limit
     started = []
     monkeypatch.setattr(sys, "platform", "darwin")
     monkeypatch.setattr(subprocess, "Popen", lambda args: started.append(args) or _FakeProc())

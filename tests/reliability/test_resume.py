@@ -11,10 +11,11 @@ import pytest
 from conftest import FAST, SAMPLE_DATA, fast_recipe
 
 from macfinetune.backend.training import resume_run, train_run
-from macfinetune.core import runs
+from macfinetune.core import atomic, runs
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import RunContinued, TrainReport
 from macfinetune.core.problems import ProblemError
+from macfinetune.core.recipe import save_recipe
 
 EXACT = ["iterations=12", "report_every=1", "save_every=3", "eval_every=3", "dropout=0.1",
          "lr_schedule=cosine", "warmup_steps=2", "optimizer=adamw", "weight_decay=0.01"]
@@ -24,30 +25,56 @@ def losses(events):
     return {e.iteration: e.train_loss for e in events if isinstance(e, TrainReport)}
 
 
-def test_stop_then_resume_matches_an_uninterrupted_run(tiny_model, tmp_path):
+@pytest.mark.slow
+@pytest.mark.parametrize("accumulation", [1, 2, 3])
+def test_resume_is_exact_with_accumulation_after_a_stop_and_a_kill(tiny_model, tmp_path, accumulation):
+    """Checkpoints land on update boundaries, so resuming continues the uninterrupted run's updates:
+    a stop asked for mid-accumulation (step 5) finishes the accumulation first; a SIGKILL right after
+    the first periodic save (the recipe refuses a save_every that is not a multiple of the
+    accumulation) resumes from it."""
+    first_save = 2 * accumulation
+    recipe = [*EXACT, f"grad_accumulation={accumulation}", "warmup_steps=1", f"save_every={first_save}"]
     full = []
-    assert train_run(fast_recipe(tiny_model, *EXACT), tmp_path / "full", full.append).state == "finished"
+    assert train_run(fast_recipe(tiny_model, *recipe), tmp_path / "full", full.append).state == "finished"
+    boundary = -(-5 // accumulation) * accumulation  # the first update boundary at or after step 5
 
-    control, first = JobControl(), []
+    control = JobControl()
 
-    def stop_at_7(event):
-        first.append(event)
-        if isinstance(event, TrainReport) and event.iteration == 7:
+    def stop_at_5(event):
+        if isinstance(event, TrainReport) and event.iteration == 5:
             control.request_stop()
 
-    result = train_run(fast_recipe(tiny_model, *EXACT), tmp_path / "cut", stop_at_7, control)
-    assert result.state == "stopped" and result.iteration == 7
-    assert runs.read_status(tmp_path / "cut").state == "stopped"
+    result = train_run(fast_recipe(tiny_model, *recipe), tmp_path / "stop", stop_at_5, control)
+    assert result.state == "stopped" and result.iteration == boundary
+    assert_resumes_exactly(tmp_path / "stop", boundary, full)
 
-    second = []
-    result = resume_run(tmp_path / "cut", second.append)
+    killed = train_killed_at("commit-marker.renamed", 1, fast_recipe(tiny_model, *recipe), tmp_path / "kill")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert runs.read_status(tmp_path / "kill").state == "interrupted"
+    assert [c.iteration for c in runs.complete_checkpoints(tmp_path / "kill")] == [first_save]
+    assert_resumes_exactly(tmp_path / "kill", first_save, full)
+
+
+def train_killed_at(point, n, recipe, out):
+    """`macfinetune train` in a subprocess that SIGKILLs itself the n-th time it reaches a fault point."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    recipe_file = out.parent / f"{out.name}.recipe.yaml"
+    save_recipe(recipe_file, recipe)
+    env = {**os.environ, "MLX_DISABLE_COMPILE": "1", atomic.FAULT_ENV: f"{point}:{n}"}
+    return subprocess.run([sys.executable, "-m", "macfinetune", "train", str(recipe_file), "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def assert_resumes_exactly(run, start, full):
+    events = []
+    result = resume_run(run, events.append)
     assert result.state == "finished" and result.iteration == 12
-    assert isinstance(second[1], RunContinued) and second[1].iteration == 7
-    resumed = losses(second)
-    assert sorted(resumed) == list(range(8, 13))
+    assert next(e for e in events if isinstance(e, RunContinued)).iteration == start
+    resumed = losses(events)
+    assert sorted(resumed) == list(range(start + 1, 13))
     for it, loss in resumed.items():
         assert loss == pytest.approx(losses(full)[it], rel=1e-4, abs=1e-5), it
-    history = runs.read_metrics(tmp_path / "cut")
+    history = runs.read_metrics(run)
     assert [r["iteration"] for r in history if r["event"] == "train"] == list(range(1, 13))
 
 
@@ -112,27 +139,6 @@ def test_kill_9_during_training_then_resume_from_the_cli(tiny_model, tmp_path):
     assert all(json.loads(line) for line in lines[:-1])  # every line but perhaps a torn one parses
 
 
-def test_kill_9_during_checkpoint_writes_never_leaves_a_loadable_broken_checkpoint(tiny_model, tmp_path):
-    """Kill at many moments while checkpoints are being written; every complete checkpoint loads."""
-    from macfinetune.backend import adapters, models
-
-    run = tmp_path / "run"
-    sets = [x for item in FAST + ["iterations=100000", "save_every=1", "eval_every=1000", "report_every=1000"]
-            for x in ("--set", item)]
-    proc = _cli("train", "demo-tiny-lora", "--model", tiny_model, "--data", SAMPLE_DATA, "--out", run, *sets)
-    _wait_for_checkpoint(run, 3, proc)
-    time.sleep(0.37)  # land somewhere inside the save of a later checkpoint
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    leftovers = [p.name for p in (run / "adapters").iterdir() if p.name.startswith(".")]
-    complete = runs.complete_checkpoints(run)
-    model, _, _ = models.load_model(tiny_model)
-    adapters.apply_adapter(model, run / "adapters", complete[-1].adapters)
-    assert all(name.endswith(".safetensors") for name in leftovers)  # temp files never take a real name
-    runs.remove_partial_files(run)
-    assert not [p for p in (run / "adapters").iterdir() if p.name.startswith(".")]
-
-
 def test_ctrl_c_stops_after_the_step_saves_and_exits_130(tiny_model, tmp_path):
     run = tmp_path / "run"
     sets = [x for item in FAST + ["iterations=100000", "save_every=2", "eval_every=2"] for x in ("--set", item)]
@@ -145,3 +151,30 @@ def test_ctrl_c_stops_after_the_step_saves_and_exits_130(tiny_model, tmp_path):
     status = runs.read_status(run)
     assert status.state == "stopped"
     assert runs.complete_checkpoints(run)[-1].iteration == status.iteration
+
+
+def test_sigterm_stops_after_the_step_saves_and_exits_143(tiny_model, tmp_path):
+    run = tmp_path / "run"
+    sets = [x for item in FAST + ["iterations=100000", "save_every=2", "eval_every=2"] for x in ("--set", item)]
+    proc = _cli("train", "demo-tiny-lora", "--model", tiny_model, "--data", SAMPLE_DATA, "--out", run, *sets)
+    _wait_for_checkpoint(run, 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "SIGTERM: stopping after this step" in err and "continue with: macfinetune train --resume" in out
+    status = runs.read_status(run)
+    assert status.state == "stopped"
+    assert runs.complete_checkpoints(run)[-1].iteration == status.iteration
+
+
+def test_last_checkpoint_is_the_newest_committed_one(trained_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    assert runs.resolve_checkpoint(run, "last")[1] == 12
+    runs.state_file(run, 12).unlink()  # killed before the commit marker of checkpoint 12
+    path, it = runs.resolve_checkpoint(run, "last")
+    assert it == 8 and path.name == runs.checkpoint_name(8)
+    with pytest.raises(ProblemError, match="no checkpoint 12"):
+        runs.resolve_checkpoint(run, "12")

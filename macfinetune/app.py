@@ -1,0 +1,42 @@
+"""Composition root: QApplication, QSettings (created once, injected), the engine, the main window."""
+
+from __future__ import annotations
+
+import sys
+
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QApplication
+
+
+def make_application(argv: list[str] | None = None) -> QApplication:
+    app = QApplication.instance() or QApplication(list(argv or sys.argv[:1]))
+    app.setApplicationName("macfinetune")
+    app.setOrganizationName("macfinetune")
+    app.setOrganizationDomain("macfinetune.app")
+    return app
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Open the main window; the engine thread starts now but imports MLX only when a job runs."""
+    from macfinetune.engine import Engine
+
+    app = make_application(argv)
+    settings = QSettings()
+    engine = Engine()
+    engine.start()
+    from macfinetune.ui.main_window import create_main_window
+
+    window = create_main_window(engine, settings)
+    window.show()
+    try:
+        return app.exec()
+    finally:
+        engine.shutdown()
+
+
+def screenshot(out: str, page: str, theme: str = "light") -> int:
+    """Render one page with a recorded demo run, offscreen, at a fixed size, into ``out`` (PNG)."""
+    from macfinetune.ui.screenshot import render
+
+    app = make_application()
+    return render(app, out, page, theme)

@@ -1,0 +1,193 @@
+"""Every long operation as a plain job function ``fn(emit, control, **args) -> result``.
+
+The CLI calls these directly; the engine runs the same functions on its thread, so the two paths
+cannot drift. No Qt here. Backend modules (and so MLX) are imported inside the functions.
+Every job starts with MLX's peak-memory counter reset and ends with MLX's cache cleared
+(``backend.runtime``), so a job reports its own peak, not that of an earlier, bigger job.
+A job stopped through ``control`` before it produced its result raises ``Cancelled``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+from macfinetune.core.control import JobControl
+from macfinetune.core.events import Progress, Stage
+from macfinetune.core.recipe import Recipe
+from macfinetune.core.sampling import Sampling
+
+Emit = Callable[[object], None]
+
+INSPECT_CHUNK = 1000  # rows tokenized between progress events and cancel checks
+
+
+class Cancelled(Exception):
+    """The job was stopped before it produced its result (nothing half-written is left)."""
+
+
+def mlx_job(fn):
+    """Reset MLX's peak memory before ``fn`` and clear MLX's cache after it (whatever happens)."""
+
+    @functools.wraps(fn)
+    def job(emit: Emit, control: JobControl, **args):
+        from macfinetune.backend import runtime
+
+        runtime.begin_job()
+        try:
+            return fn(emit, control, **args)
+        finally:
+            runtime.end_job()
+
+    return job
+
+
+def _check_stop(control: JobControl) -> None:
+    if control.stop_requested:
+        raise Cancelled()
+
+
+@mlx_job
+def train(emit: Emit, control: JobControl, *, recipe: Recipe, run_dir: Path, allow_over_budget: bool = False,
+          confirm=None):
+    """A new run (``backend.training.train_run``); nothing is loaded or written when already stopped."""
+    from macfinetune.backend import training
+
+    _check_stop(control)
+    return training.train_run(recipe, Path(run_dir), emit, control, allow_over_budget=allow_over_budget,
+                              confirm=confirm)
+
+
+@mlx_job
+def resume(emit: Emit, control: JobControl, *, run_dir: Path):
+    """Continue an interrupted or stopped run from its newest complete checkpoint."""
+    from macfinetune.backend import training
+
+    _check_stop(control)
+    return training.resume_run(Path(run_dir), emit, control)
+
+
+@mlx_job
+def fuse(emit: Emit, control: JobControl, *, path: Path, which: str = "best", out_dir: Path | None = None,
+         **options):
+    """Fuse a checkpoint into its base model. Stop is honoured between stages (load, fuse),
+    before anything is written; once saving began it finishes (the save is atomic)."""
+    from macfinetune.backend import fusing
+
+    def checked(event):
+        _check_stop(control)
+        emit(event)
+
+    _check_stop(control)
+    return fusing.fuse(Path(path), str(which), Path(out_dir) if out_dir else None, emit=checked, **options)
+
+
+@mlx_job
+def generate(emit: Emit, control: JobControl, *, model: str | None, adapter: tuple[Path, str] | None,
+             prompt: str, sampling: Sampling, compare: bool = False, system: str | None = None) -> list:
+    """Generate (streamed as TokenChunk events, then a GenerationFinished event per model); returns those."""
+    from macfinetune.backend import generation
+
+    results = generation.run_generate(model, adapter, prompt, sampling, compare=compare, system=system, emit=emit,
+                                      control=control)
+    for result in results:
+        emit(result)
+    return results
+
+
+@mlx_job
+def download(emit: Emit, control: JobControl, *, repo_id: str, revision: str | None = None,
+             offline: bool | None = None) -> Path:
+    """Download a model from the hub (progress as DownloadProgress events); its local folder."""
+    from macfinetune.backend import hub
+
+    try:
+        return hub.download_model(repo_id, emit, control, revision=revision, offline=offline)
+    except hub.DownloadCancelled as e:
+        raise Cancelled() from e
+
+
+@mlx_job
+def convert(emit: Emit, control: JobControl, *, source: str, out_dir: Path | None = None, bits: int | None = None,
+            group_size: int = 64, dtype: str | None = None) -> Path:
+    """Convert (and optionally quantize) a model folder or hub repo to MLX; the output folder."""
+    from macfinetune.backend.convert import convert_model
+
+    _check_stop(control)
+    return convert_model(source, bits=bits, group_size=group_size, out=out_dir, dtype=dtype, emit=emit,
+                         control=control)
+
+
+@mlx_job
+def inspect_dataset(emit: Emit, control: JobControl, *, path, model: str | None = None, mapping=None,
+                    chunk_chars: int | None = None, max_seq_length: int = 2048, mask_prompt: bool = False,
+                    valid_fraction: float = 0.1, seed: int = 0):
+    """The dataset doctor's report; tokenizing emits Progress every INSPECT_CHUNK rows and honours stop."""
+    from macfinetune.core import doctor
+
+    emit(Stage("inspect", f"Reading {path}"))
+    data = load_data(path, mapping=mapping, chunk_chars=chunk_chars)
+    _check_stop(control)
+    counter = _chunked(_token_counter(model, emit), emit, control) if model else None
+    return doctor.inspect(data, count_tokens=counter, max_seq_length=max_seq_length, mask_prompt=mask_prompt,
+                          valid_fraction=valid_fraction, seed=seed)
+
+
+def load_data(path, mapping=None, chunk_chars: int | None = None):
+    """Any supported dataset (a file, a folder, a hub dataset) as ``formats.LoadedData``."""
+    from macfinetune.backend.hfdata import load_hf_dataset
+    from macfinetune.core import formats
+
+    return formats.load_any(path, mapping=mapping, load_hf=load_hf_dataset, chunk_chars=chunk_chars or None)
+
+
+def _token_counter(model: str, emit: Emit):
+    from macfinetune.backend.tokens import token_counter
+
+    return token_counter(model, emit=emit)
+
+
+def _chunked(count, emit: Emit, control: JobControl):
+    """``count(rows)`` in chunks, with a Progress event and a stop check between chunks."""
+
+    def counted(rows):
+        out = []
+        for start in range(0, len(rows), INSPECT_CHUNK):
+            _check_stop(control)
+            out += count(rows[start:start + INSPECT_CHUNK])
+            emit(Progress("inspect", len(out), len(rows), "tokenizing rows"))
+        return out
+
+    return counted
+
+
+@mlx_job
+def probe_machine(emit: Emit, control: JobControl):
+    """This machine's chip and memory (``core.hardware.Machine``)."""
+    from macfinetune.backend.machine_probe import probe_machine as probe
+
+    return probe()
+
+
+@mlx_job
+def estimate(emit: Emit, control: JobControl, *, recipe: Recipe, machine=None):
+    """The memory gate's view of ``recipe`` on this machine (``core.gate.Gate``, never raising for
+    'will not fit'), with max_seq_length judged from the real longest rows of the recipe's data."""
+    from macfinetune.backend import models, training
+    from macfinetune.backend.hfdata import load_hf_dataset
+    from macfinetune.core import formats, gate
+    from macfinetune.core.modelshape import read_shape
+
+    folder = models.resolve_model_path(recipe.model.path)
+    shape = read_shape(folder)
+    longest = None
+    if recipe.data.path:
+        emit(Stage("estimate", f"Finding the longest rows of {recipe.data.path}"))
+        train_rows, valid_rows, _, _ = formats.load_dataset_files(recipe.data.path, recipe.data.mask_prompt,
+                                                                  load_hf=load_hf_dataset)
+        longest = training.longest_row_tokens(train_rows + valid_rows, folder)
+    machine = machine or probe_machine(emit, control)
+    verdict = gate.check(recipe, shape, machine, longest, allow_over_budget=True)
+    return dataclasses.replace(verdict, overridden=False)  # asked, not overridden

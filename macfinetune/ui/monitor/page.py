@@ -1,0 +1,242 @@
+"""The Monitor page: progress, the four panels, warnings, failure details and the event log.
+
+Events go into a ``MetricsBuffer``; one named timer (~30 Hz) redraws only when the buffer changed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QEvent, Qt, QTimer
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from macfinetune.core import runs_table
+from macfinetune.core.progress import epoch_of
+from macfinetune.ui.monitor.buffer import MetricsBuffer
+from macfinetune.ui.monitor.panels import LearningRatePanel, LossPanel, MemoryPanel, ThroughputPanel
+from macfinetune.ui.widgets.theme import plot_colors
+
+REDRAW_MS = 33
+
+
+class MonitorPage(QWidget):
+    def __init__(self, session, settings, parent=None):
+        super().__init__(parent)
+        self.setObjectName("monitorPage")
+        self.session, self.settings = session, settings
+        self.buffer = MetricsBuffer()
+        self._drawn = -1
+        self.redraws = 0
+        self._build()
+        self._timer = QTimer(self)
+        self._timer.setObjectName("monitorRedraw")
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(REDRAW_MS)
+        self._timer.timeout.connect(self.redraw)
+        session.trainingEvent.connect(self._on_session_training_event)
+        session.runOpened.connect(self._on_session_run_opened)
+        self._restore()
+        self.apply_palette()
+        self.redraw()
+
+    # --- layout -----------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.progress = self._label("progressLine", bold=True)
+        self.stats = self._label("statsLine")
+        self.warnings = self._label("warnings")
+        self.warnings.setWordWrap(True)
+        self.warnings.setFrameShape(QFrame.Shape.StyledPanel)
+        self.failure = QListWidget()
+        self.failure.setObjectName("failureProblems")
+        self.failure.setMaximumHeight(90)
+        self.loss, self.throughput = LossPanel(), ThroughputPanel()
+        self.memory, self.lr = MemoryPanel(), LearningRatePanel()
+        self.panels = (self.loss, self.throughput, self.memory, self.lr)
+        self.log = QPlainTextEdit()
+        self.log.setObjectName("eventLog")
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(5000)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.setObjectName("monitorSplitter")
+        self.splitter.addWidget(self._plots())
+        self.splitter.addWidget(self._log_pane())
+        self.splitter.setStretchFactor(0, 4)
+        self.splitter.setStretchFactor(1, 1)
+        layout = QVBoxLayout(self)
+        for w in (self.progress, self.stats, self.warnings, self.failure):
+            layout.addWidget(w)
+        layout.addWidget(self.splitter, 1)
+
+    def _label(self, name: str, bold: bool = False) -> QLabel:
+        label = QLabel()
+        label.setObjectName(name)
+        label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        if bold:
+            font = label.font()
+            font.setPointSizeF(font.pointSizeF() * 1.2)
+            font.setBold(True)
+            label.setFont(font)
+        return label
+
+    def _plots(self) -> QWidget:
+        grid = QSplitter(Qt.Orientation.Vertical)
+        grid.setObjectName("plotSplitter")
+        top = QSplitter(Qt.Orientation.Horizontal)
+        top.addWidget(self.loss)
+        top.addWidget(self.throughput)
+        top.setStretchFactor(0, 3)
+        top.setStretchFactor(1, 2)
+        bottom = QSplitter(Qt.Orientation.Horizontal)
+        bottom.addWidget(self.memory)
+        bottom.addWidget(self.lr)
+        bottom.setStretchFactor(0, 3)
+        bottom.setStretchFactor(1, 2)
+        grid.addWidget(top)
+        grid.addWidget(bottom)
+        grid.setStretchFactor(0, 3)
+        grid.setStretchFactor(1, 2)
+        self.plot_splitter = grid
+        return grid
+
+    def _log_pane(self) -> QWidget:
+        pane = QWidget()
+        layout = QVBoxLayout(pane)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(QLabel("Events"))
+        layout.addWidget(self.log, 1)
+        row = QHBoxLayout()
+        self.export_png_button = QPushButton("Export Loss PNG…")
+        self.export_png_button.setObjectName("exportPng")
+        self.export_csv_button = QPushButton("Export CSV…")
+        self.export_csv_button.setObjectName("exportCsv")
+        self.export_png_button.clicked.connect(self._on_export_png_clicked)
+        self.export_csv_button.clicked.connect(self._on_export_csv_clicked)
+        row.addWidget(self.export_png_button)
+        row.addWidget(self.export_csv_button)
+        layout.addLayout(row)
+        return pane
+
+    # --- events -----------------------------------------------------------------------
+
+    def show_events(self, events: list, received: float | None = None) -> None:
+        """Replay a list of events (a reopened run, a recorded one) and draw once."""
+        for event in events:
+            self.buffer.apply(event, received)
+        self.redraw()
+
+    def _on_session_training_event(self, event) -> None:
+        self.buffer.apply(event, time.time())
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def _on_session_run_opened(self, run_dir: str) -> None:
+        self.buffer.reset()
+        self.log.clear()
+        self._drawn = -1
+        self.show_events(runs_table.load_run_events(Path(run_dir)))
+        if not self.buffer.run.run_dir:
+            self.buffer.run.run_dir = run_dir
+
+    def redraw(self) -> None:
+        if self.buffer.version == self._drawn:
+            return
+        self._drawn = self.buffer.version
+        self.redraws += 1
+        for panel in self.panels:
+            panel.redraw(self.buffer)
+        self._set_labels()
+
+    def _set_labels(self) -> None:
+        r = self.buffer.run
+        self.progress.setText(self.buffer.progress_line() if r.state != "idle" else "No run yet: start one, or "
+                              "open a run from Runs (or drop its folder here)")
+        self.stats.setText(self._stats_text())
+        self.warnings.setText("\n".join(f"⚠ {w}" for w in r.warnings[-3:]) if r.warnings else "")
+        self.warnings.setVisible(bool(r.warnings))
+        self._set_failure()
+        self._append_log()
+        has_run = bool(r.run_dir)
+        self.export_csv_button.setEnabled(has_run and (Path(r.run_dir) / "metrics.jsonl").exists())
+        self.export_png_button.setEnabled(self.buffer.series["train_loss"].n > 0)
+
+    def _stats_text(self) -> str:
+        r = self.buffer.run
+        if r.state == "idle":
+            return ""
+        parts = [Path(r.run_dir).name or "run"]
+        if r.epochs:
+            parts.append(f"epoch {epoch_of(r.iteration, r.total, r.epochs):.2f} of {r.epochs:.2f}")
+        if r.train_loss is not None:
+            parts.append(f"train loss {r.train_loss:.3f}")
+        parts.append(f"best val {r.best[1]:.3f} at {r.best[0]}" if r.best else "no validation yet")
+        return " · ".join(parts)
+
+    def _set_failure(self) -> None:
+        r = self.buffer.run
+        self.failure.clear()
+        if r.state == "failed":
+            self.failure.addItem(f"Failed: {r.message}")
+            self.failure.addItems([f"  {p}" for p in r.problems])
+        self.failure.setVisible(r.state == "failed")
+
+    def _append_log(self) -> None:
+        shown = self.log.blockCount() if self.log.toPlainText() else 0
+        lines = self.buffer.run.log[shown:]
+        if lines:
+            self.log.appendPlainText("\n".join(lines))
+
+    # --- export -----------------------------------------------------------------------
+
+    def export_csv(self, path: str) -> None:
+        Path(path).write_text(runs_table.metrics_csv(Path(self.buffer.run.run_dir)), encoding="utf-8")
+
+    def _on_export_csv_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export metrics as CSV", "metrics.csv", "CSV (*.csv)")
+        if path:
+            self.export_csv(path)
+
+    def _on_export_png_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export the loss plot", "loss.png", "PNG (*.png)")
+        if path:
+            self.loss.export_png(path)
+
+    # --- palette and persistence ----------------------------------------------------
+
+    def apply_palette(self) -> None:
+        colors = plot_colors(self.palette())
+        for panel in self.panels:
+            panel.apply_colors(colors)
+
+    def changeEvent(self, event) -> None:
+        if event.type() == QEvent.Type.PaletteChange:
+            self.apply_palette()
+        super().changeEvent(event)
+
+    def _restore(self) -> None:
+        s = self.settings
+        self.loss.set_smoothing(float(s.value("monitor/smoothing", 0.6)))
+        self.loss.log_box.setChecked(s.value("monitor/log_scale", False, type=bool))
+        for key, splitter in (("monitor/splitter", self.splitter), ("monitor/plot_splitter", self.plot_splitter)):
+            state = s.value(key)
+            if state is not None:
+                splitter.restoreState(state)
+
+    def save_state(self) -> None:
+        s = self.settings
+        s.setValue("monitor/smoothing", self.loss.weight)
+        s.setValue("monitor/log_scale", self.loss.log_box.isChecked())
+        s.setValue("monitor/splitter", self.splitter.saveState())
+        s.setValue("monitor/plot_splitter", self.plot_splitter.saveState())

@@ -1,0 +1,230 @@
+"""The Runs page: every run in the data folder and those opened before, scanned off the GUI thread."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from PySide6.QtCore import QSortFilterProxyModel, Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from macfinetune.core import runs_table
+from macfinetune.ui.runs.compare import CompareDialog
+from macfinetune.ui.runs.model import PATH_ROLE, SORT_ROLE, RunsTableModel
+
+RESUMABLE = ("stopped", "interrupted")
+
+
+class RunsPage(QWidget):
+    scanned = Signal(object)  # list[RunRow], emitted by the scan thread
+
+    def __init__(self, session, settings, parent=None):
+        super().__init__(parent)
+        self.setObjectName("runsPage")
+        self.session, self.settings = session, settings
+        self.model = RunsTableModel(self)
+        self.proxy = QSortFilterProxyModel(self)
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setSortRole(SORT_ROLE)
+        self.proxy.setFilterKeyColumn(-1)
+        self.proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self._scan: threading.Thread | None = None
+        self._rescan = False
+        self.compare_dialog: CompareDialog | None = None
+        self._build()
+        self.scanned.connect(self._on_scanned)
+        session.runsChanged.connect(self.refresh)
+        session.stateChanged.connect(self._on_selection_changed)
+        self.refresh()
+
+    def _build(self) -> None:
+        self.filter = QLineEdit()
+        self.filter.setObjectName("runsFilter")
+        self.filter.setPlaceholderText("Filter runs")
+        self.filter.setClearButtonEnabled(True)
+        self.filter.textChanged.connect(self.proxy.setFilterFixedString)
+        self.table = QTableView()
+        self.table.setObjectName("runsTable")
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(6, Qt.SortOrder.DescendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setAlternatingRowColors(True)
+        self.table.verticalHeader().hide()
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.doubleClicked.connect(self._on_table_double_clicked)
+        self.table.selectionModel().selectionChanged.connect(self._on_selection_changed)
+        self.empty = QLabel()
+        self.empty.setObjectName("runsEmpty")
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.buttons = {}
+        row = QHBoxLayout()
+        for name, text, slot in (("open", "Open", self.open_selected), ("resume", "Resume", self.resume_selected),
+                                 ("compare", "Compare", self.compare_selected),
+                                 ("reveal", self._reveal_text(), self.reveal_selected),
+                                 ("rename", "Rename…", self.rename_selected),
+                                 ("delete", "Move to Trash…", self.delete_selected)):
+            button = QPushButton(text)
+            button.setObjectName(f"runs_{name}")
+            button.clicked.connect(slot)
+            self.buttons[name] = button
+            row.addWidget(button)
+        row.addStretch(1)
+        row.addWidget(self.filter)
+        layout = QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.empty)
+        self._on_selection_changed()
+
+    @staticmethod
+    def _reveal_text() -> str:
+        return "Reveal in Finder" if sys.platform == "darwin" else "Show in File Manager"
+
+    # --- scanning ---------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Rescan in a plain thread (no MLX is needed); a request during a scan scans again after it."""
+        if self._scan is not None and self._scan.is_alive():
+            self._rescan = True
+            return
+        home, extra = self.session.data_folder(), self.session.opened_folders()
+        self._scan = threading.Thread(target=self._scan_in_thread, args=(home, extra), name="macfinetune-runs-scan",
+                                      daemon=True)
+        self._scan.start()
+
+    def _scan_in_thread(self, home: Path, extra: list[Path]) -> None:
+        self.scanned.emit(runs_table.scan_rows(home, extra))
+
+    def wait_for_scan(self, timeout: float = 10.0) -> None:
+        if self._scan is not None:
+            self._scan.join(timeout)
+
+    def _on_scanned(self, rows) -> None:
+        selected = set(self.selected_paths())
+        self.model.set_rows(rows)
+        self._select(selected)
+        self.empty.setText("" if rows else f"No runs yet in {self.session.data_folder()}. "
+                           "Start one, or drop a run folder on the window.")
+        self.empty.setVisible(not rows)
+        self._on_selection_changed()
+        if self._rescan:
+            self._rescan = False
+            self.refresh()
+
+    def _select(self, paths: set[Path]) -> None:
+        for r in range(self.proxy.rowCount()):
+            index = self.proxy.index(r, 0)
+            if Path(index.data(PATH_ROLE)) in paths:
+                self.table.selectionModel().select(index, self.table.selectionModel().SelectionFlag.Select
+                                                   | self.table.selectionModel().SelectionFlag.Rows)
+
+    # --- selection and actions --------------------------------------------------------
+
+    def selected_rows(self) -> list[runs_table.RunRow]:
+        rows = {self.proxy.mapToSource(i).row() for i in self.table.selectionModel().selectedRows()}
+        return [self.model.row_at(r) for r in sorted(rows)]
+
+    def selected_paths(self) -> list[Path]:
+        return [r.path for r in self.selected_rows()]
+
+    def _on_selection_changed(self, *args) -> None:
+        rows = self.selected_rows()
+        one = len(rows) == 1
+        for name in ("open", "reveal", "rename"):
+            self.buttons[name].setEnabled(one)
+        self.buttons["delete"].setEnabled(bool(rows) and not any(r.status in ("running", "paused") for r in rows))
+        self.buttons["compare"].setEnabled(len(rows) >= 2)
+        self.buttons["resume"].setEnabled(one and rows[0].status in RESUMABLE and not self.session.is_training)
+
+    def _on_table_double_clicked(self, index) -> None:
+        self.open_selected()
+
+    def open_selected(self) -> None:
+        paths = self.selected_paths()
+        if paths:
+            self.session.open_run(paths[0])
+
+    def resume_selected(self) -> None:
+        paths = self.selected_paths()
+        if paths:
+            self.session.resume_run(paths[0])
+
+    def compare_selected(self) -> None:
+        paths = self.selected_paths()
+        if len(paths) >= 2:
+            self.compare_dialog = CompareDialog(paths, self)
+            self.compare_dialog.show()
+
+    def reveal_selected(self) -> None:
+        for path in self.selected_paths()[:1]:
+            if sys.platform == "darwin":
+                subprocess.Popen(["open", "-R", str(path)])
+            else:
+                QDesktopServices.openUrl(QUrl.fromLocalFile(str(path.parent)))
+
+    def rename_selected(self, new_name: str | None = None) -> None:
+        paths = self.selected_paths()
+        if len(paths) != 1:
+            return
+        old = paths[0]
+        if new_name is None:
+            new_name, ok = QInputDialog.getText(self, "Rename run", "New name:", text=old.name)
+            if not ok:
+                return
+        self._rename(old, new_name.strip())
+
+    def _rename(self, old: Path, new_name: str) -> None:
+        target = old.with_name(new_name)
+        if not new_name or "/" in new_name or target.exists():
+            QMessageBox.warning(self, "Cannot rename", f"“{new_name}” is empty, has a slash or already exists.")
+            return
+        old.rename(target)
+        self.session.settings.setValue("runs/opened", [str(target) if p == str(old) else p for p in
+                                                      map(str, self.session.opened_folders())])
+        self.refresh()
+
+    def delete_selected(self, confirm=None) -> None:
+        """Move the selected runs to the Trash after asking (``confirm`` replaces the question in tests)."""
+        paths = self.selected_paths()
+        if not paths:
+            return
+        ask = confirm or self._confirm_delete
+        if not ask(paths):
+            return
+        from send2trash import send2trash
+
+        for path in paths:
+            send2trash(str(path))
+        self.refresh()
+
+    def _confirm_delete(self, paths: list[Path]) -> bool:
+        names = "\n".join(p.name for p in paths[:10])
+        answer = QMessageBox.question(self, "Move to Trash", f"Move {len(paths)} run(s) to the Trash?\n\n{names}",
+                                      QMessageBox.StandardButton.Cancel | QMessageBox.StandardButton.Yes,
+                                      QMessageBox.StandardButton.Cancel)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def shutdown(self) -> None:
+        self.wait_for_scan()
+        if self.compare_dialog is not None:
+            self.compare_dialog.close()

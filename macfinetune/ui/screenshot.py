@@ -1,0 +1,94 @@
+"""Deterministic screenshots: a data folder of recorded runs made in code, an engine that never runs,
+a window at a fixed size, one page grabbed to PNG."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QSettings, Signal, qInstallMessageHandler
+from PySide6.QtWidgets import QApplication, QStyleFactory
+
+from macfinetune.core import sample_run
+from macfinetune.ui.pages import page_ids
+from macfinetune.ui.widgets.theme import dark_palette
+
+SIZE = (1280, 800)
+
+
+class IdleEngine(QObject):
+    """The engine's interface with nothing behind it (screenshots, view tests)."""
+
+    event = Signal(object)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.calls: list[tuple] = []
+
+    def __getattr__(self, name):
+        if name in ("train", "resume", "pause_current", "resume_current", "stop_current"):
+            return lambda *args, **kw: self.calls.append((name, args))
+        raise AttributeError(name)
+
+
+def make_demo_folder(root: Path) -> Path:
+    """Four runs: finished, stopped with a higher learning rate, interrupted with rank 16, failed early."""
+    runs_dir = root / "runs"
+    t0, hour = sample_run.T0, 3600.0
+    sample_run.write_sample_run(runs_dir / "20261203-091200-Qwen3-0.6B-lora", started=t0)
+    sample_run.write_sample_run(runs_dir / "20261203-101500-Qwen3-0.6B-lora-lr3e-4", upto=600, state="stopped",
+                                learning_rate="3e-4", started=t0 + hour)
+    sample_run.write_sample_run(runs_dir / "20261203-113000-Llama-3.2-1B-lora-rank16",
+                                model="Llama-3.2-1B-Instruct-4bit", upto=380, state="interrupted", rank=16,
+                                started=t0 + 2.3 * hour)
+    sample_run.write_sample_run(runs_dir / "20261203-120000-gemma-3-270m-lora", model="gemma-3-270m-it", upto=40,
+                                state="failed", started=t0 + 2.8 * hour, message="the loss became NaN at iteration 40")
+    return runs_dir / "20261203-091200-Qwen3-0.6B-lora"
+
+
+def live_events(upto: int = 420) -> list:
+    return sample_run.sample_events("20261203-091200-Qwen3-0.6B-lora", upto=upto)
+
+
+def render(app: QApplication, out: str, page: str, theme: str = "light") -> int:
+    from macfinetune.ui.main_window import create_main_window
+
+    if page not in page_ids():
+        raise SystemExit(f"unknown page {page!r}; pages: {', '.join(page_ids())}")
+    qInstallMessageHandler(_quiet_offscreen)
+    app.setStyle(QStyleFactory.create("Fusion"))
+    if theme == "dark":
+        app.setPalette(dark_palette())
+    with tempfile.TemporaryDirectory(prefix="macfinetune-shot-") as tmp:
+        make_demo_folder(Path(tmp))
+        settings = QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat)
+        settings.setValue("prefs/data_folder", tmp)
+        window = create_main_window(IdleEngine(), settings)
+        window.resize(*SIZE)
+        replay(window.pages["monitor"], live_events())
+        window.show_page(page)
+        window.show()
+        window.pages["runs"].wait_for_scan()
+        for _ in range(3):
+            app.processEvents()
+        window.pages["runs"].table.selectRow(0)
+        app.processEvents()
+        ok = window.grab().save(out)
+        window.close()
+        window.deleteLater()
+        app.processEvents()
+    return 0 if ok else 1
+
+
+def replay(monitor, events: list) -> None:
+    """Feed recorded events as if they arrived live (events without a time get the recorded clock)."""
+    for event in events:
+        step = getattr(event, "iteration", 0) or 0
+        monitor.buffer.apply(event, sample_run.T0 + step * 0.45)
+    monitor.redraw()
+
+
+def _quiet_offscreen(mode, context, message: str) -> None:
+    """The offscreen platform warns that it cannot resize to size hints; anything else still prints."""
+    if "propagateSizeHints" not in message:
+        print(message)

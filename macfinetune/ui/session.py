@@ -1,0 +1,151 @@
+"""The one subscriber to ``Engine.event``: routes job events to the pages and forwards their intent.
+
+Pages never touch the engine. They listen to the session's signals and call its methods.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+
+from macfinetune.core import events, paths
+from macfinetune.core.app_events import JobEvent, JobFailed, JobFinished, JobStarted
+from macfinetune.core.recipe import Recipe, apply_overrides
+
+TRAINING_JOBS = ("train", "resume")
+
+
+class Session(QObject):
+    trainingEvent = Signal(object)  # what a train/resume job said (the inner event)
+    runOpened = Signal(str)  # a run folder to show in the Monitor
+    stateChanged = Signal(str)  # idle, starting, running, paused
+    runsChanged = Signal()  # a run started, changed status or ended
+    preparedChanged = Signal()
+
+    def __init__(self, engine, settings, parent=None):
+        super().__init__(parent)
+        self.engine, self.settings = engine, settings
+        self.state = "idle"
+        self.job_id: int | None = None
+        self.run_dir: str = ""
+        self.prepared: tuple[Recipe, Path] | None = None
+        self._after_job: list[Callable[[], None]] = []
+        self._caffeinate: subprocess.Popen | None = None
+        engine.event.connect(self._on_engine_event)
+
+    # --- preferences the session applies ---------------------------------------------
+
+    def data_folder(self) -> Path:
+        value = self.settings.value("prefs/data_folder", "")
+        return Path(value) / "runs" if value else paths.runs_home()
+
+    def opened_folders(self) -> list[Path]:
+        return [Path(p) for p in (self.settings.value("runs/opened", []) or []) if p]
+
+    @property
+    def is_training(self) -> bool:
+        return self.state in ("starting", "running", "paused")
+
+    # --- intent -----------------------------------------------------------------------
+
+    def prepare(self, recipe: Recipe, run_dir: Path) -> None:
+        """The run Start will start (the New run wizard sets it; tests set it directly)."""
+        self.prepared = (recipe, Path(run_dir))
+        self.preparedChanged.emit()
+
+    def start(self) -> None:
+        if self.prepared is None or self.is_training:
+            return
+        recipe, run_dir = self.prepared
+        interval = int(self.settings.value("prefs/report_every", 0) or 0)
+        if interval > 0:
+            recipe = apply_overrides(recipe, [f"report_every={interval}"])
+        self.prepared = None
+        self.preparedChanged.emit()
+        self._begin(self.engine.train(recipe, run_dir), str(run_dir))
+
+    def resume_run(self, run_dir: Path) -> None:
+        """Continue a stopped or interrupted run from its newest checkpoint (the engine's resume job)."""
+        if not self.is_training:
+            self._begin(self.engine.resume(Path(run_dir)), str(run_dir))
+
+    def _begin(self, handle, run_dir: str) -> None:
+        self.job_id, self.run_dir = getattr(handle, "id", None), run_dir
+        self._remember(run_dir)
+        self._set_state("starting")
+
+    def pause(self) -> None:
+        if self.state == "running":
+            self.engine.pause_current()
+
+    def resume(self) -> None:
+        if self.state == "paused":
+            self.engine.resume_current()
+
+    def stop(self, then: Callable[[], None] | None = None) -> None:
+        """Stop after the current step (training saves a checkpoint); ``then`` runs when the job has ended."""
+        if then is not None:
+            if not self.is_training:
+                then()
+                return
+            self._after_job.append(then)
+        self.engine.stop_current()
+
+    def open_run(self, run_dir: Path) -> None:
+        self._remember(str(run_dir))
+        self.runOpened.emit(str(run_dir))
+
+    def _remember(self, run_dir: str) -> None:
+        opened = [str(p) for p in self.opened_folders() if str(p) != run_dir]
+        self.settings.setValue("runs/opened", [run_dir, *opened][:50])
+
+    # --- events -----------------------------------------------------------------------
+
+    def _on_engine_event(self, job_event) -> None:
+        if not isinstance(job_event, JobEvent) or job_event.job not in TRAINING_JOBS:
+            return
+        if self.job_id is not None and job_event.job_id != self.job_id:
+            return
+        event = job_event.event
+        if isinstance(event, JobStarted):
+            self._set_state("running")
+        elif isinstance(event, JobFinished):
+            self._on_job_finished()
+            return
+        if isinstance(event, events.RunPaused):
+            self._set_state("paused")
+        elif isinstance(event, events.RunResumed):
+            self._set_state("running")
+        if isinstance(event, (events.RunStarted, events.RunContinued, events.RunFinished, events.RunFailed,
+                              JobFailed)):
+            self.runsChanged.emit()
+        self.trainingEvent.emit(event)
+
+    def _on_job_finished(self) -> None:
+        self.job_id = None
+        self._set_state("idle")
+        self.runsChanged.emit()
+        callbacks, self._after_job = self._after_job, []
+        for callback in callbacks:
+            callback()
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self._keep_awake(state in ("starting", "running"))
+            self.stateChanged.emit(state)
+
+    def _keep_awake(self, on: bool) -> None:
+        """While training on a Mac with the preference on, ``caffeinate`` keeps it from idle-sleeping."""
+        if on and self._caffeinate is None and sys.platform == "darwin" and self.settings.value(
+                "prefs/keep_awake", True, type=bool):
+            self._caffeinate = subprocess.Popen(["caffeinate", "-i", "-w", str(os.getpid())])
+        elif not on and self._caffeinate is not None:
+            self._caffeinate.terminate()
+            self._caffeinate.wait(5)
+            self._caffeinate = None
