@@ -42,6 +42,7 @@ class DataStep(Step):
                          "reads works: mlx-lm chat, tools, completions and text, Alpaca, ShareGPT, CSV/TSV, "
                          "text files, saved Hugging Face datasets.")
         self._job: Worker | None = None
+        self._workers: list[Worker] = []
         self.loaded: formats.LoadedData | None = None
         self.lengths: tuple[int, ...] = ()
         self.token_note = ""  # why there is no histogram
@@ -163,7 +164,8 @@ class DataStep(Step):
         counter = self._counter()
         job = DataJob(path, values["data"].get("valid_fraction") or 0.1, values["training"].get("seed") or 0, counter,
                       self._factory(self.page.services.template_renderer))
-        self._job = Worker(job, self)
+        self._job = Worker(job)
+        self._workers.append(self._job)
         self._job.progress.connect(self._on_job_progress)
         self._job.done.connect(self._on_job_done)
         self._job.failed.connect(self._on_job_failed)
@@ -290,7 +292,7 @@ class DataStep(Step):
         return "\n".join(f"⚠ {w}" for w in words)
 
     def shutdown(self) -> None:
-        stop_all(self)
+        stop_all(self._workers)
 
 
 class DataJob:

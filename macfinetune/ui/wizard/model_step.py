@@ -33,6 +33,8 @@ class ModelStep(Step):
                          "Nothing is loaded until training starts: the facts below come from config.json.")
         self.table_model = ModelTableModel(self)
         self._scan: Worker | None = None
+        self._workers: list[Worker] = []
+        self.supported = None  # the model types mlx-lm implements, once the scan has asked
         self._build()
         self.rescan()
 
@@ -114,12 +116,14 @@ class ModelStep(Step):
         retire(self._scan)
         services = self.page.services
         sources = models_catalog.default_sources(services.model_folders)
-        self._scan = Worker(lambda report, cancelled: models_catalog.discover(sources, services.supported_types), self)
+        self._scan = Worker(lambda report, cancelled: _scan(sources, services.supported_types))
+        self._workers.append(self._scan)
         self._scan.done.connect(self._on_scan_done)
         self._scan.failed.connect(self._on_scan_failed)
         self._scan.start()
 
-    def _on_scan_done(self, entries) -> None:
+    def _on_scan_done(self, result) -> None:
+        self.supported, entries = result
         self.table_model.set_entries(entries)
         self._select_row(self.page.state.values["model"]["path"])
         self.scan_label.setText(f"{len(entries)} model{'s' if len(entries) != 1 else ''} on this Mac"
@@ -149,7 +153,7 @@ class ModelStep(Step):
     def choose_path(self, path: str, keep_values: bool = False) -> None:
         """Select a model by folder or hub id: read its facts and shape, then recommend settings."""
         state = self.page.state
-        state.shape, state.model_problem, facts = _read_model(path, self.page.services.supported_types)
+        state.shape, state.model_problem, facts = _read_model(path, self._supported_now())
         state.set("model.path", path)
         self.path_edit.setText(path)
         self.facts.setText(facts)
@@ -161,6 +165,12 @@ class ModelStep(Step):
             self.page.steps["method"].apply_recommendation()
         else:
             self.page.refresh()
+
+    def _supported_now(self):
+        """The supported set if known without importing mlx-lm on the GUI thread (a callable is only
+        called by the scan, on its worker)."""
+        given = self.page.services.supported_types
+        return self.supported if callable(given) else given
 
     def _select_row(self, path: str) -> None:
         rows = [i for i, e in enumerate(self.table_model.entries) if str(e.path) == path]
@@ -227,7 +237,13 @@ class ModelStep(Step):
             self.choose_path(event.path)
 
     def shutdown(self) -> None:
-        stop_all(self)
+        stop_all(self._workers)
+
+
+def _scan(sources, supported) -> tuple:
+    """(supported model types, models found): on the worker thread."""
+    types = supported() if callable(supported) else supported
+    return types, models_catalog.discover(sources, types)
 
 
 def _progress_text(p: DownloadProgress) -> str:

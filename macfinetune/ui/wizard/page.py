@@ -10,6 +10,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
+    QApplication,
     QHBoxLayout,
     QLabel,
     QListWidget,
@@ -57,6 +58,9 @@ class WizardPage(QWidget):
                       "settings": SettingsStep(self), "review": ReviewStep(self)}
         self._build()
         self.setAcceptDrops(True)
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.shutdown)  # the window closes pages without asking them
         self.refresh()
 
     # --- layout ----------------------------------------------------------------------------
@@ -202,9 +206,14 @@ class WizardPage(QWidget):
         home = self.services.runs_home() if self.services.runs_home else paths.runs_home()
         return default_run_dir(home, self.state.values["model"]["path"], self.state.values["method"]["type"])
 
-    def start_training(self, allow_over_budget: bool) -> Path:
+    def start_training(self, allow_over_budget: bool) -> Path | None:
+        """Hand the run to the engine; None (and the reason below the steps) when it cannot start."""
         run_dir = self.new_run_dir()
-        self.services.start_training(self.recipe, run_dir, allow_over_budget)
+        try:
+            self.services.start_training(self.recipe, run_dir, allow_over_budget)
+        except ProblemError as e:
+            self.blockers.setText(str(e))
+            return None
         self.services.show_monitor()
         return run_dir
 

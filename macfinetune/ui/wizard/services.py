@@ -32,7 +32,8 @@ class WizardServices:
     token_counter: Callable[[str], CountTokens] | None = None  # ADAPTER: backend.tokens.token_counter
     template_renderer: Callable[[str], Callable[[dict], object]] | None = None  # ADAPTER:
     #                                               backend.chat_preview.template_renderer (the preview)
-    supported_types: Collection[str] | None = None  # backend.architectures.supported_model_types()
+    supported_types: Collection[str] | Callable[[], Collection[str]] | None = None  # the model types mlx-lm
+    #      implements, or a function returning them (called on the scan's worker thread: it imports mlx-lm)
     model_folders: list[Path] = field(default_factory=list)  # folders the user added (Preferences)
     download: Callable[[str], object] | None = None  # engine.download(repo_id); progress arrives via on_event
     cancel_download: Callable[[], None] | None = None

@@ -17,16 +17,26 @@ from PySide6.QtCore import QThread, Signal
 
 from macfinetune.core.problems import ProblemError
 
+# Workers are nobody's children: a window that is deleted must never destroy a running thread.
+# Each one is kept here until its thread has ended.
+_LIVE: set[Worker] = set()
+
 
 class Worker(QThread):
     progress = Signal(object)
     done = Signal(object)  # the result
     failed = Signal(str)  # a ProblemError's words (never a traceback)
 
-    def __init__(self, fn: Callable, parent=None):
-        super().__init__(parent)
+    def __init__(self, fn: Callable):
+        super().__init__(None)
         self._fn = fn
         self._cancel = threading.Event()
+        _LIVE.add(self)
+        self.finished.connect(self._forget)  # delivered on the GUI thread, where this object lives
+
+    def _forget(self) -> None:
+        self.wait()
+        _LIVE.discard(self)
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -81,10 +91,16 @@ def retire(worker: Worker | None) -> None:
                 pass
 
 
-def stop_all(owner) -> None:
-    """Cancel and wait for every worker ``owner`` holds (the page's shutdown)."""
-    for worker in owner.findChildren(Worker):
+def stop_all(workers: list[Worker]) -> None:
+    """Cancel and wait for every worker started by a step (the page's shutdown)."""
+    for worker in workers:
         stop(worker)
+    workers.clear()
+
+
+def running() -> list[Worker]:
+    """Workers whose thread has not ended (tests check that none is left)."""
+    return [w for w in _LIVE if w.isRunning()]
 
 
 def stop(worker: Worker | None, timeout_ms: int = 30_000) -> None:

@@ -7,8 +7,7 @@ from PySide6.QtCore import QtMsgType, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication
 
 from macfinetune.core.hardware import machine_from_memory
-from macfinetune.ui.wizard import WizardPage, WizardServices
-from macfinetune.ui.wizard.worker import Worker
+from macfinetune.ui.wizard import WizardPage, WizardServices, worker
 
 # The offscreen platform says this for every shown window; it is about the platform, not our code.
 _PLATFORM_NOISE = ("This plugin does not support propagateSizeHints()",)
@@ -107,10 +106,10 @@ def make_page(qtbot, hub_cache, fake_engine, supported_types, token_counter, tem
     yield make
     for page in pages:
         page.shutdown()
-        assert not [w for w in page.findChildren(Worker) if w.isRunning()]
         page.close()
         page.deleteLater()
     QApplication.processEvents()
+    assert worker.running() == []
 
 
 def wait_data(qtbot, page, tokens: bool = True) -> None:

@@ -231,8 +231,8 @@ class _Events(QObject):
         self.events = []
 
     @Slot(object)
-    def on_event(self, event):
-        self.events.append(event)
+    def on_event(self, envelope):
+        self.events.append(envelope.event)  # the engine sends every event in a JobEvent envelope
 
 
 def test_train_starts_a_real_run_on_the_engine(qtbot, make_page, tiny_model, tmp_path):
@@ -276,16 +276,9 @@ def test_opening_a_path_fills_the_right_step(qtbot, make_page, tiny_model, tmp_p
 
 
 def test_download_progress_and_result_arrive_through_on_event(qtbot, make_page, tiny_model):
-    from dataclasses import dataclass
-
+    from macfinetune.core.events import JobEvent as Envelope
     from macfinetune.core.events import JobFailed
     from macfinetune.core.models_catalog import DownloadFinished, DownloadProgress
-
-    @dataclass(frozen=True)
-    class Envelope:  # the shape of engine's JobEvent
-        job_id: int
-        job: str
-        event: object
 
     asked = []
     page = make_page(download=asked.append)
@@ -295,9 +288,9 @@ def test_download_progress_and_result_arrive_through_on_event(qtbot, make_page, 
     status = page.findChild(QLabel, "downloadStatus")
     page.on_event(Envelope(1, "download", DownloadProgress("org/some-model", 500_000_000, 2_000_000_000, 1, 4)))
     assert status.text() == "Downloading org/some-model: 0.50 GB of 2.00 GB, 1/4 files"
-    page.on_event(Envelope(1, "train", JobFailed("train", "not ours")))
+    page.on_event(Envelope(1, "train", JobFailed("not ours")))
     assert status.text().startswith("Downloading")
-    page.on_event(Envelope(1, "download", JobFailed("download", "offline: the hub cannot be reached")))
+    page.on_event(Envelope(1, "download", JobFailed("offline: the hub cannot be reached")))
     assert status.text() == "Download failed: offline: the hub cannot be reached"
     page.on_event(Envelope(2, "download", DownloadFinished("org/some-model", str(tiny_model))))
     assert page.state.values["model"]["path"] == str(tiny_model) and page.state.shape.layers == 2
