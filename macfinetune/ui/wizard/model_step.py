@@ -91,7 +91,8 @@ class ModelStep(Step):
         self.download_status.setObjectName("downloadStatus")
         if self.page.services.download is None:
             self.download_button.setEnabled(False)
-            self.download_status.setText("Downloads run on the engine; this window was started without it.")
+            self.download_status.setText("Downloading from here is not connected yet: run `macfinetune models download "
+                                         "ORG/NAME` in a terminal, then the model appears in the list.")
         for w in (QLabel("Download:", self), self.hub_edit, self.download_button, self.cancel_button):
             row.addWidget(w)
         self.layout_.addLayout(row)

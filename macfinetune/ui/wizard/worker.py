@@ -7,6 +7,7 @@ engine thread); the jobs are plain Python and the fast tokenizer.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import threading
 import warnings
@@ -20,6 +21,13 @@ from macfinetune.core.problems import ProblemError
 # Workers are nobody's children: a window that is deleted must never destroy a running thread.
 # Each one is kept here until its thread has ended.
 _LIVE: set[Worker] = set()
+_EXIT_HOOK: list = []  # stop_live, registered with atexit once the first worker exists
+
+
+def stop_live() -> None:
+    """Cancel and wait for every worker still running (at exit: never destroy a running QThread)."""
+    for worker in list(_LIVE):
+        stop(worker)
 
 
 class Worker(QThread):
@@ -31,6 +39,8 @@ class Worker(QThread):
         super().__init__(None)
         self._fn = fn
         self._cancel = threading.Event()
+        if not _LIVE and not _EXIT_HOOK:
+            _EXIT_HOOK.append(atexit.register(stop_live))
         _LIVE.add(self)
         self.finished.connect(self._forget)  # delivered on the GUI thread, where this object lives
 
