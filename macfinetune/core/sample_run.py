@@ -8,7 +8,6 @@ import random
 from pathlib import Path
 
 from macfinetune.core import events, runs
-from macfinetune.core.app_events import MemorySample
 from macfinetune.core.recipe import Recipe, apply_overrides, save_recipe, with_paths
 
 T0 = 1_780_000_000.0  # a fixed start time, so pictures are the same every run
@@ -20,38 +19,31 @@ def sample_events(run_dir: str = "demo-run", total: int = 1000, upto: int | None
     RunFinished when the run got to the end."""
     rng = random.Random(seed)
     upto = total if upto is None else upto
-    out: list = [_at(events.RunStarted, run_dir, "lora", total, 2.5, 400, 40, 4, 1, 1_327_104, 494_032_768, time=T0)]
+    out: list = [events.RunStarted(run_dir, "lora", total, 2.5, 400, 40, 4, 1, 1_327_104, 494_032_768, time=T0)]
     best = None
     for it in range(report_every, upto + 1, report_every):
         t = T0 + it * 0.45
         loss = 2.6 * math.exp(-it / 260) + 0.9 + rng.gauss(0, 0.08)
         lr = 1e-4 * min(1.0, it / 50) * (0.5 + 0.5 * math.cos(math.pi * it / total))
-        out.append(_at(events.TrainReport, it, total, loss, lr, 2.2 + rng.gauss(0, 0.05), 1800 + rng.gauss(0, 40),
+        out.append(events.TrainReport(it, total, loss, lr, 2.2 + rng.gauss(0, 0.05), 1800 + rng.gauss(0, 40),
                                       it * 4 * 180, 6.1 + 0.2 * min(1, it / 100), time=t))
         out.append(_memory(it, t, rng))
         if it % eval_every == 0:
             val = 2.5 * math.exp(-it / 300) + 1.0 + 0.002 * max(0, it - 700) / 10
             is_best = best is None or val < best[1]
             best = (it, val) if is_best else best
-            out.append(_at(events.ValReport, it, val, 3.1, time=t + 1))
-            out.append(_at(events.CheckpointSaved, it, f"{run_dir}/adapters/{runs.checkpoint_name(it)}", val, is_best,
+            out.append(events.ValReport(it, val, 3.1, time=t + 1))
+            out.append(events.CheckpointSaved(it, f"{run_dir}/adapters/{runs.checkpoint_name(it)}", val, is_best,
                                               time=t + 2))
     if upto >= total:
-        out.append(_at(events.RunFinished, run_dir, total, False, best[0] if best else None, best[1] if best else None,
+        out.append(events.RunFinished(run_dir, total, False, best[0] if best else None, best[1] if best else None,
                                       time=T0 + total * 0.45 + 5))
     return out
 
 
-def _at(cls, *args, time: float):
-    """The event made at ``time`` (events without a time field yet are made without it)."""
-    if "time" in cls.__dataclass_fields__:
-        return cls(*args, time=time)
-    return cls(*args)
-
-
 def _memory(it: int, t: float, rng: random.Random):
     active = 5.2 + 0.6 * min(1.0, it / 120) + rng.gauss(0, 0.05)
-    return MemorySample(it, active, 0.8, active + 0.5, active + 1.9, 11.5 + rng.gauss(0, 0.1), 16.0, 0.3,
+    return events.MemorySample(it, active, 0.8, active + 0.5, active + 1.9, 11.5 + rng.gauss(0, 0.1), 16.0, 0.3,
                         budget_gb=10.7, estimate_gb=6.4, time=t)
 
 

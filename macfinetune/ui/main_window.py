@@ -93,10 +93,10 @@ class MainWindow(QMainWindow):
 
     def _build_actions(self) -> None:
         keys, role = QKeySequence.StandardKey, QAction.MenuRole
-        self.start_action = self._action("startAction", "Start", self.session.start, "Ctrl+R")
-        self.pause_action = self._action("pauseAction", "Pause", self.session.pause, "Ctrl+Shift+P")
+        self.start_action = self._action("startAction", "Start", lambda: self.session.start(), "Ctrl+R")
+        self.pause_action = self._action("pauseAction", "Pause", lambda: self.session.pause(), "Ctrl+Shift+P")
         self.resume_action = self._action("resumeAction", "Resume", self._on_resume_triggered, "Ctrl+Shift+R")
-        self.stop_action = self._action("stopAction", "Stop", self.session.stop, "Ctrl+.")
+        self.stop_action = self._action("stopAction", "Stop", lambda: self.session.stop(), "Ctrl+.")
         self.about_action = self._action("aboutAction", "About macfinetune", self._on_about_triggered,
                                          role=role.AboutRole)
         self.prefs_action = self._action("preferencesAction", "Preferences…", self.open_preferences,

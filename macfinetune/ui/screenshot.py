@@ -81,11 +81,8 @@ def render(app: QApplication, out: str, page: str, theme: str = "light") -> int:
 
 
 def replay(monitor, events: list) -> None:
-    """Feed recorded events as if they arrived live (events without a time get the recorded clock)."""
-    for event in events:
-        step = getattr(event, "iteration", 0) or 0
-        monitor.buffer.apply(event, sample_run.T0 + step * 0.45)
-    monitor.redraw()
+    """Feed recorded events (they carry their own times) and draw once."""
+    monitor.show_events(events)
 
 
 def _quiet_offscreen(mode, context, message: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from macfinetune.core import events, paths
-from macfinetune.core.app_events import JobEvent, JobFailed, JobFinished, JobStarted
+from macfinetune.core.events import JobCancelled, JobEvent, JobFailed, JobFinished, JobStarted
 from macfinetune.core.recipe import Recipe, apply_overrides
 
 TRAINING_JOBS = ("train", "resume")
@@ -114,7 +114,7 @@ class Session(QObject):
         event = job_event.event
         if isinstance(event, JobStarted):
             self._set_state("running")
-        elif isinstance(event, JobFinished):
+        elif isinstance(event, (JobFinished, JobCancelled)):
             self._on_job_finished()
             return
         if isinstance(event, events.RunPaused):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from macfinetune.core import events, progress
-from macfinetune.core.app_events import Heartbeat, JobFailed, MemorySample, TrainReportBatch
+from macfinetune.core.events import Heartbeat, JobFailed, MemorySample, TrainReportBatch
 
 SERIES = ("train_loss", "val_loss", "learning_rate", "tokens_per_second", "iterations_per_second",
           "mem_active", "mem_cache", "mem_peak", "mem_process", "mem_system", "mem_swap")

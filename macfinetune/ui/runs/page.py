@@ -45,6 +45,7 @@ class RunsPage(QWidget):
         self.proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self._scan: threading.Thread | None = None
         self._rescan = False
+        self._closed = False
         self.compare_dialog: CompareDialog | None = None
         self._build()
         self.scanned.connect(self._on_scanned)
@@ -104,6 +105,8 @@ class RunsPage(QWidget):
 
     def refresh(self) -> None:
         """Rescan in a plain thread (no MLX is needed); a request during a scan scans again after it."""
+        if self._closed:
+            return
         if self._scan is not None and self._scan.is_alive():
             self._rescan = True
             return
@@ -225,6 +228,8 @@ class RunsPage(QWidget):
         return answer == QMessageBox.StandardButton.Yes
 
     def shutdown(self) -> None:
+        """The window is closing: no new scans, wait for the running one."""
+        self._closed = True
         self.wait_for_scan()
         if self.compare_dialog is not None:
             self.compare_dialog.close()

@@ -1,0 +1,70 @@
+"""The command line's app entry: no display, screenshots, and no MLX before the window paints."""
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+from PySide6.QtGui import QImage
+
+from macfinetune.ui.screenshot import SIZE
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    env.update(extra)
+    return env
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="only Linux can lack a display")
+def test_no_display_prints_one_line_and_the_help():
+    for args in ([], ["app"]):
+        proc = subprocess.run([sys.executable, "-m", "macfinetune", *args], capture_output=True, text=True,
+                              env=_env(), timeout=60)
+        assert proc.returncode == 0
+        lines = proc.stdout.splitlines()
+        assert lines[0].startswith("No display found")
+        assert lines[1].startswith("usage: macfinetune")
+        assert "train" in proc.stdout and "demo" in proc.stdout
+
+
+def _shot(tmp_path, page: str, theme: str = "light") -> bytes:
+    out = tmp_path / f"{page}-{theme}.png"
+    proc = subprocess.run([sys.executable, "-m", "macfinetune", "--screenshot", str(out), "--page", page,
+                           "--theme", theme], capture_output=True, text=True, env=_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    image = QImage(str(out))
+    assert (image.width(), image.height()) == SIZE
+    return out.read_bytes()
+
+
+def test_screenshot_renders_each_page_deterministically(tmp_path):
+    (tmp_path / "again").mkdir()
+    first = _shot(tmp_path, "monitor")
+    again = _shot(tmp_path / "again", "monitor")
+    assert hashlib.sha256(first).hexdigest() == hashlib.sha256(again).hexdigest()
+    assert _shot(tmp_path, "monitor", "dark") != first
+    assert _shot(tmp_path, "playground") != first
+
+
+def test_window_paints_before_mlx_is_imported(tmp_path):
+    code = (
+        "import sys\n"
+        "from PySide6.QtCore import QSettings\n"
+        "from macfinetune import app\n"
+        "from macfinetune.engine import Engine\n"
+        "from macfinetune.ui.main_window import create_main_window\n"
+        "qapp = app.make_application()\n"
+        f"settings = QSettings({str(tmp_path / 's.ini')!r}, QSettings.Format.IniFormat)\n"
+        "engine = Engine(); engine.start()\n"
+        "window = create_main_window(engine, settings); window.show(); window.grab()\n"
+        "qapp.processEvents()\n"
+        "print(sorted(m for m in ('mlx', 'mlx_lm', 'mlx.core') if m in sys.modules))\n"
+        "window.pages['runs'].wait_for_scan(); engine.shutdown(); window.close()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=_env(QT_QPA_PLATFORM="offscreen", MACFINETUNE_HOME=str(tmp_path / "home")))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

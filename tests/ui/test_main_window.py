@@ -1,0 +1,141 @@
+"""The main window: sidebar from the registry, shortcuts, toolbar states, the close question,
+persistence in an INI file, preferences, dropping a run folder."""
+
+from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QTimer, QUrl
+from PySide6.QtGui import QDropEvent, QKeySequence
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from macfinetune.core import events
+from macfinetune.ui.main_window import create_main_window
+from macfinetune.ui.pages import REGISTRY
+
+from .conftest import finish_job, start_job
+
+
+def test_sidebar_and_view_shortcuts_come_from_the_registry(window):
+    titles = [window.sidebar.item(i).text() for i in range(window.sidebar.count())]
+    assert titles == ["Runs", "New run", "Monitor", "Checkpoints", "Playground"]
+    assert [a.shortcut().toString() for a in window.page_actions] == [f"Ctrl+{n}" for n in range(1, 6)]
+    for action, spec in zip(window.page_actions, REGISTRY, strict=True):
+        action.trigger()
+        assert window.current_page() == spec.id
+        assert window.stack.currentWidget() is window.pages[spec.id]
+    assert "wizard" in window.pages["new"].findChild(object, "newRunPlaceholder").text()
+
+
+def test_menus_follow_mac_conventions(window):
+    assert window.prefs_action.menuRole() == window.prefs_action.MenuRole.PreferencesRole
+    assert window.prefs_action.shortcut() == QKeySequence(QKeySequence.StandardKey.Preferences)
+    assert window.stop_action.shortcut().toString() == "Ctrl+."
+    assert window.new_action.shortcut() == QKeySequence(QKeySequence.StandardKey.New)
+    menus = [a.text() for a in window.menuBar().actions()]
+    assert menus == ["macfinetune", "&File", "&Run", "&View", "&Window", "&Help"]
+
+
+def test_toolbar_follows_the_run(window, engine):
+    assert not any(a.isEnabled() for a in (window.start_action, window.pause_action, window.stop_action))
+    start_job(engine, window.session)
+    assert window.session.state == "running"
+    assert [a.isEnabled() for a in (window.start_action, window.pause_action, window.resume_action,
+                                    window.stop_action)] == [False, True, False, True]
+    window.pause_action.trigger()
+    assert engine.calls[-1] == ("pause",)
+    engine.send(events.RunPaused(8, "you asked"))
+    assert [window.pause_action.isEnabled(), window.resume_action.isEnabled()] == [False, True]
+    window.resume_action.trigger()
+    assert engine.calls[-1] == ("resume_current",)
+    engine.send(events.RunResumed(8))
+    assert window.pause_action.isEnabled()
+    window.stop_action.trigger()
+    assert engine.calls[-1] == ("stop",)
+    finish_job(engine)
+    assert not window.stop_action.isEnabled()
+
+
+def _answer_close_question(button_text: str, seen: list) -> None:
+    box = QApplication.activeModalWidget()
+    if box is None:
+        QTimer.singleShot(20, lambda: _answer_close_question(button_text, seen))
+        return
+    seen.append(box.text())
+    next(b for b in box.buttons() if b.text() == button_text).click()
+
+
+def test_closing_while_training_asks_and_keep_leaves_it_open(window, engine):
+    start_job(engine, window.session)
+    seen = []
+    QTimer.singleShot(0, lambda: _answer_close_question("Keep Training", seen))
+    window.close()
+    assert "Stop the run and quit?" in seen[0]
+    assert window.isVisible()
+    assert ("stop",) not in engine.calls
+
+
+def test_closing_while_training_can_stop_it_first(window, engine, qtbot):
+    start_job(engine, window.session)
+    seen = []
+    QTimer.singleShot(0, lambda: _answer_close_question("Stop and Quit", seen))
+    window.close()
+    assert engine.calls[-1] == ("stop",)
+    assert window.isVisible()  # not before the run has saved and ended
+    engine.send(events.RunFinished("run", 8, True, None, None))
+    finish_job(engine)
+    qtbot.waitUntil(lambda: not window.isVisible())
+
+
+def test_window_state_persists_in_the_settings_file(window, engine, settings, qtbot, tmp_path):
+    window.resize(900, 600)
+    window.show_page("monitor")
+    window.pages["monitor"].loss.set_smoothing(0.85)
+    window.pages["monitor"].loss.log_box.setChecked(True)
+    window.splitter.setSizes([200, 700])
+    window.close()
+    reread = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    again = create_main_window(engine, reread)
+    qtbot.addWidget(again)
+    again.show()
+    assert again.current_page() == "monitor"
+    # the offscreen platform restores the width less a frame margin; the default would be 1200x780
+    assert again.height() == 600 and abs(again.width() - 900) <= 50
+    assert again.pages["monitor"].loss.weight == 0.85
+    assert again.pages["monitor"].loss.log_box.isChecked()
+    assert again.splitter.sizes()[0] == window.splitter.sizes()[0]
+    again.pages["runs"].wait_for_scan()
+
+
+def test_preferences_persist(window, settings, qtbot, tmp_path):
+    from macfinetune.ui.preferences import PreferencesDialog
+
+    dialog = PreferencesDialog(settings, window)
+    dialog.folder.setText(str(tmp_path / "elsewhere"))
+    dialog.keep_awake.setChecked(False)
+    dialog.report_every.setValue(25)
+    dialog.accept()
+    assert settings.value("prefs/data_folder") == str(tmp_path / "elsewhere")
+    assert settings.value("prefs/keep_awake", type=bool) is False
+    assert int(settings.value("prefs/report_every")) == 25
+    assert window.session.data_folder() == tmp_path / "elsewhere" / "runs"
+    from macfinetune.core.recipe import Recipe
+
+    window.session.prepare(Recipe(), tmp_path / "r")
+    window.start_action.trigger()
+    recipe = window.session.engine.calls[-1][1]
+    assert recipe.eval.report_every == 25
+
+
+def test_dropping_a_run_folder_opens_it(window, runs_dir):
+    data = QMimeData()
+    data.setUrls([QUrl.fromLocalFile(str(runs_dir / "finished-run"))])
+    drop = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, data, Qt.MouseButton.LeftButton,
+                      Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(drop)
+    assert window.current_page() == "monitor"
+    assert window.pages["monitor"].progress.text().startswith("Finished 1000/1000")
+
+
+def test_dropping_something_else_says_what_it_expected(window, tmp_path, monkeypatch):
+    shown = []
+    monkeypatch.setattr(QMessageBox, "information", lambda *args: shown.append(args[2]))
+    assert window.open_folder(tmp_path) is False
+    assert "has no recipe.yaml" in shown[0]
+    assert window.current_page() == "runs"

@@ -1,0 +1,147 @@
+"""The Monitor fed recorded events (no engine): what its labels, plots and buttons show."""
+
+import numpy as np
+import pytest
+from PySide6.QtWidgets import QApplication
+
+from macfinetune.core import events, sample_run
+from macfinetune.core.problems import Problem
+from macfinetune.core.smoothing import ema
+from macfinetune.ui.widgets.theme import dark_palette, plot_colors
+
+from .conftest import finish_job, start_job
+
+
+@pytest.fixture
+def monitor(window):
+    return window.pages["monitor"]
+
+
+def test_progress_labels_and_best_from_recorded_events(window, engine, monitor, qtbot):
+    start_job(engine, window.session, "demo-run")
+    engine.send(*sample_run.sample_events("demo-run", upto=420))
+    qtbot.waitUntil(lambda: "420/1000" in monitor.progress.text())
+    # 420 iterations at 0.45 s each since the start: 03:09 elapsed; 580 left at that pace: 04:21
+    assert monitor.progress.text() == "Running 420/1000 · 03:09 elapsed · 04:21 left"
+    assert "epoch 1.05 of 2.50" in monitor.stats.text()
+    assert "best val 1.659 at 400" in monitor.stats.text()
+    assert monitor.loss.best.data["x"].tolist() == [400]
+    x, y = monitor.loss.raw.getData()
+    assert x.tolist() == list(range(10, 421, 10))
+    assert "Validation at 400: loss 1.659" in monitor.log.toPlainText()
+    assert window.pause_action.isEnabled() and window.stop_action.isEnabled()
+    assert not window.start_action.isEnabled()
+
+
+def test_smoothing_slider_and_log_scale(window, engine, monitor, qtbot):
+    start_job(engine, window.session)
+    engine.send(*sample_run.sample_events(upto=300))
+    monitor.redraw()
+    raw = monitor.buffer.series["train_loss"].view()[1].tolist()
+    monitor.loss.slider.setValue(90)
+    assert monitor.loss.smoothing_label.text() == "0.90"
+    assert monitor.loss.smooth.getData()[1] == pytest.approx(ema(raw, 0.9)[0])
+    monitor.loss.slider.setValue(0)
+    assert monitor.loss.smooth.getData()[1] == pytest.approx(raw)
+    monitor.loss.log_box.setChecked(True)
+    assert monitor.loss.plot.getPlotItem().ctrl.logYCheck.isChecked()
+    assert monitor.loss.readout_at(101).startswith(f"step 100 · raw {raw[9]:.3f} · smoothed {raw[9]:.3f}")
+
+
+def test_redraws_are_throttled_not_once_per_event(window, engine, monitor, qtbot):
+    start_job(engine, window.session)
+    before = monitor.redraws
+    evs = sample_run.sample_events(upto=1000)
+    engine.send(*evs)
+    qtbot.waitUntil(lambda: monitor.progress.text().startswith("Finished 1000/1000"))
+    assert len(evs) > 200
+    assert monitor.redraws - before <= 3
+    QApplication.processEvents()
+    drawn = monitor.redraws
+    monitor.redraw()  # nothing changed: nothing drawn
+    assert monitor.redraws == drawn
+
+
+def test_memory_pressure_colours_and_warnings(window, engine, monitor, qtbot):
+    start_job(engine, window.session)
+    sample = sample_run.sample_events(upto=10)[2]
+    assert isinstance(sample, events.MemorySample)
+    engine.send(sample)
+    monitor.redraw()
+    assert monitor.memory.pressure.property("level") == "green"
+    assert monitor.memory.budget.isVisible() and monitor.memory.budget.value() == pytest.approx(10.7)
+    assert monitor.memory.estimate.value() == pytest.approx(6.4)
+    from dataclasses import replace
+
+    engine.send(replace(sample, active_gb=9.2, cache_gb=0.5))  # 9.7 GB of 10.7: over 90%
+    monitor.redraw()
+    assert monitor.memory.pressure.property("level") == "amber"
+    engine.send(replace(sample, active_gb=10.5, cache_gb=0.5, swap_used_gb=1.2))
+    monitor.redraw()
+    assert monitor.memory.pressure.property("level") == "red"
+    assert monitor.warnings.isVisibleTo(monitor)
+    assert "Memory pressure red" in monitor.warnings.text()
+    assert "Swap is growing" in monitor.warnings.text()
+
+
+def test_nan_loss_warns_and_shows_as_a_gap(window, engine, monitor):
+    start_job(engine, window.session)
+    evs = sample_run.sample_events(upto=30)
+    nan = events.TrainReport(40, 1000, float("nan"), 1e-4, 2.0, 1800.0, 100, 6.0)
+    engine.send(*evs, nan)
+    monitor.redraw()
+    assert "NaN or exploding" in monitor.warnings.text()
+    assert np.isnan(monitor.loss.raw.getData()[1][-1])
+    assert monitor.loss.raw.opts["connect"] == "finite"
+
+
+def test_a_failed_run_shows_its_message_and_problems(window, engine, monitor):
+    start_job(engine, window.session)
+    engine.send(*sample_run.sample_events(upto=20))
+    problems = (Problem("expected an object with 'messages', got a list", file="train.jsonl", line=17),)
+    engine.send(events.RunFailed("run", "the data has 1 problem", problems), events.JobFailed("ignored", problems))
+    monitor.redraw()
+    shown = [monitor.failure.item(i).text() for i in range(monitor.failure.count())]
+    assert shown[0] == "Failed: the data has 1 problem"
+    assert "train.jsonl" in shown[1] and "17" in shown[1]
+    assert monitor.failure.isVisibleTo(monitor)
+    finish_job(engine)
+    assert window.session.state == "idle"
+    assert not window.stop_action.isEnabled()
+
+
+def test_100k_points_per_curve_are_downsampled_and_clipped(window, monitor, qtbot):
+    window.show_page("monitor")
+    n = 100_000
+    x = np.arange(1, n + 1, dtype=float)
+    monitor.buffer.series["train_loss"].set(x, 2 + np.sin(x / 500))
+    monitor.buffer.version += 1
+    monitor.redraw()
+    item = monitor.loss.plot.getPlotItem()
+    assert item.ctrl.downsampleCheck.isChecked() and item.ctrl.peakRadio.isChecked()
+    assert item.ctrl.clipToViewCheck.isChecked()
+    assert len(monitor.loss.raw.getData()[0]) == n
+    qtbot.waitUntil(lambda: len(monitor.loss.raw.curve.xData) < n)
+    shown = monitor.loss.raw.curve.xData
+    assert shown is not None and len(shown) < n  # what is drawn is the downsampled, clipped view
+
+
+def test_plot_colours_follow_the_palette(window, monitor, qtbot):
+    light = monitor.loss.plot.backgroundBrush().color().name()
+    window.setPalette(dark_palette())
+    QApplication.processEvents()
+    dark = monitor.loss.plot.backgroundBrush().color().name()
+    assert dark == plot_colors(dark_palette()).background.name()
+    assert dark != light
+
+
+def test_export_csv_writes_the_runs_metrics(window, runs_dir, monitor, tmp_path):
+    window.session.open_run(runs_dir / "stopped-run")
+    out = tmp_path / "m.csv"
+    assert monitor.export_csv_button.isEnabled()
+    monitor.export_csv(str(out))
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("event,iteration,time,train_loss")
+    assert len(lines) == 1 + len((runs_dir / "stopped-run" / "metrics.jsonl").read_text().splitlines())
+    png = tmp_path / "loss.png"
+    assert monitor.loss.export_png(str(png)) and png.stat().st_size > 1000

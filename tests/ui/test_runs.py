@@ -1,0 +1,145 @@
+"""The Runs page: table model, scan, filter, sort, open, resume, compare, rename, trash."""
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+
+from macfinetune.core import events, runs_table
+from macfinetune.ui.runs.model import COLUMNS, RunsTableModel
+
+
+def _names(page) -> list[str]:
+    return [page.proxy.index(r, 0).data() for r in range(page.proxy.rowCount())]
+
+
+def _select(page, *names: str) -> None:
+    page.table.clearSelection()
+    for name in names:
+        row = _names(page).index(name)
+        page.table.selectionModel().select(page.proxy.index(row, 0), page.table.selectionModel().SelectionFlag.Select
+                                           | page.table.selectionModel().SelectionFlag.Rows)
+
+
+@pytest.fixture
+def page(runs_dir, window, qtbot):
+    p = window.pages["runs"]
+    p.refresh()
+    p.wait_for_scan()
+    qtbot.waitUntil(lambda: p.model.rowCount() == 4)
+    return p
+
+
+def test_model_passes_qtmodeltester(qtmodeltester, runs_dir):
+    model = RunsTableModel()
+    model.set_rows(runs_table.scan_rows(runs_dir))
+    qtmodeltester.check(model)
+    assert model.rowCount() == 4 and model.columnCount() == len(COLUMNS)
+
+
+def test_table_shows_statuses_sorts_and_filters(page):
+    cells = {page.proxy.index(r, 0).data(): [page.proxy.index(r, c).data() for c in range(len(COLUMNS))]
+             for r in range(page.proxy.rowCount())}
+    assert cells["stopped-run"][3:6] == ["stopped", "1.338", "600/1000"]
+    assert cells["interrupted-run"][3] == "interrupted"
+    assert cells["failed-run"][4] == "–"
+    assert cells["finished-run"][7] == "7m 30s"
+    page.table.sortByColumn(4, Qt.SortOrder.AscendingOrder)  # best validation loss
+    assert _names(page) == ["finished-run", "stopped-run", "interrupted-run", "failed-run"]
+    page.filter.setText("STOPPED")
+    assert _names(page) == ["stopped-run"]
+    page.filter.setText("")
+    assert len(_names(page)) == 4
+
+
+def test_buttons_follow_the_selection(page):
+    _select(page, "finished-run")
+    assert page.buttons["open"].isEnabled() and not page.buttons["resume"].isEnabled()
+    assert not page.buttons["compare"].isEnabled()
+    _select(page, "interrupted-run")
+    assert page.buttons["resume"].isEnabled()
+    _select(page, "finished-run", "stopped-run")
+    assert page.buttons["compare"].isEnabled() and not page.buttons["open"].isEnabled()
+
+
+def test_open_redraws_the_monitor_from_metrics(page, window, runs_dir):
+    _select(page, "stopped-run")
+    page.buttons["open"].click()
+    monitor = window.pages["monitor"]
+    assert window.current_page() == "monitor"
+    logged = runs_table.load_run_events(runs_dir / "stopped-run")
+    trains = [e for e in logged if isinstance(e, events.TrainReport)]
+    x, y = monitor.loss.raw.getData()
+    assert x.tolist() == [e.iteration for e in trains]
+    assert y.tolist() == [e.train_loss for e in trains]
+    assert monitor.progress.text().startswith("Running 600/1000")  # stopped mid-way; its status file says so
+    assert "best val 1.338 at 600" in monitor.stats.text()
+
+
+def test_resume_runs_the_engines_resume_job(page, window, engine, runs_dir):
+    _select(page, "interrupted-run")
+    page.buttons["resume"].click()
+    assert engine.calls[-1] == ("resume", runs_dir / "interrupted-run")
+    assert window.session.state == "starting"
+    assert window.current_page() == "monitor"
+    assert not page.buttons["resume"].isEnabled()
+
+
+def test_compare_overlays_runs_labelled_by_their_differences(page, runs_dir):
+    _select(page, "finished-run", "stopped-run", "interrupted-run")
+    page.buttons["compare"].click()
+    dialog = page.compare_dialog
+    names = [name for name, _ in dialog.curves]
+    assert sorted(names) == sorted(["rank=16, learning_rate=0.0001 (train)", "rank=16, learning_rate=0.0001 (val)",
+                     "rank=8, learning_rate=0.0003 (train)", "rank=8, learning_rate=0.0003 (val)",
+                     "rank=8, learning_rate=0.0001 (train)", "rank=8, learning_rate=0.0001 (val)"])
+    curves = dict(dialog.curves)
+    assert len(curves["rank=8, learning_rate=0.0003 (train)"].getData()[0]) == 60  # 600 iterations, every 10
+    assert len(curves["rank=16, learning_rate=0.0001 (val)"].getData()[0]) == 3
+    legend = [label.text for _, label in dialog.legend.items]
+    assert legend == names
+    dialog.close()
+
+
+def test_rename_and_trash(page, runs_dir, tmp_path, monkeypatch, qtbot):
+    _select(page, "failed-run")
+    page.rename_selected("failed-nan")
+    page.wait_for_scan()
+    qtbot.waitUntil(lambda: "failed-nan" in _names(page))
+    assert (runs_dir / "failed-nan" / "metrics.jsonl").exists() and not (runs_dir / "failed-run").exists()
+    trashed = []
+    monkeypatch.setattr("send2trash.send2trash", trashed.append)
+    _select(page, "failed-nan")
+    page.delete_selected(confirm=lambda paths: False)
+    assert trashed == []
+    page.delete_selected(confirm=lambda paths: [p.name for p in paths] == ["failed-nan"])
+    assert trashed == [str(runs_dir / "failed-nan")]
+    page.wait_for_scan()
+
+
+def test_real_trash_moves_the_folder(page, runs_dir, tmp_path, monkeypatch, qtbot):
+    import send2trash.plat_other as trash
+
+    monkeypatch.setattr(trash, "HOMETRASH", str(tmp_path / "xdg" / "Trash"))
+    monkeypatch.setattr(trash, "HOMETRASH_B", str(tmp_path / "xdg" / "Trash").encode())
+    _select(page, "failed-run")
+    page.delete_selected(confirm=lambda paths: True)
+    assert not (runs_dir / "failed-run").exists()
+    assert Path(tmp_path / "xdg" / "Trash" / "files" / "failed-run" / "metrics.jsonl").exists()
+    page.wait_for_scan()
+    qtbot.waitUntil(lambda: page.model.rowCount() == 3)
+
+
+def test_list_updates_when_a_run_starts_and_ends(page, window, engine, runs_dir, qtbot):
+    from macfinetune.core import sample_run
+    from macfinetune.core.events import JobFinished
+
+    from .conftest import start_job
+
+    start_job(engine, window.session, str(runs_dir / "new-run"))
+    sample_run.write_sample_run(runs_dir / "new-run", upto=10, state="running")
+    engine.send(sample_run.sample_events(str(runs_dir / "new-run"), upto=10)[0])  # RunStarted
+    page.wait_for_scan()
+    qtbot.waitUntil(lambda: "new-run" in _names(page))
+    engine.send(JobFinished(None))
+    page.wait_for_scan()
