@@ -5,7 +5,7 @@ from __future__ import annotations
 from conftest import SAMPLE_DATA
 from PySide6.QtCore import QSettings
 
-from macfinetune.core.app_events import JobEvent, JobFinished
+from macfinetune.core.events import JobEvent, JobFinished
 from macfinetune.ui.screenshot import IdleEngine
 from macfinetune.ui.wizard import WizardPage
 
