@@ -22,7 +22,7 @@ class PageSpec:
 
 REGISTRY: tuple[PageSpec, ...] = (
     PageSpec("runs", "Runs", "macfinetune.ui.runs.page:RunsPage"),
-    PageSpec("new", "New run", "macfinetune.ui.placeholder:new_run_page"),
+    PageSpec("new", "New run", "macfinetune.ui.wizard.factory:wizard_page"),
     PageSpec("monitor", "Monitor", "macfinetune.ui.monitor.page:MonitorPage"),
     PageSpec("checkpoints", "Checkpoints", "macfinetune.ui.placeholder:checkpoints_page"),
     PageSpec("playground", "Playground", "macfinetune.ui.placeholder:playground_page"),

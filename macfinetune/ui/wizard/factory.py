@@ -1,0 +1,61 @@
+"""The registry's entry for the New-run page: ``wizard_page(session, settings)`` (ui/pages.py).
+
+It builds the ``WizardServices`` the page needs from the app's ``Session``:
+
+- the machine from this computer's memory (psutil; the table's working-set rule), never by
+  importing MLX on the GUI thread;
+- Train: ``session.prepare`` + ``session.start`` (the window then shows the Monitor); a run the
+  estimator says will not fit, once confirmed, goes to ``engine.train(..., allow_over_budget=True)``
+  through ``_start_over_budget`` (ADAPTER until ``Session.start`` takes ``allow_over_budget``);
+- tokenizer and chat-template work from ``macfinetune.data_jobs``, called on the wizard's workers;
+- new runs in the session's data folder.
+Downloads stay off until the session routes ``download`` job events to ``WizardPage.on_event``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from macfinetune import data_jobs
+from macfinetune.core.hardware import GIB, Machine, machine_from_memory
+from macfinetune.core.problems import Problem, ProblemError
+from macfinetune.core.recipe import Recipe
+from macfinetune.ui.wizard.page import WizardPage
+from macfinetune.ui.wizard.services import WizardServices
+
+
+def wizard_page(session, settings, parent=None) -> WizardPage:
+    services = WizardServices(
+        machine=this_machine(), start_training=lambda recipe, run_dir, allow: start(session, recipe, run_dir, allow),
+        token_counter=data_jobs.token_counter, template_renderer=data_jobs.template_renderer,
+        supported_types=data_jobs.supported_model_types, runs_home=session.data_folder)
+    page = WizardPage(services, parent)
+    page.setObjectName("newRunPage")
+    return page
+
+
+def this_machine() -> Machine:
+    import psutil
+
+    device = "gpu" if sys.platform == "darwin" else "cpu"
+    memory = psutil.virtual_memory().total / GIB
+    return machine_from_memory(round(memory, 1), source=f"this computer: {memory:.0f} GB of memory", device=device)
+
+
+def start(session, recipe: Recipe, run_dir: Path, allow_over_budget: bool) -> None:
+    if session.is_training:
+        raise ProblemError(Problem("a run is training: stop it or wait for it to end, then press Train",
+                                   field="train"))
+    if allow_over_budget:
+        _start_over_budget(session, recipe, run_dir)
+        return
+    session.prepare(recipe, run_dir)
+    session.start()
+
+
+def _start_over_budget(session, recipe: Recipe, run_dir: Path) -> None:
+    """ADAPTER: ``Session.start`` has no ``allow_over_budget`` yet; start the confirmed run the way it does."""
+    session.prepared = None
+    session.preparedChanged.emit()
+    session._begin(session.engine.train(recipe, run_dir, allow_over_budget=True), str(run_dir))

@@ -1,0 +1,178 @@
+"""Step 5, Review: the memory estimate as a stacked bar against the budget, the verdict, Auto-fit and
+what it costs, the plan (iterations, batch, tokens, duration), the resolved YAML, the equivalent
+command, Save as recipe, and Train (with an explicit confirmation when it will not fit)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from PySide6.QtGui import QFontDatabase, QGuiApplication
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPlainTextEdit,
+    QPushButton,
+)
+
+from macfinetune.core import paths, wizard
+from macfinetune.core.recipe import save_recipe
+from macfinetune.ui.wizard.gauge import GaugeBar, legend_html
+from macfinetune.ui.wizard.step import Step
+
+OVER_BUDGET = ("This run will not fit in memory by the estimate.\n\n"
+               "Start anyway: the memory guard will pause it before the Mac swaps.")
+
+
+class ReviewStep(Step):
+    def __init__(self, page):
+        super().__init__(page, "Review", "What will run, what it needs, and how long it takes.")
+        self.plan: wizard.Review | None = None
+        self.confirm_over_budget = self._ask_over_budget  # tests replace it
+        self._build_estimate()
+        self._build_outputs()
+
+    def _build_estimate(self) -> None:
+        self.bar = GaugeBar(self, height=28)
+        self.bar.setObjectName("reviewGauge")
+        self.legend = QLabel(self)
+        self.legend.setObjectName("gaugeLegend")
+        self.verdict = QLabel(self)
+        self.verdict.setObjectName("verdict")
+        self.verdict.setWordWrap(True)
+        row = QHBoxLayout()
+        self.autofit = QPushButton("Auto-fit", self)
+        self.autofit.setObjectName("autofit")
+        self.autofit.clicked.connect(self.apply_autofit)
+        self.fit_text = QLabel(self)
+        self.fit_text.setObjectName("fitSummary")
+        self.fit_text.setWordWrap(True)
+        row.addWidget(self.autofit)
+        row.addWidget(self.fit_text, 1)
+        self.numbers = QLabel(self)
+        self.numbers.setObjectName("plan")
+        self.numbers.setWordWrap(True)
+        for w in (self.bar, self.legend, self.verdict):
+            self.layout_.addWidget(w)
+        self.layout_.addLayout(row)
+        self.layout_.addWidget(self.numbers)
+
+    def _build_outputs(self) -> None:
+        mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+        self.yaml = QPlainTextEdit(self)
+        self.yaml.setObjectName("yaml")
+        self.yaml.setReadOnly(True)
+        self.yaml.setFont(mono)
+        self.yaml.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.command = QLineEdit(self)
+        self.command.setObjectName("command")
+        self.command.setReadOnly(True)
+        self.command.setFont(mono)
+        copy = QPushButton("Copy", self)
+        copy.clicked.connect(self._on_copy_clicked)
+        command_row = QHBoxLayout()
+        command_row.addWidget(self.command, 1)
+        command_row.addWidget(copy)
+        buttons = QHBoxLayout()
+        self.save = QPushButton("Save as recipe…", self)
+        self.save.setObjectName("saveRecipe")
+        self.save.clicked.connect(self._on_save_clicked)
+        self.train = QPushButton("Train", self)
+        self.train.setObjectName("train")
+        self.train.setDefault(True)
+        self.train.clicked.connect(self.start)
+        buttons.addStretch(1)
+        buttons.addWidget(self.save)
+        buttons.addWidget(self.train)
+        self.layout_.addWidget(self.yaml, 1)
+        self.layout_.addWidget(QLabel("The same run from the command line:", self))
+        self.layout_.addLayout(command_row)
+        self.layout_.addLayout(buttons)
+
+    # --- drawing ---------------------------------------------------------------------------
+
+    def show_state(self) -> None:
+        blocked = bool(self.page.errors)
+        self.train.setEnabled(not blocked)
+        self.save.setEnabled(self.page.recipe is not None)
+        self.train.setToolTip(self.page.blockers.text() if blocked else "Start the run on the engine")
+
+    def refresh(self) -> None:
+        self.plan = plan = self.page.review()
+        self.bar.set_gauge(plan.gauge if plan else None)
+        if plan is None:
+            self._draw_empty()
+            return
+        self.legend.setText(legend_html(plan.gauge, self.palette()))
+        self.verdict.setText(f"<b>{plan.verdict.status.capitalize()}</b>: {html.escape(plan.verdict.message)}")
+        self._draw_fit(plan)
+        self.numbers.setText(_numbers_html(plan))
+        self.yaml.setPlainText(plan.yaml)
+        self.command.setText(plan.command)
+        self.command.setCursorPosition(0)
+
+    def _draw_empty(self) -> None:
+        for w in (self.legend, self.fit_text):
+            w.setText("")
+        self.verdict.setText("Choose a model and fix the fields marked in red to see the estimate.")
+        self.numbers.setText("")
+        self.yaml.setPlainText("")
+        self.command.setText("")
+        self.autofit.setEnabled(False)
+
+    def _draw_fit(self, plan: wizard.Review) -> None:
+        fit = plan.fit
+        self.autofit.setEnabled(fit is not None and fit.found and bool(fit.changes))
+        if fit is None:
+            self.fit_text.setText("Fits as it is: nothing to change.")
+        elif fit.found:
+            self.fit_text.setText("Auto-fit would change: " + html.escape(fit.summary()))
+        else:
+            self.fit_text.setText("No setting found that fits this Mac: " + html.escape(fit.summary()))
+
+    # --- intent ----------------------------------------------------------------------------
+
+    def apply_autofit(self) -> None:
+        if self.plan is None or self.plan.fit is None or not self.plan.fit.found:
+            return
+        self.page.set_recipe(wizard.apply_fit(self.page.recipe, self.plan.fit))
+
+    def start(self) -> Path | None:
+        """Train: start the run on the engine and show the Monitor; None when blocked or not confirmed."""
+        if self.page.errors or self.page.recipe is None:
+            return None
+        over = self.plan is not None and self.plan.verdict.status == "will not fit"
+        if over and not self.confirm_over_budget(OVER_BUDGET):
+            return None
+        return self.page.start_training(allow_over_budget=over)
+
+    def _ask_over_budget(self, text: str) -> bool:
+        box = QMessageBox(QMessageBox.Icon.Warning, "Start anyway?", text, parent=self)
+        start = box.addButton("Start anyway", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return box.clickedButton() is start
+
+    def _on_copy_clicked(self) -> None:
+        QGuiApplication.clipboard().setText(self.command.text())
+
+    def _on_save_clicked(self) -> None:
+        folder = paths.user_recipes_home()
+        path, _ = QFileDialog.getSaveFileName(self, "Save as recipe", str(folder / "my-recipe.yaml"), "Recipes (*.yaml)")
+        if path:
+            self.save_to(Path(path))
+
+    def save_to(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_recipe(path, self.page.recipe, header="Saved from the New-run wizard.")
+
+
+def _numbers_html(plan: wizard.Review) -> str:
+    its = f"{plan.iterations:,}" if plan.iterations else "from the data's size"
+    per_epoch = f"{plan.iterations_per_epoch:,}" if plan.iterations_per_epoch else "—"
+    return (f"Iterations: <b>{its}</b> · per epoch: <b>{per_epoch}</b> · effective batch: "
+            f"<b>{plan.effective_batch}</b> · tokens per iteration: <b>{plan.tokens_per_iteration:,}</b> · "
+            f"duration: <b>{html.escape(plan.duration)}</b>")

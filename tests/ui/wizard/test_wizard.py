@@ -1,0 +1,311 @@
+"""The New-run wizard driven like a user would, from the tiny model and the sample data to Train."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import SAMPLE_DATA
+from PySide6.QtCore import QObject, Qt, Slot
+from PySide6.QtWidgets import QLabel, QLineEdit, QPushButton, QRadioButton
+
+from macfinetune.core.recipe import load_recipe
+from macfinetune.ui.wizard.gauge import MemoryGauge
+
+from .conftest import wait_data
+
+QWEN = "mlx-community/Qwen3-1.7B-bf16"  # shipped config: estimates without a download
+
+
+def field(page, key) -> QLineEdit:
+    return page.findChild(QLineEdit, f"field:{key}")
+
+
+def error(page, key) -> str:
+    label = page.findChild(QLabel, f"error:{key}")
+    return (label.property("message") or "") if not label.isHidden() else ""
+
+
+def type_into(edit: QLineEdit, text: str) -> None:
+    edit.setText(text)
+    edit.textEdited.emit(text)
+
+
+def button(page, name) -> QPushButton:
+    return page.findChild(QPushButton, name)
+
+
+def choose_tiny(qtbot, page, tiny_model):
+    model_step = page.steps["model"]
+    qtbot.waitUntil(lambda: model_step.table_model.rowCount() == 1, timeout=20_000)
+    assert model_step.table_model.entries[0].path == tiny_model
+    index = model_step.table_model.index(0, 0)
+    model_step.table.clicked.emit(index)
+
+
+def test_every_step_from_the_tiny_model_to_train(qtbot, make_page, tiny_model, fake_engine):
+    page = make_page(folders=[tiny_model.parent])
+    assert page.gauge.text.property("plain") == "no model yet"
+    choose_tiny(qtbot, page, tiny_model)
+    facts = page.findChild(QLabel, "modelFacts").text()
+    assert "LlamaForCausalLM" in facts and "full precision" in facts
+    assert page.state.shape.layers == 2
+    assert page.gauge.text.property("plain").endswith("· fits")
+
+    page.go("data")
+    page.steps["data"].choose_path(str(SAMPLE_DATA))
+    wait_data(qtbot, page)
+    summary = page.findChild(QLabel, "dataSummary").text()
+    assert "mlx-lm chat (messages)" in summary and "train 306 rows" in summary and "valid 50 rows" in summary
+    assert page.findChild(QLabel, "splitOffer").text() == ""  # the folder has its own valid.jsonl
+    histogram = page.steps["data"].histogram.histogram
+    assert histogram.rows == 356 and sum(histogram.counts) == 356
+    assert page.findChild(QLabel, "histogramText").text().startswith("356 rows, longest")
+    preview = page.steps["data"].preview
+    assert "through the model's chat template" in preview.toPlainText()
+    assert "<|im_start|>assistant\nArr, matey!" in preview.toPlainText()
+    longest = page.state.data.longest_tokens
+    assert longest == histogram.longest
+    assert page.recommended and page.recipe.data.max_seq_length == min(256 * -(-longest // 256),
+                                                                       page.state.shape.max_positions)
+    page.steps["data"].mask.setChecked(True)
+    highlighted = preview.toHtml().split("background-color:")[1]
+    assert "Arr, matey!" in highlighted.split("</span>")[0] and "user" not in highlighted.split("</span>")[0]
+    page.steps["data"].mask.setChecked(False)
+
+    page.go("method")
+    assert "method.type" in page.steps["method"].reasons.toPlainText()
+    checked = [b.objectName() for b in page.findChildren(QRadioButton) if b.isChecked()]
+    assert checked == [f"method:{page.recipe.method.type}"]
+
+    page.go("settings")
+    for key, value in (("training.iterations", "6"), ("training.batch_size", "2"), ("data.max_seq_length", "96")):
+        type_into(field(page, key), value)
+    page.go("review")
+    review = page.steps["review"]
+    assert page.findChild(QLabel, "verdict").text().startswith("<b>Fits</b>")
+    assert "Iterations: <b>6</b>" in page.findChild(QLabel, "plan").text()
+    command = page.findChild(QLineEdit, "command").text()
+    assert f"--model {tiny_model}" in command and "--set training.iterations=6" in command
+    assert "iterations: 6" in page.findChild(type(review.yaml), "yaml").toPlainText()
+
+    qtbot.mouseClick(button(page, "train"), Qt.MouseButton.LeftButton)
+    (recipe, run_dir, allow), = fake_engine.started
+    assert (recipe.model.path, recipe.data.path, allow) == (str(tiny_model), str(SAMPLE_DATA), False)
+    assert (recipe.training.iterations, recipe.training.batch_size, recipe.data.max_seq_length) == (6, 2, 96)
+    assert run_dir.parent == page.services.runs_home() and not run_dir.exists()
+    assert fake_engine.monitor_shown == 1
+
+
+def test_bad_values_block_train_with_the_message_beside_the_field(qtbot, make_page, tiny_model, fake_engine):
+    page = make_page(folders=[tiny_model.parent])
+    choose_tiny(qtbot, page, tiny_model)
+    page.steps["data"].choose_path(str(SAMPLE_DATA))
+    wait_data(qtbot, page, tokens=False)
+    page.go("settings")
+    type_into(field(page, "training.batch_size"), "0")
+    type_into(field(page, "method.rank"), "eight")
+    type_into(field(page, "method.num_layers"), "5")
+    assert error(page, "training.batch_size") == "0 is out of range; allowed 1 to 4096"
+    assert error(page, "method.rank") == "expected a whole number, got 'eight'"
+    page.go("review")
+    assert not button(page, "train").isEnabled()
+    assert "training.batch_size" in page.findChild(QLabel, "blockers").text()
+
+    type_into(field(page, "training.batch_size"), "2")
+    type_into(field(page, "method.rank"), "8")
+    assert error(page, "method.num_layers").startswith("5 is not allowed; allowed: 1 to 2 (the model's blocks)")
+    assert not button(page, "train").isEnabled()
+    type_into(field(page, "method.num_layers"), "2")
+    assert page.errors == {} and button(page, "train").isEnabled()
+    assert error(page, "method.num_layers") == ""
+
+
+def test_auto_fit_makes_an_over_budget_configuration_fit(qtbot, make_page):
+    page = make_page(memory_gb=16)
+    page.steps["model"].choose_path(QWEN)
+    page.state.set("data.path", "somewhere.jsonl")  # not read: no data yet
+    page.go("settings")
+    type_into(field(page, "training.batch_size"), "8")
+    type_into(field(page, "data.max_seq_length"), "4096")
+    page.go("review")
+    assert page.findChild(QLabel, "verdict").text().startswith("<b>Will not fit</b>")
+    assert page.findChild(MemoryGauge, "gauge").status == "will not fit"
+    autofit = button(page, "autofit")
+    assert autofit.isEnabled()
+    summary = page.findChild(QLabel, "fitSummary").text()
+    fit = page.steps["review"].plan.fit
+    assert summary.startswith("Auto-fit would change: sequences cut at 1024 tokens") and "slower" in summary
+    qtbot.mouseClick(autofit, Qt.MouseButton.LeftButton)
+    assert page.findChild(QLabel, "verdict").text().startswith("<b>Fits</b>")
+    r = page.recipe
+    assert (r.data.max_seq_length, r.training.batch_size, r.training.grad_accumulation) == \
+        (fit.settings.max_seq_length, fit.settings.batch_size, fit.settings.grad_accumulation) == (1024, 4, 2)
+    assert field(page, "data.max_seq_length").text() == str(page.recipe.data.max_seq_length)
+    assert page.findChild(QLabel, "fitSummary").text() == "Fits as it is: nothing to change."
+
+
+def test_over_budget_train_needs_the_confirmation(qtbot, make_page, tiny_model, fake_engine):
+    page = make_page(memory_gb=16)
+    page.steps["model"].choose_path(QWEN)
+    page.go("settings")
+    type_into(field(page, "training.batch_size"), "16")
+    type_into(field(page, "data.max_seq_length"), "4096")
+    page.state.set("data.path", str(SAMPLE_DATA / "train.jsonl"))
+    page.refresh()
+    page.go("review")
+    asked = []
+    review = page.steps["review"]
+    review.confirm_over_budget = lambda text: asked.append(text) or False
+    qtbot.mouseClick(button(page, "train"), Qt.MouseButton.LeftButton)
+    assert fake_engine.started == [] and "memory guard will pause it" in asked[0]
+    review.confirm_over_budget = lambda text: True
+    qtbot.mouseClick(button(page, "train"), Qt.MouseButton.LeftButton)
+    assert fake_engine.started[0][2] is True
+
+
+def test_refused_models_say_why_beside_the_field(qtbot, make_page, tmp_path):
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    (pickled / "pytorch_model.bin").write_bytes(b"x")
+    (pickled / "tokenizer.json").write_text("{}")
+    page = make_page()
+    page.steps["model"].choose_path(str(pickled))
+    assert "only pickle weights (pytorch_model.bin)" in error(page, "model.path")
+    assert page.state.shape is None and not button(page, "train").isEnabled()
+
+
+def test_data_without_validation_offers_a_split_and_masking_text_is_refused(qtbot, make_page, tiny_model, tmp_path):
+    text = tmp_path / "notes.jsonl"
+    text.write_text("".join(json.dumps({"text": f"row {i} about ships"}) + "\n" for i in range(40)))
+    page = make_page(folders=[tiny_model.parent])
+    choose_tiny(qtbot, page, tiny_model)
+    page.steps["data"].choose_path(str(text))
+    wait_data(qtbot, page)
+    assert page.findChild(QLabel, "splitOffer").text().startswith("No validation file: 4 of 40 rows (10%)")
+    assert "mlx-lm text" in page.findChild(QLabel, "dataSummary").text()
+    page.steps["data"].mask.setChecked(True)
+    assert error(page, "data.mask_prompt").startswith("prompt masking needs chat or completions data")
+    assert not button(page, "train").isEnabled()
+
+
+def test_load_recipe_fills_the_wizard_from_a_run_folder(qtbot, make_page, tiny_model, tmp_path):
+    from conftest import fast_recipe
+
+    from macfinetune.core.recipe import save_recipe
+
+    run = tmp_path / "old-run"
+    run.mkdir()
+    save_recipe(run / "recipe.yaml", fast_recipe(tiny_model, "rank=4", "learning_rate=3e-4"))
+    page = make_page(folders=[tiny_model.parent])
+    page.load_recipe(run)
+    wait_data(qtbot, page)
+    assert page.current_step() == "review"
+    assert page.recipe == load_recipe(run / "recipe.yaml")
+    assert field(page, "method.rank").text() == "4" and field(page, "training.learning_rate").text() == "0.0003"
+    assert button(page, "train").isEnabled()
+
+
+def test_save_as_recipe_writes_what_train_would_run(qtbot, make_page, tmp_path):
+    page = make_page()
+    page.steps["model"].choose_path(QWEN)
+    page.state.set("data.path", "data.jsonl")
+    page.refresh()
+    page.steps["review"].save_to(tmp_path / "mine.yaml")
+    assert load_recipe(tmp_path / "mine.yaml") == page.recipe
+
+
+def test_a_preset_fills_the_settings(qtbot, make_page):
+    page = make_page()
+    page.steps["model"].choose_path(QWEN)
+    page.go("settings")
+    page.steps["settings"].apply_preset("quick-test")
+    assert field(page, "training.batch_size").text() == "2"
+    assert field(page, "training.grad_accumulation").text() == "8"
+    assert field(page, "training.epochs").text() == "3"
+
+
+class _Events(QObject):
+    def __init__(self):
+        super().__init__()
+        self.events = []
+
+    @Slot(object)
+    def on_event(self, envelope):
+        self.events.append(envelope.event)  # the engine sends every event in a JobEvent envelope
+
+
+def test_train_starts_a_real_run_on_the_engine(qtbot, make_page, tiny_model, tmp_path):
+    from macfinetune.core.events import RunFinished, RunStarted
+    from macfinetune.engine import Engine
+
+    engine, events = Engine(), _Events()
+    engine.event.connect(events.on_event)
+    engine.start()
+    try:
+        page = make_page(folders=[tiny_model.parent], start_training=engine.train)
+        choose_tiny(qtbot, page, tiny_model)
+        page.steps["data"].choose_path(str(SAMPLE_DATA))
+        wait_data(qtbot, page, tokens=False)
+        for key, value in (("training.iterations", "4"), ("training.batch_size", "2"), ("data.max_seq_length", "64"),
+                           ("eval.eval_every", "4"), ("eval.save_every", "4"), ("eval.val_batches", "2"),
+                           ("training.grad_accumulation", "1")):
+            type_into(field(page, key), value)
+        page.go("review")
+        run_dir = page.steps["review"].start()
+        qtbot.waitUntil(lambda: any(isinstance(e, RunFinished) for e in events.events), timeout=120_000)
+    finally:
+        assert engine.shutdown()
+    started = next(e for e in events.events if isinstance(e, RunStarted))
+    assert (started.run_dir, started.iterations, started.batch_size) == (str(run_dir), 4, 2)
+    assert load_recipe(run_dir / "recipe.yaml") == page.recipe
+
+
+def test_opening_a_path_fills_the_right_step(qtbot, make_page, tiny_model, tmp_path):
+    from conftest import fast_recipe
+
+    from macfinetune.core.recipe import save_recipe
+
+    save_recipe(tmp_path / "r.yaml", fast_recipe(tiny_model, "rank=2"))
+    page = make_page()
+    assert page.open_path(tiny_model) == "model" and page.state.values["model"]["path"] == str(tiny_model)
+    assert page.open_path(SAMPLE_DATA / "train.jsonl") == "data" and page.current_step() == "data"
+    wait_data(qtbot, page)
+    assert page.open_path(tmp_path / "r.yaml") == "recipe" and page.recipe.method.rank == 2
+    wait_data(qtbot, page)
+
+
+def test_download_progress_and_result_arrive_through_on_event(qtbot, make_page, tiny_model):
+    from macfinetune.core.events import JobEvent as Envelope
+    from macfinetune.core.events import JobFailed
+    from macfinetune.core.models_catalog import DownloadFinished, DownloadProgress
+
+    asked = []
+    page = make_page(download=asked.append)
+    page.findChild(QLineEdit, "hubId").setText("org/some-model")
+    qtbot.mouseClick(button(page, "download"), Qt.MouseButton.LeftButton)
+    assert asked == ["org/some-model"]
+    status = page.findChild(QLabel, "downloadStatus")
+    page.on_event(Envelope(1, "download", DownloadProgress("org/some-model", 500_000_000, 2_000_000_000, 1, 4)))
+    assert status.text() == "Downloading org/some-model: 0.50 GB of 2.00 GB, 1/4 files"
+    page.on_event(Envelope(1, "train", JobFailed("not ours")))
+    assert status.text().startswith("Downloading")
+    page.on_event(Envelope(1, "download", JobFailed("offline: the hub cannot be reached")))
+    assert status.text() == "Download failed: offline: the hub cannot be reached"
+    page.on_event(Envelope(2, "download", DownloadFinished("org/some-model", str(tiny_model))))
+    assert page.state.values["model"]["path"] == str(tiny_model) and page.state.shape.layers == 2
+
+
+def test_reading_pauses_the_collector_and_freezes_what_was_read():
+    import gc
+
+    import pytest
+
+    from macfinetune.ui.wizard.worker import quiet_gc
+
+    frozen = gc.get_freeze_count()
+    with pytest.raises(ValueError), quiet_gc():
+        rows = [[str(i)] for i in range(1000)]  # lists are tracked by the collector
+        assert not gc.isenabled()
+        raise ValueError("a broken file")
+    assert gc.isenabled() and gc.get_freeze_count() >= frozen + len(rows)
