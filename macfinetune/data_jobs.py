@@ -31,3 +31,10 @@ def supported_model_types() -> frozenset[str]:
     from macfinetune.backend.architectures import supported_model_types as read
 
     return read()
+
+
+def cached_models(cache: Path) -> list:
+    """The models in a Hugging Face hub cache, from huggingface_hub's own scan (``backend.hub``)."""
+    from macfinetune.backend.hub import cached_models as scan
+
+    return scan(cache)

@@ -1,7 +1,13 @@
-"""Which model types mlx-lm implements: read from its package's files, no model module imported."""
+"""Which model types mlx-lm implements: read from its package's files without importing mlx-lm.
+
+Nothing here imports mlx or mlx_lm (the app's model list is scanned on a worker thread before any
+MLX work, and MLX belongs to the engine thread): the model modules are found in mlx-lm's folder
+and ``MODEL_REMAPPING`` is read from the source of ``mlx_lm/utils.py``.
+"""
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib.util
 from pathlib import Path
@@ -10,17 +16,27 @@ from pathlib import Path
 @functools.cache
 def supported_model_types() -> frozenset[str]:
     """``model_type`` values mlx-lm can load: its model modules plus the names it remaps to them."""
-    from mlx_lm.utils import MODEL_REMAPPING
+    package = _package_folder()
+    modules = frozenset(_model_modules(package / "models"))
+    return modules | {name for name, target in _remapping(package / "utils.py").items() if target in modules}
 
-    modules = frozenset(_model_modules(_models_folder()))
-    return modules | {name for name, target in MODEL_REMAPPING.items() if target in modules}
 
-
-def _models_folder() -> Path:
-    spec = importlib.util.find_spec("mlx_lm.models")
+def _package_folder() -> Path:
+    spec = importlib.util.find_spec("mlx_lm")  # a top-level spec: the package is not imported
     return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _model_modules(folder: Path) -> list[str]:
     """Modules that define a ``Model`` class (the rest are shared layers: cache, rope_utils, ...)."""
     return [p.stem for p in folder.glob("*.py") if "class Model(" in p.read_text(encoding="utf-8")]
+
+
+def _remapping(utils: Path) -> dict[str, str]:
+    """The ``MODEL_REMAPPING = {...}`` literal of mlx-lm's utils.py (empty if it is not a literal)."""
+    for node in ast.parse(utils.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "MODEL_REMAPPING" for t in node.targets):
+            try:
+                return dict(ast.literal_eval(node.value))
+            except ValueError:
+                return {}
+    return {}

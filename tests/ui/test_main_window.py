@@ -20,7 +20,7 @@ def test_sidebar_and_view_shortcuts_come_from_the_registry(window):
         action.trigger()
         assert window.current_page() == spec.id
         assert window.stack.currentWidget() is window.pages[spec.id]
-    assert "wizard" in window.pages["new"].findChild(object, "newRunPlaceholder").text()
+    assert window.pages["new"].objectName() == "newRunPage"  # the wizard, registered in place of a placeholder
 
 
 def test_menus_follow_mac_conventions(window):
@@ -84,7 +84,8 @@ def test_closing_while_training_can_stop_it_first(window, engine, qtbot):
 
 
 def test_window_state_persists_in_the_settings_file(window, engine, settings, qtbot, tmp_path):
-    window.resize(900, 600)
+    width = max(900, window.minimumSizeHint().width()) + 50  # the wizard's steps need about 1000 px
+    window.resize(width, 600)
     window.show_page("monitor")
     window.pages["monitor"].loss.set_smoothing(0.85)
     window.pages["monitor"].loss.log_box.setChecked(True)
@@ -96,10 +97,12 @@ def test_window_state_persists_in_the_settings_file(window, engine, settings, qt
     again.show()
     assert again.current_page() == "monitor"
     # the offscreen platform restores the width less a frame margin; the default would be 1200x780
-    assert again.height() == 600 and abs(again.width() - 900) <= 50
+    assert again.height() == 600 and abs(again.width() - width) <= 50
     assert again.pages["monitor"].loss.weight == 0.85
     assert again.pages["monitor"].loss.log_box.isChecked()
-    assert again.splitter.sizes()[0] == window.splitter.sizes()[0]
+    # the sidebar keeps its width, less whatever the offscreen platform took off the window's width
+    lost = abs(again.width() - width)
+    assert abs(again.splitter.sizes()[0] - window.splitter.sizes()[0]) <= lost + 1
     again.pages["runs"].wait_for_scan()
 
 

@@ -29,7 +29,8 @@ def wizard_page(session, settings, parent=None) -> WizardPage:
     services = WizardServices(
         machine=this_machine(), start_training=lambda recipe, run_dir, allow: start(session, recipe, run_dir, allow),
         token_counter=data_jobs.token_counter, template_renderer=data_jobs.template_renderer,
-        supported_types=data_jobs.supported_model_types, runs_home=session.data_folder)
+        supported_types=data_jobs.supported_model_types, hub_cache_scanner=data_jobs.cached_models,
+        runs_home=session.data_folder)
     page = WizardPage(services, parent)
     page.setObjectName("newRunPage")
     return page

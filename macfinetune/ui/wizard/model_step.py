@@ -89,6 +89,7 @@ class ModelStep(Step):
         self.cancel_button.clicked.connect(self._on_cancel_clicked)
         self.download_status = QLabel(self)
         self.download_status.setObjectName("downloadStatus")
+        self.download_status.setWordWrap(True)  # a long message must not widen the window
         if self.page.services.download is None:
             self.download_button.setEnabled(False)
             self.download_status.setText("Downloading from here is not connected yet: run `macfinetune models download "
@@ -117,7 +118,9 @@ class ModelStep(Step):
         retire(self._scan)
         services = self.page.services
         sources = models_catalog.default_sources(services.model_folders)
-        self._scan = Worker(lambda report, cancelled: _scan(sources, services.supported_types))
+        scanners = {"hf-cache": services.hub_cache_scanner} if services.hub_cache_scanner else {}
+        sources = [s for s in sources if s.kind != "hf-cache" or scanners]
+        self._scan = Worker(lambda report, cancelled: _scan(sources, services.supported_types, scanners))
         self._workers.append(self._scan)
         self._scan.done.connect(self._on_scan_done)
         self._scan.failed.connect(self._on_scan_failed)
@@ -241,10 +244,10 @@ class ModelStep(Step):
         stop_all(self._workers)
 
 
-def _scan(sources, supported) -> tuple:
+def _scan(sources, supported, scanners) -> tuple:
     """(supported model types, models found): on the worker thread."""
     types = supported() if callable(supported) else supported
-    return types, models_catalog.discover(sources, types)
+    return types, models_catalog.discover(sources, types, scanners)
 
 
 def _progress_text(p: DownloadProgress) -> str:

@@ -35,6 +35,7 @@ class WizardServices:
     supported_types: Collection[str] | Callable[[], Collection[str]] | None = None  # the model types mlx-lm
     #      implements, or a function returning them (called on the scan's worker thread: it imports mlx-lm)
     model_folders: list[Path] = field(default_factory=list)  # folders the user added (Preferences)
+    hub_cache_scanner: Callable | None = None  # ADAPTER: backend.hub.cached_models (huggingface_hub's scan)
     download: Callable[[str], object] | None = None  # engine.download(repo_id); progress arrives via on_event
     cancel_download: Callable[[], None] | None = None
     runs_home: Callable[[], Path] | None = None  # where new runs go (default: core.paths.runs_home)

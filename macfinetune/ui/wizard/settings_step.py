@@ -56,6 +56,8 @@ class SettingsStep(Step):
         row = QHBoxLayout()
         self.presets = QComboBox(self)
         self.presets.setObjectName("presets")
+        self.presets.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.presets.setMinimumContentsLength(24)  # long preset names must not widen the window
         for name in wizard.PRESETS:
             recipe = load_recipe(catalog.recipe_path(name))
             self.presets.addItem(f"{name}: {recipe.description}", name)
