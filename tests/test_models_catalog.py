@@ -210,6 +210,23 @@ def test_mlx_lm_supported_model_types():
     assert not {"bert", "t5", "cache", "rope_utils", "switch_layers"} & types
 
 
+def test_supported_model_types_read_mlx_lm_without_importing_it():
+    """The app scans models on a worker thread before any MLX work: the list must not import MLX,
+    and the remapping read from mlx-lm's source must be the one mlx-lm uses."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from macfinetune.backend.architectures import supported_model_types as s; s(); "
+            "print(sorted(m for m in ('mlx', 'mlx_lm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    from mlx_lm.utils import MODEL_REMAPPING
+
+    from macfinetune.backend import architectures
+
+    assert architectures._remapping(architectures._package_folder() / "utils.py") == MODEL_REMAPPING
+
+
 # --- the command line ---------------------------------------------------------------------------
 
 
