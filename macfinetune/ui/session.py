@@ -26,6 +26,7 @@ class Session(QObject):
     stateChanged = Signal(str)  # idle, starting, running, paused
     runsChanged = Signal()  # a run started, changed status or ended
     preparedChanged = Signal()
+    jobEvent = Signal(object)  # every JobEvent of a non-training job (pages filter by ``job_id``)
 
     def __init__(self, engine, settings, parent=None):
         super().__init__(parent)
@@ -58,7 +59,8 @@ class Session(QObject):
         self.prepared = (recipe, Path(run_dir))
         self.preparedChanged.emit()
 
-    def start(self) -> None:
+    def start(self, allow_over_budget: bool = False) -> None:
+        """Start the prepared run; ``allow_over_budget`` is the user's explicit "start anyway"."""
         if self.prepared is None or self.is_training:
             return
         recipe, run_dir = self.prepared
@@ -67,7 +69,16 @@ class Session(QObject):
             recipe = apply_overrides(recipe, [f"report_every={interval}"])
         self.prepared = None
         self.preparedChanged.emit()
-        self._begin(self.engine.train(recipe, run_dir), str(run_dir))
+        self._begin(self.engine.train(recipe, run_dir, allow_over_budget=allow_over_budget), str(run_dir))
+
+    def submit(self, name: str, fn: Callable, **args):
+        """Queue any other job (download, fuse, export, generate...) on the engine; its JobEvents come back on
+        ``jobEvent`` with the returned handle's ``id``."""
+        return self.engine.submit(name, fn, **args)
+
+    def cancel(self, job_id: int) -> bool:
+        """Cancel a job this session submitted: a queued one never runs, a running one stops at its next check."""
+        return self.engine.cancel(job_id)
 
     def resume_run(self, run_dir: Path) -> None:
         """Continue a stopped or interrupted run from its newest checkpoint (the engine's resume job)."""
@@ -107,7 +118,10 @@ class Session(QObject):
     # --- events -----------------------------------------------------------------------
 
     def _on_engine_event(self, job_event) -> None:
-        if not isinstance(job_event, JobEvent) or job_event.job not in TRAINING_JOBS:
+        if not isinstance(job_event, JobEvent):
+            return
+        if job_event.job not in TRAINING_JOBS:
+            self.jobEvent.emit(job_event)
             return
         if self.job_id is not None and job_event.job_id != self.job_id:
             return

@@ -58,7 +58,15 @@ class FakeEngine(QObject):
         return self.job
 
     def train(self, recipe, run_dir, allow_over_budget=False):
+        self.allow_over_budget = allow_over_budget
         return self._job("train", recipe, run_dir)
+
+    def submit(self, name, fn, **args):
+        return self._job(name, fn, args)
+
+    def cancel(self, job_id):
+        self.calls.append(("cancel", job_id))
+        return True
 
     def resume(self, run_dir):
         return self._job("resume", run_dir)

@@ -1,11 +1,14 @@
 """The main window: sidebar from the registry, shortcuts, toolbar states, the close question,
 persistence in an INI file, preferences, dropping a run folder."""
 
+from pathlib import Path
+
 from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent, QKeySequence
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from macfinetune.core import events
+from macfinetune.core.events import JobFinished, JobStarted
 from macfinetune.ui.main_window import create_main_window
 from macfinetune.ui.pages import REGISTRY
 
@@ -142,3 +145,26 @@ def test_dropping_something_else_says_what_it_expected(window, tmp_path, monkeyp
     assert window.open_folder(tmp_path) is False
     assert "has no recipe.yaml" in shown[0]
     assert window.current_page() == "runs"
+
+
+def test_session_routes_other_jobs_to_job_event_and_keeps_training_state(window, engine, qtbot):
+    """A page's download/fuse/export job: its events come back on ``jobEvent``; the training state is untouched."""
+    from macfinetune.core.events import Progress
+
+    seen = []
+    window.session.jobEvent.connect(seen.append)
+    handle = window.session.submit("download", print, repo_id="a/b")
+    engine.send(JobStarted(), Progress("download", 1, 3), JobFinished(None), job=handle)
+    assert [type(e.event).__name__ for e in seen] == ["JobStarted", "Progress", "JobFinished"]
+    assert {e.job_id for e in seen} == {handle.id}
+    assert window.session.state == "idle"
+    assert window.session.cancel(handle.id) is True
+    assert engine.calls[-1] == ("cancel", handle.id)
+
+
+def test_start_anyway_reaches_the_engine(window, engine):
+    from macfinetune.core.recipe import Recipe
+
+    window.session.prepare(Recipe(), Path("run"))
+    window.session.start(allow_over_budget=True)
+    assert engine.allow_over_budget is True

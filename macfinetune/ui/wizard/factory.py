@@ -6,7 +6,7 @@ It builds the ``WizardServices`` the page needs from the app's ``Session``:
   importing MLX on the GUI thread;
 - Train: ``session.prepare`` + ``session.start`` (the window then shows the Monitor); a run the
   estimator says will not fit, once confirmed, goes to ``engine.train(..., allow_over_budget=True)``
-  through ``_start_over_budget`` (ADAPTER until ``Session.start`` takes ``allow_over_budget``);
+  through ``session.start(allow_over_budget=True)``;
 - tokenizer and chat-template work from ``macfinetune.data_jobs``, called on the wizard's workers;
 - new runs in the session's data folder.
 Downloads stay off until the session routes ``download`` job events to ``WizardPage.on_event``.
@@ -48,15 +48,5 @@ def start(session, recipe: Recipe, run_dir: Path, allow_over_budget: bool) -> No
     if session.is_training:
         raise ProblemError(Problem("a run is training: stop it or wait for it to end, then press Train",
                                    field="train"))
-    if allow_over_budget:
-        _start_over_budget(session, recipe, run_dir)
-        return
     session.prepare(recipe, run_dir)
-    session.start()
-
-
-def _start_over_budget(session, recipe: Recipe, run_dir: Path) -> None:
-    """ADAPTER: ``Session.start`` has no ``allow_over_budget`` yet; start the confirmed run the way it does."""
-    session.prepared = None
-    session.preparedChanged.emit()
-    session._begin(session.engine.train(recipe, run_dir, allow_over_budget=True), str(run_dir))
+    session.start(allow_over_budget=allow_over_budget)
