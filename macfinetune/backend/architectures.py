@@ -27,8 +27,13 @@ def _package_folder() -> Path:
 
 
 def _model_modules(folder: Path) -> list[str]:
-    """Modules that define a ``Model`` class (the rest are shared layers: cache, rope_utils, ...)."""
-    return [p.stem for p in folder.glob("*.py") if "class Model(" in p.read_text(encoding="utf-8")]
+    """Modules that define a ``Model`` class (the rest are shared layers: cache, rope_utils, ...), less those that
+    exit the process at import when an extra package is missing (mlx-lm's ``olmo`` needs ``ai2-olmo``)."""
+    return [p.stem for p in folder.glob("*.py") if _loads_without_extras(p.read_text(encoding="utf-8"))]
+
+
+def _loads_without_extras(source: str) -> bool:
+    return "class Model(" in source and "sys.exit(" not in source
 
 
 def _remapping(utils: Path) -> dict[str, str]:
@@ -40,3 +45,8 @@ def _remapping(utils: Path) -> dict[str, str]:
             except ValueError:
                 return {}
     return {}
+
+
+def module_for(model_type: str) -> str:
+    """The ``mlx_lm.models`` module that loads ``model_type`` (mlx-lm's remapping applied)."""
+    return _remapping(_package_folder() / "utils.py").get(model_type, model_type)

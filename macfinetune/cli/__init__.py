@@ -17,7 +17,13 @@ import sys
 
 from macfinetune import __version__
 from macfinetune.cli import account, data, estimate, train, use
-from macfinetune.cli.common import EXIT_BAD_INPUT, EXIT_OK, EXIT_STOPPED, print_problems
+from macfinetune.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_STOPPED,
+    print_problems,
+)
 from macfinetune.core.problems import ProblemError
 
 _GROUPS = (train, use, estimate, data, account)
@@ -35,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--page", default="monitor", help="page for --screenshot: runs, new, monitor, checkpoints, "
                         "playground (default monitor)")
     parser.add_argument("--theme", choices=("light", "dark"), default="light", help="palette for --screenshot")
+    parser.add_argument("--self-test", action="store_true", help="check that this install (or the frozen app) has "
+                        "everything: imports, model modules, Qt, trains the tiny model a few steps, generates; "
+                        "one line per check, exit 1 if any failed")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("app", help="open the app's main window (the same as no command)")
     for group in _GROUPS:
@@ -47,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.screenshot:
         return _screenshot(args)
+    if args.self_test:
+        return _self_test()
     if args.command in (None, "app"):
         return _open_app(parser)
     # data inspect tokenizes in batches (parallel helps); nothing forks after it
@@ -89,3 +100,14 @@ def _screenshot(args) -> int:
     from macfinetune import app
 
     return app.screenshot(args.screenshot, args.page, args.theme)
+
+
+def _self_test() -> int:
+    from macfinetune.backend.selftest import run_checks
+
+    failed = 0
+    for check in run_checks():
+        print(f"{'ok  ' if check.ok else 'FAIL'}  {check.name}: {check.detail}", flush=True)
+        failed += not check.ok
+    print(f"self-test: {'all checks passed' if not failed else f'{failed} failed'}")
+    return EXIT_OK if not failed else EXIT_FAILED

@@ -1,0 +1,38 @@
+"""``macfinetune --self-test``: the checks the packaging script runs inside a built app."""
+
+import importlib
+
+from macfinetune.backend import architectures, selftest
+from macfinetune.cli import main
+
+
+def test_self_test_passes_on_this_install_and_prints_one_line_per_check(capsys):
+    assert main(["--self-test"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = [name for name, _ in selftest._checks(with_qt=True)]
+    assert [line.split(":")[0].split()[-1] for line in lines[:-1]] == [n.split()[-1] for n in names]
+    assert all(line.startswith("ok") for line in lines[:-1])
+    assert lines[-1] == "self-test: all checks passed"
+    train_line = next(line for line in lines if line.startswith("ok    train:"))
+    assert "checkpoint at iteration 4" in train_line
+
+
+def test_a_failed_check_is_a_line_and_exit_1_not_a_traceback(capsys, monkeypatch):
+    def missing(state):
+        importlib.import_module("macfinetune_no_such_module")
+
+    monkeypatch.setattr(selftest, "_checks", lambda with_qt: [("imports", missing), ("python", selftest._python)])
+    assert main(["--self-test"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("FAIL  imports: ModuleNotFoundError")
+    assert out[1].startswith("ok    python: Python")
+    assert out[-1] == "self-test: 1 failed"
+
+
+def test_a_module_that_exits_without_its_extra_package_is_not_claimed_as_supported():
+    """mlx-lm's olmo.py calls sys.exit(1) at import without ai2-olmo: loading it would end the app."""
+    source = (architectures._package_folder() / "models" / "olmo.py").read_text(encoding="utf-8")
+    assert "sys.exit(" in source
+    assert "olmo" not in architectures.supported_model_types()
+    assert {"olmo2", "llama", "qwen3"} <= architectures.supported_model_types()
+    assert architectures.module_for("mistral") == "llama"
