@@ -19,8 +19,11 @@ def make_application(argv: list[str] | None = None) -> QApplication:
 def run(argv: list[str] | None = None) -> int:
     """Open the main window; the engine thread starts now but imports MLX only when a job runs."""
     from macfinetune.engine import Engine
+    from macfinetune.ui.crash_ui import CrashReporter
 
     app = make_application(argv)
+    reporter = CrashReporter()
+    reporter.install()
     settings = QSettings()
     engine = Engine()
     engine.start()
@@ -28,10 +31,27 @@ def run(argv: list[str] | None = None) -> int:
 
     window = create_main_window(engine, settings)
     window.show()
+    reporter.parent = window
+    _greet(window, settings, reporter)
     try:
         return app.exec()
     finally:
         engine.shutdown()
+        reporter.uninstall()
+
+
+def _greet(window, settings, reporter) -> None:
+    """After the first paint: a crash report from last time, or the first-launch screen (machine, demo)."""
+    from PySide6.QtCore import QTimer
+
+    from macfinetune.core import paths
+    from macfinetune.ui.first_launch import offer_first_launch
+
+    def greet():
+        if reporter.offer_pending(window) is None:
+            offer_first_launch(window, settings, paths.data_home())
+
+    QTimer.singleShot(0, greet)
 
 
 def screenshot(out: str, page: str, theme: str = "light") -> int:

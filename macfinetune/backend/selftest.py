@@ -107,12 +107,39 @@ def _device(state: dict) -> str:
     mx.eval(x)
     if x.item() != 240:
         raise ValueError(f"MLX computed {x.item()} for 2*sum(0..15), expected 240")
+    library = _loaded_mlx_library()
+    where = f"libmlx loaded from {library}" if library else "libmlx is linked statically"
     if sys.platform == "darwin":
         if not mx.metal.is_available():
             raise RuntimeError("Metal is not available to MLX on this Mac")
+        if library and not (Path(library).parent / "mlx.metallib").is_file():
+            raise FileNotFoundError(f"no mlx.metallib beside the loaded {library}")
         info = mx.metal.device_info()
-        return f"Metal: {info.get('device_name', 'GPU')}, working set {info.get('max_recommended_working_set_size', 0) / 1e9:.1f} GB"
-    return f"MLX default device {mx.default_device()} (Metal is macOS only)"
+        budget = info.get("max_recommended_working_set_size", 0) / 1e9
+        return f"Metal: {info.get('device_name', 'GPU')}, working set {budget:.1f} GB; {where}"
+    return f"MLX default device {mx.default_device()} (Metal is macOS only); {where}"
+
+
+def loaded_libraries() -> list[str]:
+    """Paths of the shared libraries this process has loaded (dyld on macOS, /proc/self/maps on Linux)."""
+    if sys.platform == "darwin":
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc._dyld_get_image_name.restype = ctypes.c_char_p
+        return [libc._dyld_get_image_name(i).decode() for i in range(libc._dyld_image_count())]
+    maps = Path("/proc/self/maps")
+    if not maps.is_file():
+        return []
+    return sorted({line.split()[-1] for line in maps.read_text().splitlines() if line.count("/") and ".so" in line})
+
+
+def _loaded_mlx_library() -> str:
+    """The one libmlx this process loaded (two would mean two MLX builds in one bundle)."""
+    found = sorted({p for p in loaded_libraries() if Path(p).name.startswith("libmlx.")})
+    if len(found) > 1:
+        raise RuntimeError(f"two MLX libraries are loaded: {', '.join(found)}")
+    return found[0] if found else ""
 
 
 def _qt(state: dict) -> str:

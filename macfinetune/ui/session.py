@@ -13,11 +13,11 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from macfinetune.core import events, paths
+from macfinetune.core import events, paths, runs
 from macfinetune.core.events import JobCancelled, JobEvent, JobFailed, JobFinished, JobStarted
 from macfinetune.core.recipe import Recipe, apply_overrides
 
-TRAINING_JOBS = ("train", "resume")
+TRAINING_JOBS = ("train", "resume", "demo")  # jobs whose events drive the Monitor and the toolbar
 
 
 class Session(QObject):
@@ -70,6 +70,15 @@ class Session(QObject):
         self.prepared = None
         self.preparedChanged.emit()
         self._begin(self.engine.train(recipe, run_dir, allow_over_budget=allow_over_budget), str(run_dir))
+
+    def start_demo(self) -> None:
+        """The offline demo (tiny model, sample data) as a run: it shows live in the Monitor like any other."""
+        if self.is_training:
+            return
+        from macfinetune import jobs  # the job module imports no MLX at import time
+
+        out_dir = runs.default_run_dir(paths.demo_home(), "demo", "tiny")
+        self._begin(self.engine.submit("demo", jobs.demo, out_dir=out_dir), str(out_dir / "demo-tiny-lora"))
 
     def submit(self, name: str, fn: Callable, **args):
         """Queue any other job (download, fuse, export, generate...) on the engine; its JobEvents come back on
