@@ -31,11 +31,16 @@ def run(argv: list[str] | None = None) -> int:
 
     window = create_main_window(engine, settings)
     window.show()
+    from macfinetune.ui.file_open import FileOpenForwarder
+
+    opener = FileOpenForwarder(window.open_folder, app)  # Finder's "Open With" and the Dock icon
+    app.installEventFilter(opener)
     reporter.parent = window
     _greet(window, settings, reporter)
     try:
         return app.exec()
     finally:
+        app.removeEventFilter(opener)
         engine.shutdown()
         reporter.uninstall()
 

@@ -36,3 +36,22 @@ def test_a_module_that_exits_without_its_extra_package_is_not_claimed_as_support
     assert "olmo" not in architectures.supported_model_types()
     assert {"olmo2", "llama", "qwen3"} <= architectures.supported_model_types()
     assert architectures.module_for("mistral") == "llama"
+
+
+def test_a_frozen_app_whose_data_folder_is_inside_its_bundle_fails_the_environment_check(tmp_path, monkeypatch):
+    """An app started from Finder must never write inside its own bundle (signing breaks, updates lose it)."""
+    app = tmp_path / "macfinetune.app"
+    exe = app / "Contents" / "MacOS" / "macfinetune"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("")
+    monkeypatch.setattr("sys.frozen", True, raising=False)
+    monkeypatch.setattr("sys.executable", str(exe))
+    monkeypatch.setenv("MACFINETUNE_HOME", str(app / "Contents" / "Resources" / "data"))
+    check = selftest._run("environment", selftest._environment, {})
+    assert not check.ok
+    assert "inside the app bundle" in check.detail and str(app) in check.detail
+
+    monkeypatch.setenv("MACFINETUNE_HOME", str(tmp_path / "home"))
+    check = selftest._run("environment", selftest._environment, {})
+    assert check.ok, check.detail
+    assert "hub cache" in check.detail and "data folder outside the app" in check.detail

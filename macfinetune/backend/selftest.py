@@ -23,7 +23,9 @@ from macfinetune.core import paths
 RUNTIME_MODULES = ("mlx.core", "mlx.nn", "mlx.optimizers", "mlx_lm", "mlx_lm.tuner.trainer", "mlx_lm.tuner.lora",
                    "mlx_lm.tuner.dora", "mlx_lm.fuse", "mlx_lm.generate", "transformers", "tokenizers",
                    "huggingface_hub", "safetensors", "numpy", "yaml", "jinja2", "psutil", "platformdirs")
-QT_MODULES = ("PySide6.QtCore", "PySide6.QtGui", "PySide6.QtWidgets", "pyqtgraph")
+# The window's own modules too: pyqtgraph's plot items import Qt modules a bundler may have trimmed.
+QT_MODULES = ("PySide6.QtCore", "PySide6.QtGui", "PySide6.QtWidgets", "pyqtgraph", "macfinetune.ui.main_window",
+              "macfinetune.ui.monitor.panels", "macfinetune.ui.wizard.page", "macfinetune.ui.runs.page")
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,8 @@ def _checks(with_qt: bool) -> list[tuple[str, Callable[[dict], str]]]:
               ("resources", _resources), ("device", _device)]
     if with_qt:
         checks.append(("qt", _qt))
-    return [*checks, ("data folder", _data_folder), ("tiny model", _tiny_model), ("train", _train),
-            ("generate", _generate), ("run folder", _run_folder_removed)]
+    return [*checks, ("environment", _environment), ("data folder", _data_folder), ("tiny model", _tiny_model), ("train", _train),
+            ("fuse", _fuse), ("generate", _generate), ("run folder", _run_folder_removed)]
 
 
 def _run(name: str, fn: Callable[[dict], str], state: dict) -> Check:
@@ -146,7 +148,40 @@ def _qt(state: dict) -> str:
     for name in QT_MODULES:  # imported by name: the headless CLI never imports Qt otherwise
         importlib.import_module(name)
     qt_core = importlib.import_module("PySide6.QtCore")
-    return f"PySide6 {qt_core.qVersion()}, pyqtgraph import"
+    return f"PySide6 {qt_core.qVersion()}, pyqtgraph and the window's pages import"
+
+
+def _bundle_root() -> Path | None:
+    """The folder a frozen app runs from (the .app on a Mac), None when not frozen."""
+    if not getattr(sys, "frozen", False):
+        return None
+    exe = Path(sys.executable).resolve()
+    for parent in exe.parents:
+        if parent.suffix == ".app":
+            return parent
+    return exe.parent
+
+
+def _environment(state: dict) -> str:
+    """What an app started from Finder finds without a shell: no HF_HOME, no proxy variables, no token in env."""
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    from macfinetune.core import secrets
+
+    home = paths.data_home().resolve()
+    bundle = _bundle_root()
+    if bundle is not None and (home == bundle or bundle in home.parents):
+        raise RuntimeError(f"the data folder {home} is inside the app bundle {bundle}")
+    # On macOS urllib reads the system proxy settings (System Settings > Network) through _scproxy,
+    # which httpx and huggingface_hub use: a bundle that lacks _scproxy silently ignores them.
+    proxies = sorted(urllib.request.getproxies())
+    if sys.platform == "darwin":
+        importlib.import_module("_scproxy")
+    token = "keychain" if secrets.token_store_available() else "no keychain (token from HF_TOKEN only)"
+    return (f"hub cache {constants.HF_HUB_CACHE}; proxies: {', '.join(proxies) or 'none'}; "
+            f"token: {token}; data folder outside the app")
 
 
 def _data_folder(state: dict) -> str:
@@ -181,6 +216,15 @@ def _train(state: dict) -> str:
         raise RuntimeError(f"the run ended {result.state}")
     state["run_dir"] = run_dir
     return f"4 steps of LoRA; checkpoint at iteration {result.best_iteration}"
+
+
+def _fuse(state: dict) -> str:
+    """Fuse writes a model card from huggingface_hub's template files: a bundler must ship them."""
+    from macfinetune.backend import fusing, models
+
+    done = fusing.fuse(state["run_dir"], "best", state["tmp"] / "fused")
+    models.load_model(Path(done.out_dir))
+    return f"fused the best checkpoint and loaded it back ({len(list(Path(done.out_dir).iterdir()))} files)"
 
 
 def _generate(state: dict) -> str:

@@ -44,3 +44,15 @@ def clear_hf_token() -> bool:
     except (PasswordDeleteError, KeyringError):
         return False
     return True
+
+
+def token_store_available() -> bool:
+    """Whether a real keychain backend is present (the macOS Keychain on a Mac; a frozen app that
+    lost keyring's backends would fall back to one that refuses every write)."""
+    import keyring
+    from keyring.backends import fail
+
+    try:
+        return not isinstance(keyring.get_keyring(), fail.Keyring)
+    except Exception:  # a broken backend is the same as none to the user
+        return False

@@ -72,7 +72,7 @@ def test_open_redraws_the_monitor_from_metrics(page, window, runs_dir):
     x, y = monitor.loss.raw.getData()
     assert x.tolist() == [e.iteration for e in trains]
     assert y.tolist() == [e.train_loss for e in trains]
-    assert monitor.progress.text().startswith("Running 600/1000")  # stopped mid-way; its status file says so
+    assert monitor.progress.text().startswith("Stopped 600/1000")  # no last event in metrics: status.json says
     assert "best val 1.338 at 600" in monitor.stats.text()
 
 

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from macfinetune.core import runs_table
+from macfinetune.core import runs, runs_table
 from macfinetune.core.progress import epoch_of
 from macfinetune.ui.monitor.buffer import MetricsBuffer
 from macfinetune.ui.monitor.panels import LearningRatePanel, LossPanel, MemoryPanel, ThroughputPanel
@@ -149,6 +149,14 @@ class MonitorPage(QWidget):
         self.show_events(runs_table.load_run_events(Path(run_dir)))
         if not self.buffer.run.run_dir:
             self.buffer.run.run_dir = run_dir
+        # A run that stopped or died without a last event (a crash, a killed process) has no final record in
+        # metrics.jsonl: its status file says what it is, so it never reads "Running" when nothing runs.
+        status = runs.read_status(Path(run_dir))
+        if status is not None and self.buffer.run.state in ("running", "paused") and status.state not in (
+                "running", "paused"):
+            self.buffer.run.state = status.state
+            self.buffer.version += 1
+            self.redraw()
 
     def redraw(self) -> None:
         if self.buffer.version == self._drawn:
