@@ -22,7 +22,11 @@ class FirstLaunchDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Welcome to macfinetune")
         self.setObjectName("firstLaunch")
+        self.setAutoFillBackground(True)  # a dialog grabbed offscreen (screenshots) paints its own background
         layout = QVBoxLayout(self)
+        layout.setSpacing(12)
+        title = QLabel("<h2>Welcome to macfinetune</h2>")
+        layout.addWidget(title)
         intro = QLabel(INTRO)
         intro.setWordWrap(True)
         layout.addWidget(intro)
@@ -31,6 +35,7 @@ class FirstLaunchDialog(QDialog):
                       "and shows it live in the Monitor.")
         demo.setWordWrap(True)
         layout.addWidget(demo)
+        layout.addStretch(1)
         buttons = QDialogButtonBox()
         self.demo_button = buttons.addButton("Run the demo", QDialogButtonBox.ButtonRole.AcceptRole)
         self.close_button = buttons.addButton("Start without it", QDialogButtonBox.ButtonRole.RejectRole)
@@ -38,12 +43,14 @@ class FirstLaunchDialog(QDialog):
         self.close_button.clicked.connect(self.reject)
         layout.addWidget(buttons)
         self.setMinimumWidth(520)
+        self.resize(560, layout.heightForWidth(560) if layout.hasHeightForWidth() else self.sizeHint().height())
 
     def _facts_grid(self, facts: list[Fact]) -> QGridLayout:
         grid = QGridLayout()
         self.fact_labels: dict[str, QLabel] = {}
         for row, fact in enumerate(facts):
             mark = QLabel("✓" if fact.ok else "!")
+            mark.setStyleSheet(f"color: {'#2e9d4f' if fact.ok else '#d08700'}; font-weight: bold;")
             mark.setAccessibleName("fine" if fact.ok else "attention")
             value = QLabel(fact.value + (f"\n{fact.advice}" if fact.advice else ""))
             value.setWordWrap(True)

@@ -53,6 +53,8 @@ def live_events(upto: int = 420) -> list:
 def render(app: QApplication, out: str, page: str, theme: str = "light") -> int:
     from macfinetune.ui.main_window import create_main_window
 
+    if page == "welcome":
+        return _render_welcome(app, out, theme)
     if page not in page_ids():
         raise SystemExit(f"unknown page {page!r}; pages: {', '.join(page_ids())}")
     qInstallMessageHandler(_quiet_offscreen)
@@ -77,6 +79,26 @@ def render(app: QApplication, out: str, page: str, theme: str = "light") -> int:
         window.close()
         window.deleteLater()
         app.processEvents()
+    return 0 if ok else 1
+
+
+def _render_welcome(app: QApplication, out: str, theme: str) -> int:
+    """The first-launch screen with this machine's facts."""
+    from macfinetune.core import paths
+    from macfinetune.core.machine_facts import machine_facts
+    from macfinetune.ui.first_launch import FirstLaunchDialog
+
+    qInstallMessageHandler(_quiet_offscreen)
+    app.setStyle(QStyleFactory.create("Fusion"))
+    if theme == "dark":
+        app.setPalette(dark_palette())
+    dialog = FirstLaunchDialog(machine_facts(paths.data_home()))
+    dialog.show()
+    app.processEvents()
+    ok = dialog.grab().save(out)
+    dialog.close()
+    dialog.deleteLater()
+    app.processEvents()
     return 0 if ok else 1
 
 
