@@ -55,3 +55,11 @@ def test_a_frozen_app_whose_data_folder_is_inside_its_bundle_fails_the_environme
     check = selftest._run("environment", selftest._environment, {})
     assert check.ok, check.detail
     assert "hub cache" in check.detail and "data folder outside the app" in check.detail
+
+
+def test_the_qt_check_imports_every_page_module_the_window_registers():
+    """A page added to the registry but not to the self-test would ship untested in the frozen app."""
+    from macfinetune.ui import pages
+
+    page_modules = {spec.factory.split(":")[0] for spec in pages.REGISTRY}
+    assert page_modules - {"macfinetune.ui.placeholder"} <= set(selftest.QT_MODULES)
