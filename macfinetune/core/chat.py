@@ -90,7 +90,7 @@ def history_label(prompt: str, width: int = 60) -> str:
     """One line for a history list: the first line, shortened with an ellipsis ('…' also marks more lines)."""
     lines = prompt.strip().splitlines() or [""]
     if len(lines[0]) > width:
-        return lines[0][: width - 1].rstrip() + "…"
+        return lines[0][: width - 1].rstrip(" .,;:") + "…"
     return lines[0] + " …" if len(lines) > 1 else lines[0]
 
 

@@ -85,29 +85,38 @@ class PlaygroundPage(QWidget):
         self.run_box.setObjectName("runChoice")
         self.checkpoint_box.setObjectName("checkpointChoice")
         self.run_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.run_box.setMinimumContentsLength(24)
+        self.run_box.setMinimumContentsLength(16)
         self.run_box.currentIndexChanged.connect(self._on_run_box_changed)
-        self.panes[TUNED].add_header_widget(self.run_box)
-        self.panes[TUNED].add_header_widget(self.checkpoint_box)
+        self.checkpoint_box.currentIndexChanged.connect(self._on_checkpoint_box_changed)
         self.answers = CheckpointAnswers()
-        self.answers.hide()
         self.notice = QLabel()
         self.notice.setObjectName("playgroundNotice")
         self.notice.setWordWrap(True)
         layout = QVBoxLayout(self)
+        layout.addLayout(self._model_row())
         layout.addWidget(self.controls)
         layout.addWidget(self.notice)
         layout.addWidget(self._body(), 1)
         layout.addLayout(self._prompt_row())
+
+    def _model_row(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        for text, box, stretch in (("Run", self.run_box, 1), ("Checkpoint", self.checkpoint_box, 0)):
+            label = QLabel(text)
+            label.setBuddy(box)
+            row.addWidget(label)
+            row.addWidget(box, stretch)
+        return row
 
     def _body(self) -> QSplitter:
         side_by_side = QSplitter(Qt.Orientation.Horizontal)
         side_by_side.setObjectName("panesSplitter")
         for pane in self.panes.values():
             side_by_side.addWidget(pane)
+        side_by_side.setSizes([1000, 1000])
         self.column = QSplitter(Qt.Orientation.Vertical)
         self.column.addWidget(side_by_side)
-        self.column.addWidget(self.answers)
+        self.column.addWidget(self._answers_box())
         self.column.setStretchFactor(0, 2)
         self.column.setStretchFactor(1, 1)
         body = QSplitter(Qt.Orientation.Horizontal)
@@ -117,6 +126,22 @@ class PlaygroundPage(QWidget):
         body.setStretchFactor(0, 1)
         body.setSizes([900, 200])
         return body
+
+    def _answers_box(self) -> QWidget:
+        self.answers_caption = QLabel()
+        self.answers_caption.setObjectName("answersCaption")
+        self.answers_caption.setTextFormat(Qt.TextFormat.PlainText)
+        hide = self._button("hideAnswers", "Hide", lambda: self.answers_box.hide())
+        header = QHBoxLayout()
+        header.addWidget(self.answers_caption, 1)
+        header.addWidget(hide)
+        self.answers_box = QWidget()
+        layout = QVBoxLayout(self.answers_box)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(header)
+        layout.addWidget(self.answers, 1)
+        self.answers_box.hide()
+        return self.answers_box
 
     def _history_column(self) -> QWidget:
         self.history_list = QListWidget()
@@ -204,10 +229,11 @@ class PlaygroundPage(QWidget):
                 self.checkpoint_box.addItem(label, iteration)
             self._select_checkpoint(choice.pick("best"))
         self.panes[BASE].set_title(f"Base · {Path(choice.base_model).name}" if choice else "Base")
-        self.panes[TUNED].set_title("Tuned")
-        for pane in self.panes.values():
-            pane.set_placeholder(EMPTY if choice is None else "")
         self._update_actions()
+
+    def _on_checkpoint_box_changed(self) -> None:
+        text = self.checkpoint_box.currentText()
+        self.panes[TUNED].set_title(f"Tuned · checkpoint {text}" if text else "Tuned")
 
     def _select_checkpoint(self, iteration: int | None) -> None:
         index = self.checkpoint_box.findData(iteration)
@@ -237,7 +263,8 @@ class PlaygroundPage(QWidget):
         rows = [(chat.checkpoint_pane(it), label) for it, label in zip(choice.checkpoints,
                                                                        choice.checkpoint_labels(), strict=True)]
         self.answers.start(rows)
-        self.answers.show()
+        self.answers_caption.setText(f"Every checkpoint of {choice.label}: {chat.history_label(prompt, 80)}")
+        self.answers_box.show()
         question = Conversation().ask(prompt)
         for (pane, _), iteration in zip(rows, choice.checkpoints, strict=True):
             self._submit(pane, question, model=None, adapter=(choice.path, str(iteration)))
@@ -388,5 +415,8 @@ class PlaygroundPage(QWidget):
         self.rerun_button.setEnabled(ready and self.history_list.count() > 0)
         self.stop_button.setEnabled(bool(self._jobs))
         self.new_button.setEnabled(not self._jobs)
-        self.notice.setText(TRAINING if self.session.is_training else "")
-        self.notice.setVisible(self.session.is_training)
+        notice = TRAINING if self.session.is_training else EMPTY if self.current_choice() is None else ""
+        self.notice.setText(notice)
+        self.notice.setVisible(bool(notice))
+        self.run_box.setEnabled(bool(self.choices))
+        self.checkpoint_box.setEnabled(bool(self.choices))

@@ -4,7 +4,13 @@ how the model got ready and how fast it answered."""
 from __future__ import annotations
 
 from PySide6.QtGui import QFont, QPalette, QTextBlockFormat, QTextCharFormat, QTextCursor
-from PySide6.QtWidgets import QComboBox, QFrame, QHBoxLayout, QLabel, QTextBrowser, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QTextBrowser,
+    QVBoxLayout,
+)
 
 from macfinetune.core.chat import Conversation
 
@@ -22,7 +28,6 @@ class ChatPane(QFrame):
         font = self.title.font()
         font.setBold(True)
         self.title.setFont(font)
-        self.title.setMinimumHeight(QComboBox().sizeHint().height())  # both headers as tall as one with pickers
         self.header = QHBoxLayout()
         self.header.addWidget(self.title)
         self.header.addStretch(1)
@@ -42,14 +47,8 @@ class ChatPane(QFrame):
         layout.addWidget(self.transcript, 1)
         layout.addLayout(footer)
 
-    def add_header_widget(self, widget: QWidget) -> None:
-        self.header.addWidget(widget)
-
     def set_title(self, text: str) -> None:
         self.title.setText(text)
-
-    def set_placeholder(self, text: str) -> None:
-        self.transcript.setPlaceholderText(text)
 
     # --- the transcript ---------------------------------------------------------------
 
