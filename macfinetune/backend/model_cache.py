@@ -47,6 +47,7 @@ class ModelCache:
         self._thread = threading.get_ident()
         self._clock = 0
         self.loads = 0  # base models read from disk (tests count them)
+        self.twins = 0  # tuned twins built (a checkpoint switch builds none)
 
     def base(self, folder: Path) -> Ready:
         entry, reused = self._entry(Path(folder))
@@ -60,6 +61,7 @@ class ModelCache:
         shape = _adapter_shape(adapters)
         if entry.twin is None or entry.shape != shape:
             entry.twin, entry.shape = _twin(folder, entry.model), shape
+            self.twins += 1
             adapter_ops.apply_adapter(entry.twin, adapters, weights)
         elif entry.weights != weights:
             adapter_ops.load_adapter_weights(entry.twin, weights)

@@ -129,7 +129,7 @@ def test_checkpoint_switch_loads_only_the_adapter_weights(real, qtbot):
     assert (switched.pane, switched.reused, switched.swapped) == (TUNED, True, True)
     assert switched.checkpoint == "0000008_adapters.safetensors"
     assert page.panes[TUNED].load.text().startswith("checkpoint loaded in")
-    assert generation.model_cache().loads == 1
+    assert (generation.model_cache().loads, generation.model_cache().twins) == (1, 1)
 
 
 def test_same_prompt_on_all_checkpoints_and_history_rerun(real, qtbot):
