@@ -36,6 +36,7 @@ def test_plain_prompt_joins_the_turns():
 def test_history_is_newest_first_without_duplicates_and_bounded():
     h = chat.PromptHistory(limit=3).add("a").add("b").add("  ").add("a").add("c").add("d")
     assert h.prompts == ("d", "c", "a")
+    assert chat.PromptHistory().add("a").add("b").add(" a ").prompts == ("a", "b")
 
 
 def test_history_label_shortens_and_marks_more_lines():
