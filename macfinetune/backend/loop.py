@@ -59,11 +59,13 @@ def is_due(iteration: int, every: int, accumulation: int) -> bool:
 
 
 def controlled_batches(control: JobControl, on_pause: Callable[[], None], on_unpause: Callable[[], None],
-                       skip: int = 0, accumulation: int = 1, on_step: Callable[[], None] = lambda: None):
+                       skip: int = 0, accumulation: int = 1, on_step: Callable[[], None] = lambda: None,
+                       agree: Callable[[bool], bool] | None = None):
     """mlx-lm's iterate_batches, honouring pause and stop between steps; skips ``skip`` batches.
 
     A stop ends the loop only at an update boundary (``accumulation``); ``on_step`` is called
-    when a step begins (the next batch is asked for)."""
+    when a step begins (the next batch is asked for). With several hosts, ``agree`` turns this
+    host's wish to stop into everyone's decision at every boundary, so all stop at the same step."""
     from mlx_lm.tuner import trainer
 
     def batches(**kwargs):
@@ -75,12 +77,26 @@ def controlled_batches(control: JobControl, on_pause: Callable[[], None], on_unp
                 on_pause()
                 control.wait_while_paused()
                 on_unpause()
-            if control.stop_requested and n % accumulation == 0:
+            at_boundary = n % accumulation == 0
+            stop = control.stop_requested
+            if agree is not None and at_boundary:
+                stop = agree(stop)
+                if stop:
+                    control.request_stop()
+            if stop and at_boundary:
                 return
             yield batch
             on_step()
 
     return batches
+
+
+def agree_on_stop(wish: bool) -> bool:
+    """True on every host when any host wants to stop (one scalar all-reduce per update)."""
+    import mlx.core as mx
+
+    votes = mx.distributed.all_sum(mx.array(1 if wish else 0, dtype=mx.int32), stream=mx.cpu)
+    return bool(votes.item())
 
 
 def validation_loss(model, valid_set, batch_size: int, num_batches: int, max_seq_length: int, seed: int) -> float:
