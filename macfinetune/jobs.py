@@ -69,6 +69,23 @@ def resume(emit: Emit, control: JobControl, *, run_dir: Path):
     return training.resume_run(Path(run_dir), emit, control)
 
 
+def train_hosts(emit: Emit, control: JobControl, *, recipe: Recipe, run_dir: Path, hostfile, allow_over_budget=False,
+                confirm=None):
+    """A new run on several hosts (``backend.launch``): the ranks run MLX, this process only follows them."""
+    from macfinetune.backend import launch
+
+    _check_stop(control)
+    return launch.train_on_hosts(recipe, Path(run_dir), emit, control, hostfile, allow_over_budget, confirm)
+
+
+def resume_hosts(emit: Emit, control: JobControl, *, run_dir: Path, hostfile):
+    """Continue a run on these hosts (as many as started it, fewer, or one)."""
+    from macfinetune.backend import launch
+
+    _check_stop(control)
+    return launch.resume_on_hosts(Path(run_dir), emit, control, hostfile)
+
+
 @mlx_job
 def demo(emit: Emit, control: JobControl, *, out_dir: Path, overrides: list[str] | None = None):
     """The offline demo: build the tiny model, train it, fuse, answer with base and tuned."""

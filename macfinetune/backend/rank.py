@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     group = mx.distributed.init()
     rank, size = group.rank(), group.size()
+    _arm_faults_for(rank)
     control = JobControl(pause_on_trouble=False)
     _listen_for_stop(control, rank)
     scratch = None if rank == 0 else Path(tempfile.mkdtemp(prefix=f"macfinetune-rank{rank}-"))
@@ -74,6 +75,15 @@ def _run(args, rank: int, size: int, control: JobControl, scratch: Path | None):
     run_dir = args.run_dir if rank == 0 else scratch / "run"
     return training.train_run(load_recipe(args.recipe), run_dir, emit, control, allow_over_budget=True,
                               hosts=size, shadow=rank != 0)
+
+
+def _arm_faults_for(rank: int) -> None:
+    """Test-only: ``MACFINETUNE_FAULT_RANK=N`` keeps the fault injection (``core.atomic``) for rank N only."""
+    from macfinetune.core import atomic
+
+    chosen = os.environ.get("MACFINETUNE_FAULT_RANK")
+    if chosen is not None and chosen != str(rank):
+        os.environ.pop(atomic.FAULT_ENV, None)
 
 
 def _barrier() -> None:

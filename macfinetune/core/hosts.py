@@ -78,9 +78,9 @@ def _hostfile(data, path: str, text: str) -> Hostfile:
     if not isinstance(envs, list) or not all(isinstance(e, str) and "=" in e for e in envs):
         problems.append(Problem('envs must be a list of "NAME=value" strings', file=path,
                                 line=_line_of(text, "envs"), field="envs", value=envs))
-    hosts = []
+    hosts, lines = [], _entry_lines(text)
     for n, entry in enumerate(entries, 1):
-        host, problem = _host(entry, n, path, text)
+        host, problem = _host(entry, n, path, lines[n - 1] if n <= len(lines) else None)
         problems += problem
         hosts.append(host)
     if problems:
@@ -88,29 +88,43 @@ def _hostfile(data, path: str, text: str) -> Hostfile:
     return Hostfile(tuple(hosts), backend, tuple(envs), path)
 
 
-def _host(entry, n: int, path: str, text: str) -> tuple[Host | None, list[Problem]]:
+def _host(entry, n: int, path: str, line: int | None) -> tuple[Host | None, list[Problem]]:
     where = f"hosts[{n - 1}]"
     if isinstance(entry, str):
         entry = {"ssh": entry}
     if not isinstance(entry, dict) or not isinstance(entry.get("ssh"), str) or not entry["ssh"].strip():
         return None, [Problem(f'{where}: expected {{"ssh": "hostname", "ips": ["address"]}}', file=path,
-                              line=_line_of(text, json.dumps(entry)[:20], n), field=where, value=entry)]
+                              line=line, field=where, value=entry)]
     ips = entry.get("ips", [])
     if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
         return None, [Problem(f"{where}.ips must be a list of addresses", file=path,
-                              line=_line_of(text, entry["ssh"]), field=f"{where}.ips", value=ips)]
+                              line=line, field=f"{where}.ips", value=ips)]
     return Host(entry["ssh"].strip(), tuple(ips)), []
 
 
-def _line_of(text: str, needle: str, occurrence: int = 1) -> int | None:
-    """The line where ``needle`` appears (the n-th time): JSON errors after parsing have no position."""
-    seen = 0
-    for number, line in enumerate(text.splitlines(), 1):
-        if needle and needle.strip('"{') in line:
-            seen += 1
-            if seen >= occurrence:
-                return number
-    return None
+def _line_of(text: str, key: str) -> int | None:
+    """The line of a top-level key (a parsed value has no position)."""
+    at = text.find(f'"{key}"')
+    return text.count("\n", 0, at) + 1 if at >= 0 else None
+
+
+def _entry_lines(text: str) -> list[int]:
+    """The line each entry of the hosts list starts on."""
+    at = text.find('"hosts"')
+    start = text.find("[", at if at >= 0 else 0)
+    decoder, pos, lines = json.JSONDecoder(), start + 1, []
+    while 0 < pos < len(text):
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(text) or text[pos] == "]":
+            break
+        try:
+            _, end = decoder.raw_decode(text, pos)
+        except ValueError:
+            break
+        lines.append(text.count("\n", 0, pos) + 1)
+        pos = end
+    return lines
 
 
 # --- the batch across hosts ----------------------------------------------------------------
