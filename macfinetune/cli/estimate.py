@@ -15,7 +15,7 @@ from pathlib import Path
 from macfinetune.cli.common import EXIT_OK
 from macfinetune.core import catalog, timing
 from macfinetune.core.autofit import auto_fit, prequantized
-from macfinetune.core.calibration import collect_rows, machine_rate
+from macfinetune.core.calibration import collect_rows, correct_for_this_mac, machine_rate
 from macfinetune.core.estimator import (
     Settings,
     estimate,
@@ -81,13 +81,14 @@ def cmd_estimate(args) -> int:
         settings = replace(settings, max_seq_length=min(settings.max_seq_length, shape.max_positions))
     if args.num_layers is None and recipe is None and settings.num_layers > shape.layers:
         settings = replace(settings, num_layers=-1)  # the default 16 blocks, on a smaller model: all of them
-    est = estimate(shape, settings)
+    est, correction = _corrected(estimate(shape, settings))
     verdict = judge(est, machine)
     fit = auto_fit(shape, settings, machine) if verdict.status != "fits" else None
     pre = prequantized(args.model, shape, settings, machine) if verdict.status != "fits" else None
     iterations = recipe.training.iterations if recipe else None
     time = timing.estimate_time(shape, settings, _rate(machine), iterations=iterations)
     report = _report(args.model, shape, est, verdict, fit, time, machine)
+    report.update(_mode_report(est, correction))
     if pre is not None:
         report["prequantized"] = {"repo": pre.repo, "bits": pre.bits, "download_gb": round(pre.download_gb, 2),
                                   "convert_gb": round(pre.convert_gb, 2), "full_download_gb": round(pre.full_gb, 2),
@@ -95,6 +96,27 @@ def cmd_estimate(args) -> int:
                                   "summary": pre.summary()}
     print(json.dumps(report, indent=2) if args.json else _text(report))
     return EXIT_OK
+
+
+def _corrected(est):
+    """The estimate corrected by this Mac's finished runs of the same family and method (core.calibration)."""
+    from macfinetune.core import run_index
+
+    folders = [summary.path for summary in run_index.all_runs(runs_home())]
+    return correct_for_this_mac(est, folders)
+
+
+_MODE_TEXT = {"metal": "Metal (MLX on this Mac's GPU)", "cpu": "CPU (MLX's CPU backend: this machine is not a Mac)"}
+
+
+def _mode_report(est, correction) -> dict:
+    out = {"mode": est.mode, "mode_text": _MODE_TEXT[est.mode], "correction": None}
+    if correction is not None:
+        out["correction"] = {"factor": round(correction.factor, 4), "percent": round(correction.percent, 1),
+                             "runs": correction.runs, "confidence": correction.confidence,
+                             "uncorrected_gb": round((est.uncorrected_bytes or est.total_bytes) / GB, 3),
+                             "label": correction.label}
+    return out
 
 
 def _read_recipe(name: str):
@@ -172,6 +194,11 @@ def _text(r: dict) -> str:
         lines.append(f"  {key:<12} {gb:9.3f} GB  {bar}")
     lines += _wrapped(f"verdict: {r['verdict'].upper()}: {r['message']}")
     lines.append(f"machine: {r['machine']}")
+    if "mode" in r:
+        lines.append(f"estimator mode: {r['mode_text']}")
+        correction = r.get("correction")
+        lines += _wrapped(f"this Mac: {correction['label']} (model alone {correction['uncorrected_gb']:.2f} GB)"
+                          if correction else "this Mac: no finished runs of this model family and method to correct from")
     lines += [f"uncertain: {u}" for u in r["uncertain"]]
     if "auto_fit" in r:
         lines += _wrapped(f"auto-fit: {r['auto_fit']['summary']}")

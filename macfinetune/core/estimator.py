@@ -93,6 +93,14 @@ class Estimate:
     sequence_length: int
     settings: Settings
     uncertain: tuple[str, ...] = ()  # terms that rest on a guess, with the reason
+    family: str = ""  # the model's block family ('llama', 'qwen3', ...): what this Mac's correction matches on
+    correction: str = ""  # this Mac's correction, in words, when one was applied (core.calibration.correct)
+    uncorrected_bytes: int = 0  # the model's own figure before that correction (0: none applied)
+
+    @property
+    def mode(self) -> str:
+        """'metal' or 'cpu': which backend's memory behaviour the estimate models (the machine chooses)."""
+        return "cpu" if self.settings.device == "cpu" else "metal"
 
     @property
     def total_bytes(self) -> int:
@@ -229,7 +237,7 @@ def estimate(shape: ModelShape, s: Settings) -> Estimate:
         terms=terms, phase=phase, phases=tuple((k, sum(v.values())) for k, v in phases.items()),
         trainable_params=ctx.trainable,
         total_params=shape.total_params, adapted_layers=ctx.n, sequence_length=ctx.length, settings=s,
-        uncertain=_uncertain(shape),
+        uncertain=_uncertain(shape), family=shape.family.kind,
     )
 
 

@@ -50,5 +50,8 @@ def shipped(kind: str, *parts: str) -> Path:
     """A runtime file shipped inside the package: ``kind`` is 'recipes' or 'resources'."""
     if kind not in ("recipes", "resources"):
         raise ValueError(f"unknown shipped kind {kind!r}; expected 'recipes' or 'resources'")
+    checkout = Path(__file__).resolve().parents[2]  # a source checkout (a git worktree) reads its own files
+    if (checkout / "pyproject.toml").is_file() and (checkout / kind).is_dir():
+        return checkout.joinpath(kind, *parts)
     root = resources.files(f"macfinetune.{kind}")
     return Path(str(root.joinpath(*parts)))
