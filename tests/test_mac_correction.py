@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 
 from macfinetune import cli
-from macfinetune.core import calibration
+from macfinetune.core import calibration, run_index
 from macfinetune.core.calibration import CORRECTION_BOUND, correct_for_this_mac
 from macfinetune.core.estimator import Settings, estimate
 from macfinetune.core.modelshape import read_shape
@@ -106,3 +106,37 @@ def test_estimate_shows_the_mode_and_this_macs_correction(tmp_path, monkeypatch,
     assert cli.main(args) == 0
     text = capsys.readouterr().out
     assert "estimator mode: Metal" in text and "corrected +6% from 4 runs on this Mac" in text
+
+
+# --- measure this Mac (backend/probe.py) on the tiny model ------------------------------------------
+
+
+def test_measure_this_mac_records_two_probes_that_correct_the_next_estimate(tiny_model, tmp_path, monkeypatch,
+                                                                            capsys):
+    import mlx.core as mx
+
+    from macfinetune.backend import hardware
+
+    monkeypatch.setenv("MACFINETUNE_HOME", str(tmp_path))
+    args = ["estimate", "--model", str(tiny_model), "--batch-size", "2", "--max-seq-length", "128",
+            "--num-layers", "-1"]  # this machine: the probes run, and are estimated, in its own mode
+    assert cli.main([*args, "--measure", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [m["sequence_length"] for m in report["measured"]] == [64, 128]
+    lines = [json.loads(x) for x in (tmp_path / "calibration" / "rows.jsonl").read_text().splitlines()]
+    assert [x["sequence_length"] for x in lines] == [64, 128]
+    assert all(x["measured_gb"] > 0 and x["estimate_gb"] > 0 and x["family"] == "llama" for x in lines)
+    assert lines[1]["measured_gb"] > lines[0]["measured_gb"]
+    assert report["correction"]["runs"] == 2  # the probes correct the estimate printed after them
+    assert report["mode"] == lines[0]["mode"]
+    assert not list((tmp_path / "runs").glob("*")) and not run_index.remembered()  # not among the user's runs
+    # the run held MLX's buffer cache to what the budget leaves beside the estimate
+    budget = hardware.memory_budget_bytes()
+    assert mx.set_cache_limit(0) == int(budget - lines[1]["estimate_gb"] * 1e9)
+
+
+def test_probe_lengths_halve_until_the_longer_one_fits():
+    from macfinetune.backend.probe import probe_lengths
+
+    assert probe_lengths(2048, lambda n: True) == [1024, 2048]
+    assert probe_lengths(4096, lambda n: n <= 1000) == [256, 512]

@@ -42,6 +42,11 @@ def runs_index_file() -> Path:
     return data_home() / "runs-index.json"
 
 
+def calibration_home() -> Path:
+    """'Measure this Mac' probes: run folders and rows.jsonl, kept apart from the user's runs."""
+    return data_home() / "calibration"
+
+
 def user_recipes_home() -> Path:
     return data_home() / "recipes"
 
