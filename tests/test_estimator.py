@@ -384,7 +384,7 @@ def test_metal_table_is_current_with_the_estimator():
 
     table = metal_table()
     assert [r["name"] for r in table["rows"]] == [r["name"] for r in calibrate_metal.ROWS]
-    for recorded, row in zip(table["rows"], calibrate_metal.ROWS):
+    for recorded, row in zip(table["rows"], calibrate_metal.ROWS, strict=True):
         assert calibrate_metal.estimate_row(row)["estimate_gb"] == pytest.approx(recorded["estimate_gb"], abs=1e-3)
         assert recorded["error"] == pytest.approx((recorded["estimate_gb"] - recorded["measured_gb"])
                                                   / recorded["measured_gb"], abs=1e-3)
