@@ -425,7 +425,7 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
                                       agree=loop.agree_on_stop if plan.hosts > 1 else None)
     layer_class = type(model.layers[0])
     original_call = layer_class.__call__
-    hardware.apply_memory_limit()
+    hardware.apply_cache_limit(hardware.apply_memory_limit(), calibration.read_run_estimate(run.dir))
     try:
         with quiet.quiet_trainer(say), hardware.keep_awake(), ctx.watch:
             if args.iters > 0:
