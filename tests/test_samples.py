@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from conftest import fast_recipe
+
 from macfinetune.backend.training import train_run
 from macfinetune.core import runs, samples
 from macfinetune.core.dataset import read_jsonl
 from macfinetune.core.events import CheckpointSaved, SamplesSaved
-
-from conftest import fast_recipe
 
 SAMPLES_ON = ["samples=true", "sample_count=2", "sample_max_tokens=6"]
 

@@ -107,3 +107,19 @@ def sample_prompts(rows: list[CheckpointRow]) -> tuple[str, ...]:
     with_samples = [r for r in rows if r.samples]
     return tuple(p for p, _ in with_samples[-1].samples) if with_samples else ()
 
+
+
+def fuse_target(parent: Path, run_dir: Path, iteration: int) -> Path:
+    """A new folder in ``parent`` for a fused checkpoint: ``<run>-fused-<iteration>``, numbered if taken."""
+    base = Path(parent) / f"{Path(run_dir).name}-fused-{iteration}"
+    candidate, n = base, 2
+    while candidate.exists():
+        candidate, n = Path(f"{base}-{n}"), n + 1
+    return candidate
+
+
+def default_selection(data: RunCheckpoints) -> int | None:
+    """The checkpoint selected when a run is shown: the best, else the newest."""
+    if data.best_iteration is not None and data.row_of(data.best_iteration) is not None:
+        return data.best_iteration
+    return data.rows[-1].iteration if data.rows else None
