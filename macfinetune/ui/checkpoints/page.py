@@ -185,6 +185,7 @@ class CheckpointsPage(QWidget):
         wanted = current or self.settings.value("checkpoints/run", "") or ""
         index = self.run_combo.findData(str(wanted))
         self.run_combo.setCurrentIndex(index if index >= 0 else 0 if rows else -1)
+        self.run_combo.setEnabled(bool(rows))
         if not rows:
             self._show_empty(True, f"No runs yet in {self.session.data_folder()}. When a run saves checkpoints, "
                                    "they appear here.")
@@ -268,6 +269,7 @@ class CheckpointsPage(QWidget):
         usable = row is not None and row.on_disk
         free = usable and not self.jobs.busy
         self.fuse_button.setEnabled(free)
+        self.dequantize.setEnabled(free)
         self.test_button.setEnabled(usable)
         has_export = _export_job() is not None
         self.export_button.setEnabled(free and has_export)
