@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from macfinetune.core import atomic, health, runs
+from macfinetune.core import atomic, health, runs, samples
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import (
     CheckpointSaved,
@@ -34,6 +34,8 @@ from macfinetune.core.events import (
     MemorySample,
     RunPaused,
     RunResumed,
+    SamplesSaved,
+    Stage,
     TrainReport,
     ValReport,
 )
@@ -209,7 +211,26 @@ class StepHook:
             s.best_iteration, s.best_val_loss = iteration, val_loss
             c.run.update(best_iteration=iteration, best_val_loss=val_loss)
         c.run.emit(CheckpointSaved(iteration, str(path), val_loss, is_best))
+        self._samples(iteration)
         self._prune(iteration)
+
+    def _samples(self, iteration: int) -> None:
+        """Answer the sample prompts with the weights just saved; samples.jsonl, then SamplesSaved."""
+        from macfinetune.backend.samples import answer_prompts
+
+        c = self.ctx
+        if not c.recipe.eval.samples or not c.sample_prompts:
+            return
+        prompts = c.sample_prompts
+        try:
+            texts, seconds = answer_prompts(c.model, c.tokenizer, prompts, c.recipe.eval.sample_max_tokens)
+            event = SamplesSaved(str(c.run.dir), iteration, tuple(p.shown for p in prompts), texts, seconds)
+            samples.append_samples(c.run.dir, event)
+        except Exception as e:  # a template, tokenizer or disk problem: the run goes on without samples
+            c.sample_prompts = None
+            c.run.emit(Stage("train", f"No more checkpoint samples: {type(e).__name__}: {e}"))
+            return
+        c.run.emit(event)
 
     def _prune(self, latest: int) -> None:
         c = self.ctx

@@ -370,6 +370,8 @@ class _Context:
     hook: object = None
     watch: object = None
     trouble: str = ""
+    tokenizer: object = None
+    sample_prompts: list | None = None  # core.samples.SamplePrompt, when eval.samples is on
 
 
 def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: JobControl,
@@ -398,6 +400,7 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
         state = _resumed_state(run, start)
     ctx = _Context(r, plan, run, model, optimizer, valid_set, control)
     ctx.hook = loop.StepHook(ctx, state)
+    ctx.tokenizer, ctx.sample_prompts = tokenizer, _sample_prompts(pre)
     ctx.watch = loop.Watch(run.emit, state, *_budget_and_estimate(run.dir))
     run.emit(
         RunStarted(str(run.dir), r.method.type, plan.iterations, plan.epochs, plan.train_rows, plan.valid_rows,
@@ -435,6 +438,14 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
         (run.dir / runs.CHECKPOINTS / _SCRATCH).unlink(missing_ok=True)
     with quiet.quiet_trainer(say):  # the last validation batches too
         return _finish(ctx, stopped=control.stop_requested)
+
+
+def _sample_prompts(pre: Preflight) -> list | None:
+    """The prompts every checkpoint answers (eval.samples), from the recipe or the validation rows."""
+    from macfinetune.core import samples
+
+    ev = pre.recipe.eval
+    return samples.prompts_for(ev.sample_prompts, pre.valid_rows, ev.sample_count) if ev.samples else None
 
 
 def _budget_and_estimate(run_dir: Path) -> tuple[float | None, float | None]:

@@ -217,3 +217,15 @@ class Heartbeat:  # every ~2 s while a training step is in progress (time-based,
     step_elapsed_s: float  # seconds since the current step began
     trained_tokens: int
     time: float = field(default_factory=time.time, compare=False)
+
+
+@dataclass(frozen=True)
+class SamplesSaved:
+    """Greedy answers of a checkpoint's weights to the run's fixed sample prompts (``samples.jsonl``)."""
+
+    run_dir: str
+    iteration: int
+    prompts: tuple[str, ...]
+    texts: tuple[str, ...]
+    seconds: float  # how long generating them took
+    time: float = field(default_factory=time.time, compare=False)

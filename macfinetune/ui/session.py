@@ -27,6 +27,7 @@ class Session(QObject):
     runsChanged = Signal()  # a run started, changed status or ended
     preparedChanged = Signal()
     jobEvent = Signal(object)  # every JobEvent of a non-training job (pages filter by ``job_id``)
+    testPrompt = Signal(str, str)
 
     def __init__(self, engine, settings, parent=None):
         super().__init__(parent)

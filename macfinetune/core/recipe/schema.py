@@ -8,9 +8,9 @@ from dataclasses import dataclass, field, fields
 SCHEMA_VERSION = 1
 
 
-def knob(default, help: str, *, choices=None, low=None, high=None, special=()):
-    """A recipe field: its default, its help text and its allowed values."""
-    meta = {"help": help, "choices": choices, "low": low, "high": high, "special": special}
+def knob(default, help: str, *, choices=None, low=None, high=None, special=(), texts=False):
+    """A recipe field: its default, its help text and its allowed values (``texts``: a list of free text)."""
+    meta = {"help": help, "choices": choices, "low": low, "high": high, "special": special, "texts": texts}
     return field(default=default, metadata=meta)
 
 
@@ -121,6 +121,16 @@ class EvalSection:
     keep_checkpoints: int = knob(
         0, "Keep only the best N checkpoints by validation loss, plus the latest (0: keep all).", low=0
     )
+    samples: bool = knob(
+        False, "At every checkpoint, answer a few fixed prompts greedily with its weights (samples.jsonl; the "
+        "Checkpoints page shows them side by side). Off by default: it costs training time."
+    )
+    sample_prompts: tuple[str, ...] = knob(
+        (), "Prompts for the checkpoint samples, each a user message; empty: the first prompts of the "
+        "validation set.", texts=True
+    )
+    sample_count: int = knob(3, "How many prompts each checkpoint answers.", low=1, high=32)
+    sample_max_tokens: int = knob(48, "Longest answer of a checkpoint sample, in tokens.", low=1, high=2048)
 
 
 @dataclass(frozen=True)
