@@ -56,6 +56,7 @@ def train(emit: Emit, control: JobControl, *, recipe: Recipe, run_dir: Path, all
     from macfinetune.backend import training
 
     _check_stop(control)
+    release_models(emit, "training")
     return training.train_run(recipe, Path(run_dir), emit, control, allow_over_budget=allow_over_budget,
                               confirm=confirm)
 
@@ -66,6 +67,7 @@ def resume(emit: Emit, control: JobControl, *, run_dir: Path):
     from macfinetune.backend import training
 
     _check_stop(control)
+    release_models(emit, "training")
     return training.resume_run(Path(run_dir), emit, control)
 
 
@@ -91,6 +93,7 @@ def demo(emit: Emit, control: JobControl, *, out_dir: Path, overrides: list[str]
     """The offline demo: build the tiny model, train it, fuse, answer with base and tuned."""
     from macfinetune.backend import demo as demo_run
 
+    release_models(emit, "training")
     return demo_run.run_demo(Path(out_dir), emit, control, overrides)
 
 
@@ -106,6 +109,7 @@ def fuse(emit: Emit, control: JobControl, *, path: Path, which: str = "best", ou
         emit(event)
 
     _check_stop(control)
+    release_models(emit, "fusing")
     return fusing.fuse(Path(path), str(which), Path(out_dir) if out_dir else None, emit=checked, **options)
 
 
@@ -227,3 +231,25 @@ def estimate(emit: Emit, control: JobControl, *, recipe: Recipe, machine=None):
     machine = machine or probe_machine(emit, control)
     verdict = gate.check(recipe, shape, machine, longest, allow_over_budget=True)
     return dataclasses.replace(verdict, overridden=False)  # asked, not overridden
+
+
+@mlx_job
+def chat(emit: Emit, control: JobControl, *, pane: str, model: str | None, adapter: tuple[Path, str] | None,
+         messages, sampling: Sampling):
+    """One Playground answer for ``pane``: ``messages`` are (role, text) pairs (``core.chat.Conversation``), sent
+    through the chat template to the model (a base, or a run's checkpoint with ``adapter`` = (run, which)),
+    which stays loaded for the next prompt. Emits ModelLoaded, TokenChunk(pane, ...) and GenerationFinished
+    (returned too); a stop ends the answer where it is."""
+    from macfinetune.backend import generation
+
+    _check_stop(control)
+    return generation.run_chat(pane, model, adapter, messages, sampling, emit=emit, control=control)
+
+
+def release_models(emit: Emit, reason: str) -> None:
+    """Before a job that needs the memory: the Playground's models go (a no-op when MLX was never loaded)."""
+    import sys
+
+    generation = sys.modules.get("macfinetune.backend.generation")
+    if generation is not None:
+        generation.release_models(reason, emit)

@@ -229,3 +229,29 @@ class SamplesSaved:
     texts: tuple[str, ...]
     seconds: float  # how long generating them took
     time: float = field(default_factory=time.time, compare=False)
+
+
+# --- the Playground ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelLoaded:
+    """The model for a Playground ``pane`` is ready: read from disk, or ``reused`` from the engine's cache
+    (then ``swapped`` says whether only a checkpoint's adapter weights were loaded into it)."""
+
+    pane: str
+    model: str
+    checkpoint: str  # "" for the base model, else the checkpoint's file name
+    seconds: float
+    reused: bool
+    swapped: bool = False
+    time: float = field(default_factory=time.time, compare=False)
+
+
+@dataclass(frozen=True)
+class ModelsReleased:
+    """The engine let go of the models it kept for the Playground (a training job starts, or memory is tight)."""
+
+    count: int
+    reason: str
+    time: float = field(default_factory=time.time, compare=False)

@@ -25,7 +25,7 @@ REGISTRY: tuple[PageSpec, ...] = (
     PageSpec("new", "New run", "macfinetune.ui.wizard.factory:wizard_page"),
     PageSpec("monitor", "Monitor", "macfinetune.ui.monitor.page:MonitorPage"),
     PageSpec("checkpoints", "Checkpoints", "macfinetune.ui.checkpoints.page:CheckpointsPage"),
-    PageSpec("playground", "Playground", "macfinetune.ui.placeholder:playground_page"),
+    PageSpec("playground", "Playground", "macfinetune.ui.playground.page:PlaygroundPage"),
 )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QSettings, Signal, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication, QStyleFactory
 
-from macfinetune.core import sample_run
+from macfinetune.core import sample_chat, sample_run
 from macfinetune.ui.pages import page_ids
 from macfinetune.ui.widgets.theme import dark_palette
 
@@ -63,6 +63,9 @@ def render(app: QApplication, out: str, page: str, theme: str = "light") -> int:
         app.setPalette(dark_palette())
     with tempfile.TemporaryDirectory(prefix="macfinetune-shot-") as tmp:
         demo_run = make_demo_folder(Path(tmp))
+        finished_run = demo_run
+        if page == "playground":
+            sample_chat.write_sample_checkpoints(finished_run)
         settings = QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat)
         settings.setValue("prefs/data_folder", tmp)
         if page == "checkpoints":  # the finished run, with checkpoint files and samples
@@ -71,6 +74,8 @@ def render(app: QApplication, out: str, page: str, theme: str = "light") -> int:
         window = create_main_window(IdleEngine(), settings)
         window.resize(*SIZE)
         replay(window.pages["monitor"], live_events())
+        if page == "playground":
+            replay_playground(window.pages["playground"])
         window.show_page(page)
         window.show()
         window.pages["runs"].wait_for_scan()
@@ -118,3 +123,9 @@ def _quiet_offscreen(mode, context, message: str) -> None:
     """The offscreen platform warns that it cannot resize to size hints; anything else still prints."""
     if "propagateSizeHints" not in message:
         print(message)
+
+
+def replay_playground(playground) -> None:
+    """The recorded two-turn conversation, base and tuned, on the sample run's best checkpoint."""
+    for turn in range(len(sample_chat.EXCHANGES)):
+        playground.replay(*sample_chat.sample_exchange(turn))
