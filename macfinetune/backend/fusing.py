@@ -106,16 +106,24 @@ def _model_name(path: Path, iteration: int | None) -> str:
 
 @contextmanager
 def partial_dir(out_dir: Path):
-    """A temporary folder beside ``out_dir`` renamed to it when the block ends; removed on any error."""
+    """A temporary folder beside ``out_dir`` renamed to it when the block ends. On any error it is
+    removed, and so are the parent folders it had to create (when still empty)."""
     out_dir = Path(out_dir)
+    created = [p for p in [out_dir.parent, *out_dir.parent.parents] if not p.exists()]
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed export with the same pid
     tmp.mkdir(parents=True)
     try:
         yield tmp
         os.replace(tmp, out_dir)
-    finally:
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:  # innermost first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def save_fused(tmp: Path, loaded: Loaded) -> None:
