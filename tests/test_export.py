@@ -136,6 +136,8 @@ def test_unsupported_architecture_is_refused_before_anything_is_written(trained_
         gguf_export.plan_gguf(tiny_model, {**config, "model_type": "phi3"})
     with pytest.raises(ProblemError, match="RoPE scaling 'longrope'"):
         gguf_export.plan_gguf(tiny_model, {**config, "rope_scaling": {"rope_type": "longrope"}})
+    with pytest.raises(ProblemError, match="every 6th layer.*sliding_window_pattern 2"):
+        gguf_export.plan_gguf(tiny_model, {**config, "model_type": "gemma3_text", "sliding_window_pattern": 2})
 
 
 def test_unknown_pre_tokenizer_is_refused_with_the_reason(tiny_model, tmp_path):

@@ -110,6 +110,8 @@ def plan_gguf(base: Path, config: dict, dtype: str | None = None, name: str = ""
     hparams.pop("quantization_config", None)
     _check_rope(hparams, base)
     arch = ARCHITECTURES[model_type]
+    if arch.gguf_arch == gguf.MODEL_ARCH.GEMMA3:
+        _check_gemma3_layers(hparams, base)
     plan = GGUFPlan(model_type, arch, hparams, _vocab(base, hparams, arch), dtype, name or base.name)
     if _rope(hparams).get("rope_type") == "llama3":
         plan.extra_tensors["rope_freqs.weight"] = _llama3_rope_factors(hparams)
@@ -276,6 +278,21 @@ def _check_rope(hp: dict, base: Path) -> None:
         raise ProblemError(Problem(f"RoPE scaling {kind!r} is not supported by the GGUF export "
                                    f"(supported: linear, yarn, llama3)", file=str(base / "config.json"),
                                    field="rope_scaling", value=kind))
+
+
+def _check_gemma3_layers(hp: dict, base: Path) -> None:
+    """llama.cpp's gemma3 fixes every 6th layer global, the others sliding with RoPE base 10000."""
+    pattern = hp.get("sliding_window_pattern", 6)
+    types = hp.get("layer_types")
+    if types is not None:
+        expected = ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(len(types))]
+        pattern = 6 if list(types) == expected else "per-layer types"
+    local = hp.get("rope_local_base_freq", 10_000.0)
+    if pattern != 6 or float(local) != 10_000.0:
+        raise ProblemError(Problem(
+            f"llama.cpp's gemma3 assumes every 6th layer is global and the others sliding with RoPE base 10000; "
+            f"this model has sliding_window_pattern {pattern}, rope_local_base_freq {local}",
+            file=str(base / "config.json"), field="sliding_window_pattern", value=pattern))
 
 
 def _rope_theta(hp: dict, default: float | None = None) -> float | None:

@@ -169,7 +169,7 @@ VARIANTS = {  # model_type -> config keys that differ from the tiny llama
     "qwen3": {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "head_dim": 16,
               "rope_theta": 1_000_000.0, "rms_norm_eps": 1e-6},
     "gemma3_text": {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "head_dim": 16,
-                    "query_pre_attn_scalar": 16, "sliding_window": 64, "sliding_window_pattern": 2,
+                    "query_pre_attn_scalar": 16, "sliding_window": 64, "sliding_window_pattern": 6, "num_hidden_layers": 6,
                     "rope_theta": 1_000_000.0, "rope_local_base_freq": 10_000.0, "rms_norm_eps": 1e-6,
                     "hidden_activation": "gelu_pytorch_tanh", "final_logit_softcapping": None},
 }
