@@ -253,3 +253,24 @@ def release_models(emit: Emit, reason: str) -> None:
     generation = sys.modules.get("macfinetune.backend.generation")
     if generation is not None:
         generation.release_models(reason, emit)
+
+
+@mlx_job
+def export_model(emit: Emit, control: JobControl, *, run_dir: Path, checkpoint: str = "best", target: str,
+                 dest: str | Path | None = None, **options):
+    """Export a checkpoint (``core.exports``: gguf, ollama, lmstudio, hub or mlx); an ExportFinished.
+    Everything is checked before anything is loaded; stop is honoured between steps and between
+    tensors or uploaded files, and leaves nothing behind."""
+    from macfinetune.backend import exporting
+    from macfinetune.core.exports import plan_export
+
+    plan = plan_export(Path(run_dir), checkpoint, target, dest, **options)
+
+    def checked(event):
+        _check_stop(control)
+        emit(event)
+
+    _check_stop(control)
+    result = exporting.run_export(plan, checked, lambda: _check_stop(control))
+    emit(result)
+    return result

@@ -158,3 +158,41 @@ def _contents(path: Path) -> list[str]:
     """Every message content in a chat-format jsonl file."""
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     return [message["content"] for row in rows for message in row["messages"]]
+
+
+# --- the same tiny model in other architectures (GGUF export checks) -------------------------------
+
+VARIANTS = {  # model_type -> config keys that differ from the tiny llama
+    "llama": {},
+    "mistral": {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": None},
+    "qwen2": {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "rope_theta": 1_000_000.0},
+    "qwen3": {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "head_dim": 16,
+              "rope_theta": 1_000_000.0, "rms_norm_eps": 1e-6},
+    "gemma3_text": {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "head_dim": 16,
+                    "query_pre_attn_scalar": 16, "sliding_window": 64, "sliding_window_pattern": 6, "num_hidden_layers": 6,
+                    "rope_theta": 1_000_000.0, "rope_local_base_freq": 10_000.0, "rms_norm_eps": 1e-6,
+                    "hidden_activation": "gelu_pytorch_tanh", "final_logit_softcapping": None},
+}
+
+
+def build_tiny_variant(tiny: Path, out_dir: Path, model_type: str, seed: int = 0) -> Path:
+    """The tiny model's tokenizer and sizes in another architecture (random weights from mlx-lm's
+    own model class for ``model_type``): one of ``VARIANTS``."""
+    from mlx_lm.utils import _get_classes
+
+    if model_type not in VARIANTS:
+        raise ValueError(f"no tiny variant for {model_type!r}; known: {', '.join(VARIANTS)}")
+    out_dir = Path(out_dir)
+    _prepare_empty_dir(out_dir)
+    config = {**json.loads((Path(tiny) / "config.json").read_text()), **VARIANTS[model_type]}
+    config = {k: v for k, v in config.items() if v is not None}
+    for name in Path(tiny).iterdir():
+        if name.name not in ("config.json",) and not name.name.startswith("model"):
+            (out_dir / name.name).write_bytes(name.read_bytes())
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    model_class, args_class = _get_classes(config)
+    mx.random.seed(seed)
+    model = model_class(args_class.from_dict(config))
+    mx.eval(model.parameters())
+    save_model(out_dir, model)
+    return out_dir

@@ -255,3 +255,16 @@ class ModelsReleased:
     count: int
     reason: str
     time: float = field(default_factory=time.time, compare=False)
+
+
+@dataclass(frozen=True)
+class ExportFinished:
+    """An export is done: where it went (a folder, or the hub repository's URL), the files it wrote,
+    a command to run next (Ollama's ``ollama create``) and notes to show."""
+
+    target: str  # gguf, ollama, lmstudio, hub, mlx
+    location: str
+    files: tuple[str, ...]
+    command: str | None = None
+    notes: tuple[str, ...] = ()
+    time: float = field(default_factory=time.time, compare=False)
