@@ -128,12 +128,13 @@ def generate(emit: Emit, control: JobControl, *, model: str | None, adapter: tup
 
 @mlx_job
 def download(emit: Emit, control: JobControl, *, repo_id: str, revision: str | None = None,
-             offline: bool | None = None) -> Path:
+             offline: bool | None = None, cache_dir: Path | None = None, endpoint: str | None = None) -> Path:
     """Download a model from the hub (progress as DownloadProgress events); its local folder."""
     from macfinetune.backend import hub
 
     try:
-        return hub.download_model(repo_id, emit, control, revision=revision, offline=offline)
+        return hub.download_model(repo_id, emit, control, revision=revision, offline=offline,
+                                  cache_dir=Path(cache_dir) if cache_dir else None, endpoint=endpoint)
     except hub.DownloadCancelled as e:
         raise Cancelled() from e
 
