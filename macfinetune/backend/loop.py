@@ -58,17 +58,37 @@ def is_due(iteration: int, every: int, accumulation: int) -> bool:
     return iteration // every > (iteration - accumulation) // every
 
 
+def real_tokens(batch) -> int:
+    """Tokens of a batch that are not padding and that the loss trains on.
+
+    A batch that knows its count says so (``batch.real_tokens``: packed batches); for mlx-lm's
+    ``(tokens, [[offset, length], ...])`` each row trains the targets at positions
+    ``max(offset, 1) .. length - 1`` (the first token is never a target, a masked prompt is not
+    trained). mlx-lm's own count also takes one padding target per padded row."""
+    count = getattr(batch, "real_tokens", None)
+    if count is not None:
+        return int(count)
+    import numpy as np
+
+    lengths = np.array(batch[1]).reshape(-1, 2)
+    return int(np.maximum(lengths[:, 1] - np.maximum(lengths[:, 0], 1), 0).sum())
+
+
 def controlled_batches(control: JobControl, on_pause: Callable[[], None], on_unpause: Callable[[], None],
-                       skip: int = 0, accumulation: int = 1, on_step: Callable[[], None] = lambda: None):
+                       skip: int = 0, accumulation: int = 1, on_step: Callable[[], None] = lambda: None,
+                       on_batch: Callable[[object], None] = lambda batch: None, source=None):
     """mlx-lm's iterate_batches, honouring pause and stop between steps; skips ``skip`` batches.
 
     A stop ends the loop only at an update boundary (``accumulation``); ``on_step`` is called
-    when a step begins (the next batch is asked for)."""
+    when a step begins (the next batch is asked for), ``on_batch`` with each batch trained on.
+    ``source`` replaces mlx-lm's iterate_batches (packing, length buckets: backend/batching.py)."""
     from mlx_lm.tuner import trainer
+
+    source = source or trainer.iterate_batches
 
     def batches(**kwargs):
         on_step()
-        for n, batch in enumerate(trainer.iterate_batches(**kwargs)):
+        for n, batch in enumerate(source(**kwargs)):
             if n < skip:
                 continue
             if control.paused:
@@ -77,6 +97,7 @@ def controlled_batches(control: JobControl, on_pause: Callable[[], None], on_unp
                 on_unpause()
             if control.stop_requested and n % accumulation == 0:
                 return
+            on_batch(batch)
             yield batch
             on_step()
 
@@ -127,6 +148,11 @@ class StepHook:
         self._min_loss: float | None = None
         self._best_seen: float | None = state.best_val_loss
         self._steps = 0
+        self._real: list[int] = []  # real tokens of the batches taken and not yet reported
+
+    def batch_taken(self, batch) -> None:
+        """The batch wrapper's ``on_batch``: count the batch's real tokens for its step's report."""
+        self._real.append(real_tokens(batch))
 
     # --- called by mlx-lm after each step ----------------------------------------------
 
@@ -137,7 +163,7 @@ class StepHook:
         self.state.iteration = it
         self.state.trained_tokens = self.tokens_offset + int(info["trained_tokens"])
         self._check_loss(info)
-        self._window.add(info)
+        self._window.add(info, self._real.pop(0) if self._real else None)
         ev, plan = self.ctx.recipe.eval, self.ctx.plan
         total, accumulation = plan.iterations, plan.grad_accumulation
         if it % ev.report_every == 0 or it == total:
@@ -352,13 +378,15 @@ class _Window:
         self.loss = 0.0
         self.seconds = 0.0
         self.tokens = 0.0
+        self.real: float | None = 0.0  # None once a step's real tokens are unknown
 
-    def add(self, info: dict) -> None:
+    def add(self, info: dict, real: int | None = None) -> None:
         seconds = 1.0 / info["iterations_per_second"] if info["iterations_per_second"] else 0.0
         self.steps += 1
         self.loss += info["train_loss"]
         self.seconds += seconds
         self.tokens += info["tokens_per_second"] * seconds
+        self.real = None if real is None or self.real is None else self.real + real
 
     def report(self, it: int, total: int, info: dict, trained_tokens: int) -> TrainReport:
         seconds = self.seconds or math.inf
@@ -371,6 +399,7 @@ class _Window:
             tokens_per_second=self.tokens / seconds,
             trained_tokens=trained_tokens,
             peak_memory_gb=float(info["peak_memory"]),
+            real_tokens_per_second=None if self.real is None else self.real / seconds,
         )
         self.__init__()
         return out

@@ -401,7 +401,8 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
         grad_accumulation_steps=plan.grad_accumulation,
     )
     batches = loop.controlled_batches(control, *loop.pause_events(ctx), skip=state.iteration,
-                                      accumulation=plan.grad_accumulation, on_step=ctx.watch.step_began)
+                                      accumulation=plan.grad_accumulation, on_step=ctx.watch.step_began,
+                                      on_batch=ctx.hook.batch_taken)
     layer_class = type(model.layers[0])
     original_call = layer_class.__call__
     hardware.apply_memory_limit()
