@@ -173,3 +173,20 @@ def test_memory_light_training_step_equals_mlx_lm_on_a_small_llama(monkeypatch):
     from mlx_lm.models import llama
 
     assert llama.scaled_dot_product_attention is attention._ORIGINAL  # put back after the run
+
+
+def test_a_run_with_memory_light_attention_and_chunked_loss_trains_as_the_stock_run(tiny_model, tmp_path):
+    from macfinetune.core.events import ValReport
+
+    def losses(*overrides):
+        events = []
+        result = train_run(fast_recipe(tiny_model, "iterations=4", *overrides), tmp_path / "-".join(overrides),
+                           events.append)
+        assert result.state == "finished"
+        return ([e.train_loss for e in events if isinstance(e, TrainReport)],
+                [e.val_loss for e in events if isinstance(e, ValReport)])
+
+    stock = losses("training.attention=stock", "training.loss=stock")
+    light = losses("training.attention=memory_light", "training.loss=chunked")
+    assert np.allclose(stock[0], light[0], rtol=1e-4) and np.allclose(stock[1], light[1], rtol=1e-4)
+    assert len(stock[1]) >= 2

@@ -104,7 +104,8 @@ def controlled_batches(control: JobControl, on_pause: Callable[[], None], on_unp
     return batches
 
 
-def validation_loss(model, valid_set, batch_size: int, num_batches: int, max_seq_length: int, seed: int) -> float:
+def validation_loss(model, valid_set, batch_size: int, num_batches: int, max_seq_length: int, seed: int,
+                    loss=None) -> float:
     """mlx-lm's evaluate on the same validation batches every time.
 
     mlx-lm draws the batches from NumPy's global RNG: unseeded, each checkpoint would be judged
@@ -116,8 +117,11 @@ def validation_loss(model, valid_set, batch_size: int, num_batches: int, max_seq
     saved = np.random.get_state()
     np.random.seed(seed)
     try:
+        if loss is None:
+            return evaluate(model, valid_set, batch_size=batch_size, num_batches=num_batches,
+                            max_seq_length=max_seq_length)
         return evaluate(model, valid_set, batch_size=batch_size, num_batches=num_batches,
-                        max_seq_length=max_seq_length)
+                        max_seq_length=max_seq_length, loss=loss)
     finally:
         np.random.set_state(saved)
 
@@ -195,7 +199,7 @@ class StepHook:
             return None
         tic = time.perf_counter()
         loss = validation_loss(c.model, c.valid_set, c.plan.val_batch_size, c.recipe.eval.val_batches,
-                               c.recipe.data.max_seq_length, c.recipe.training.seed)
+                               c.recipe.data.max_seq_length, c.recipe.training.seed, loss=getattr(c, "loss", None))
         c.model.train()
         c.run.emit(ValReport(iteration, loss, time.perf_counter() - tic))
         return loss
