@@ -372,16 +372,16 @@ class _Context:
     trouble: str = ""
     tokenizer: object = None
     sample_prompts: list | None = None  # core.samples.SamplePrompt, when eval.samples is on
+    loss: object = None  # the training loss function (backend/attention.py); validation uses it too
 
 
 def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: JobControl,
            start: runs.CheckpointState | None = None) -> RunResult:
     import mlx.core as mx
     import numpy as np
-    from mlx_lm.tuner.trainer import TrainingArgs, train
     from mlx_lm.utils import get_total_parameters
 
-    from macfinetune.backend import adapters, hardware, loop, quiet
+    from macfinetune.backend import adapters, attention, loop, quiet
 
     r, plan = pre.recipe, pre.plan
     if start is None:
@@ -398,7 +398,7 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
         adapters.restore_checkpoint(start, model, optimizer)
         mx.random.seed(loop.step_seed(r.training.seed, start.iteration))
         state = _resumed_state(run, start)
-    ctx = _Context(r, plan, run, model, optimizer, valid_set, control)
+    ctx = _Context(r, plan, run, model, optimizer, valid_set, control, loss=attention.make_loss(r.training.loss))
     ctx.hook = loop.StepHook(ctx, state)
     ctx.tokenizer, ctx.sample_prompts = tokenizer, _sample_prompts(pre)
     ctx.watch = loop.Watch(run.emit, state, *_budget_and_estimate(run.dir))
@@ -408,6 +408,27 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
                    get_total_parameters(model))
     )
     say = quiet.once(lambda text: emit(Stage("train", text)))  # mlx-lm's warnings: each kind once, in our words
+    with _training_paths(model, r, run):
+        return _run_trainer(ctx, model, optimizer, train_set, start, state, say)
+
+
+def _training_paths(model, r: Recipe, run: _Run):
+    """The attention and loss the recipe asks for (backend/attention.py), for this run only."""
+    import contextlib
+
+    from macfinetune.backend import attention
+
+    if r.training.attention == "stock" and not r.data.packing:
+        return contextlib.nullcontext()  # exactly mlx-lm's attention
+    return attention.training_paths(model, r.training.attention)
+
+
+def _run_trainer(ctx: _Context, model, optimizer, train_set, start, state, say) -> RunResult:
+    from mlx_lm.tuner.trainer import TrainingArgs, train
+
+    from macfinetune.backend import hardware, loop, quiet
+
+    r, plan, run, control = ctx.recipe, ctx.plan, ctx.run, ctx.control
     if start is None:
         with quiet.quiet_trainer(say):
             ctx.hook.validate_and_maybe_save(0, save=False)
@@ -425,14 +446,16 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
     )
     batches = loop.controlled_batches(control, *loop.pause_events(ctx), skip=state.iteration,
                                       accumulation=plan.grad_accumulation, on_step=ctx.watch.step_began,
-                                      agree=loop.agree_on_stop if plan.hosts > 1 else None)
+                                      agree=loop.agree_on_stop if plan.hosts > 1 else None,
+                                      on_batch=ctx.hook.batch_taken)
     layer_class = type(model.layers[0])
     original_call = layer_class.__call__
     hardware.apply_cache_limit(hardware.apply_memory_limit(), calibration.read_run_estimate(run.dir))
     try:
         with quiet.quiet_trainer(say), hardware.keep_awake(), ctx.watch:
             if args.iters > 0:
-                train(model, optimizer, train_set, None, args, iterate_batches=batches, training_callback=ctx.hook)
+                train(model, optimizer, train_set, None, args, loss=ctx.loss, iterate_batches=batches,
+                      training_callback=ctx.hook)
     finally:
         layer_class.__call__ = original_call  # mlx-lm patches the block class for checkpointing
         (run.dir / runs.CHECKPOINTS / _SCRATCH).unlink(missing_ok=True)

@@ -196,7 +196,7 @@ class Progress:
         eta = eta_seconds(r.iteration, r.total_iterations, r.iterations_per_second)
         val = f"  val {self.last_val:.3f}" if self.last_val is not None else ""
         text = (f"[{'#' * done}{'.' * (width - done)}] {r.iteration}/{r.total_iterations}  "
-                f"loss {r.train_loss:.3f}{val}  {r.tokens_per_second:,.0f} tok/s  "
+                f"loss {r.train_loss:.3f}{val}  {r.tokens_per_second:,.0f} tok/s{_real(r)}  "
                 f"mem {r.peak_memory_gb:.2f} GB  ETA {_duration(eta)}")
         self._bar_text = text
         if self.tty:
@@ -305,3 +305,8 @@ def _print_demo(result, seconds: float) -> None:
 
 
 COMMANDS = {"train": cmd_train, "runs": cmd_runs, "demo": cmd_demo}
+
+
+def _real(r: TrainReport) -> str:
+    """The real tokens/s (non-padding tokens the loss trains on) beside mlx-lm's figure."""
+    return "" if r.real_tokens_per_second is None else f" ({r.real_tokens_per_second:,.0f} real)"

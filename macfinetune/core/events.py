@@ -47,6 +47,9 @@ class TrainReport:
     trained_tokens: int
     peak_memory_gb: float
     time: float = field(default_factory=time.time, compare=False)
+    # non-padding tokens that contribute to the loss, per second (mlx-lm's tokens/s counts one padding
+    # target per padded row); None when not measured (older logs)
+    real_tokens_per_second: float | None = None
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,15 @@ class DataSection:
     valid_fraction: float = knob(
         0.1, "Share of rows held out for validation when the data has no valid.jsonl.", low=0.01, high=0.5
     )
+    packing: bool = knob(
+        False, "Pack several short rows into each max_seq_length sequence (separated by EOS; attention and loss "
+        "stay inside each row): far fewer padding tokens on short data. An iteration then trains several rows "
+        "per batch slot."
+    )
+    length_buckets: bool = knob(
+        False, "Batch rows of similar length together (reshuffled every epoch from the seed) and pad each batch "
+        "only to its longest row: less padding than mlx-lm's batching."
+    )
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,16 @@ class TrainingSection:
         False, "Recompute activations in the backward pass: less memory, about 30% slower."
     )
     seed: int = knob(0, "Seed for data order, LoRA initialisation and dropout.", low=0)
+    attention: str = knob(
+        "auto", "Attention in training: memory_light keeps no L x L scores for the backward pass (it recomputes "
+        "them: far less memory at long sequences); stock is mlx's; auto uses memory_light from 2048 tokens.",
+        choices=("auto", "stock", "memory_light"),
+    )
+    loss: str = knob(
+        "auto", "Loss in training: chunked computes the logits a chunk of tokens at a time and recomputes them "
+        "in the backward pass (less memory with large vocabularies); auto chunks when a batch's float32 logits "
+        "pass 256 MiB.", choices=("auto", "stock", "chunked"),
+    )
 
 
 @dataclass(frozen=True)
