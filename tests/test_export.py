@@ -246,6 +246,7 @@ def test_go_template_subset():
                 '{{- end }}{{ end }} last={{ $n }} {{ if not $.System }}none{{ end }}'
                 '{{ len (slice $.Messages 1) }}')
     assert gotemplate.render(template, data) == "U:a A:b last=1 none1"
+    assert gotemplate.render("a \n{{- .System -}} \n b{{/* note */}}", data) == "ab"
     with pytest.raises(gotemplate.TemplateError, match="unknown function 'index'"):
         gotemplate.render("{{ index .Messages 0 }}", data)
 
@@ -413,6 +414,7 @@ def test_stopped_upload_commits_nothing_and_removes_the_new_repo(trained_run, up
         export(trained_run, "hub", "me/stopped", endpoint=upload_hub.url, emit=stop_after_first_file,
                control=control)
     assert upload_hub.commits == [] and upload_hub.deleted == ["me/stopped"]
+    assert len([p for p in upload_hub.posts if p.endswith("/preupload/main")]) == 1  # stopped between files
 
 
 # --- the plan, the CLI --------------------------------------------------------------------------------
