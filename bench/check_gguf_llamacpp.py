@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CASES = [  # (architecture, method, GGUF type)
     ("llama", "lora", "f16"), ("llama", "lora", "f32"), ("llama", "lora", "bf16"), ("llama", "dora", "f16"),
     ("llama", "full", "f16"), ("llama", "qlora", "f16"), ("mistral", "lora", "f16"), ("qwen2", "lora", "f16"),
-    ("qwen3", "lora", "f16"), ("gemma3_text", "lora", "f16"),
+    ("qwen3", "lora", "f16"), ("gemma3_text", "lora", "f16"), ("llama-sentencepiece", "lora", "f16"),
 ]
 MESSAGES = [{"role": "user", "content": "What does the cat like?"}]
 GREEDY = 12
@@ -42,14 +42,24 @@ def prepare(out: Path) -> list[dict]:
     from conftest import fast_recipe
 
     from macfinetune import jobs
-    from macfinetune.backend.tinymodel import build_demo_model, build_tiny_variant
+    from macfinetune.backend.tinymodel import (
+        build_demo_model,
+        build_tiny_sentencepiece_model,
+        build_tiny_variant,
+    )
     from macfinetune.backend.training import train_run
     from macfinetune.core.control import JobControl
 
     tiny = build_demo_model(out / "models" / "llama") if not (out / "models" / "llama").exists() else out / "models" / "llama"
     cases = []
     for arch, method, dtype in CASES:
-        model = tiny if arch == "llama" else _variant(build_tiny_variant, tiny, out / "models" / arch, arch)
+        if arch == "llama-sentencepiece":
+            model = out / "models" / arch
+            if not model.exists():
+                template = (ROOT / "tests" / "data" / "chat_templates" / "mistral-7b-instruct-v0.3.jinja").read_text()
+                build_tiny_sentencepiece_model(model, template)
+        else:
+            model = tiny if arch == "llama" else _variant(build_tiny_variant, tiny, out / "models" / arch, arch)
         if method == "qlora":
             model = _quantized(model, out / "models" / f"{arch}-q4")
         run_dir = out / "runs" / f"{arch}-{method}"

@@ -91,3 +91,12 @@ def tiny_variants(tiny_model, tmp_path_factory):
         return built[model_type]
 
     return variant
+
+
+@pytest.fixture(scope="session")
+def tiny_sentencepiece_model(tmp_path_factory) -> Path:
+    """The tiny llama with a SentencePiece tokenizer and Mistral v0.3's chat template."""
+    from macfinetune.backend.tinymodel import build_tiny_sentencepiece_model
+
+    template = (Path(__file__).parent / "data" / "chat_templates" / "mistral-7b-instruct-v0.3.jinja").read_text()
+    return build_tiny_sentencepiece_model(tmp_path_factory.mktemp("models") / "tiny-spm", template)

@@ -121,6 +121,28 @@ def test_each_architecture_maps_every_tensor(tiny_variants, tmp_path, model_type
         assert value(fields, "gemma3.attention.sliding_window") == 64
 
 
+def test_sentencepiece_vocabulary(tiny_sentencepiece_model, tmp_path):
+    import sentencepiece
+
+    net, _, config = models.load_model(tiny_sentencepiece_model)
+    plan = gguf_export.plan_gguf(tiny_sentencepiece_model, config)
+    weights = dict(_flat(net))
+    gguf_export.write_gguf(plan, weights, tmp_path / "m.gguf", lambda a: np.array(a.astype(mx.float32)))
+    reader, fields = read_gguf(tmp_path / "m.gguf")
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(tiny_sentencepiece_model / "tokenizer.model"))
+    assert value(fields, "tokenizer.ggml.model") == "llama" and value(fields, "tokenizer.ggml.pre") == "default"
+    assert value_type(fields, "tokenizer.ggml.scores") == ["ARRAY", "FLOAT32"]
+    assert value_type(fields, "tokenizer.ggml.token_type") == ["ARRAY", "INT32"]
+    tokens, types = value(fields, "tokenizer.ggml.tokens"), value(fields, "tokenizer.ggml.token_type")
+    assert tokens[300] == sp.id_to_piece(300) and value(fields, "tokenizer.ggml.scores")[300] == sp.get_score(300)
+    assert types[0] == gguf.TokenType.UNKNOWN and types[1] == gguf.TokenType.CONTROL
+    assert types[3] == gguf.TokenType.BYTE and tokens[3] == "<0x00>"  # byte fallback pieces
+    assert value(fields, "tokenizer.ggml.add_bos_token") is True
+    assert {t.name for t in reader.tensors} >= {"output.weight", "token_embd.weight"}  # untied here
+    translation = ollama.translate(value(fields, "tokenizer.chat_template"), "<s>", "</s>")
+    assert translation.family == "mistral"
+
+
 @pytest.mark.parametrize("method", ["dora", "full", "qlora"])
 def test_gguf_from_each_method(method_runs, tmp_path, method):
     result, _ = export(method_runs[method], "gguf", tmp_path / "g", dtype="bf16")
@@ -246,6 +268,7 @@ def test_go_template_subset():
                 '{{- end }}{{ end }} last={{ $n }} {{ if not $.System }}none{{ end }}'
                 '{{ len (slice $.Messages 1) }}')
     assert gotemplate.render(template, data) == "U:a A:b last=1 none1"
+    assert gotemplate.render("a \n{{- .System -}} \n b{{/* note */}}", data) == "ab"
     with pytest.raises(gotemplate.TemplateError, match="unknown function 'index'"):
         gotemplate.render("{{ index .Messages 0 }}", data)
 
@@ -413,6 +436,7 @@ def test_stopped_upload_commits_nothing_and_removes_the_new_repo(trained_run, up
         export(trained_run, "hub", "me/stopped", endpoint=upload_hub.url, emit=stop_after_first_file,
                control=control)
     assert upload_hub.commits == [] and upload_hub.deleted == ["me/stopped"]
+    assert len([p for p in upload_hub.posts if p.endswith("/preupload/main")]) == 1  # stopped between files
 
 
 # --- the plan, the CLI --------------------------------------------------------------------------------

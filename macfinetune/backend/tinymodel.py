@@ -196,3 +196,38 @@ def build_tiny_variant(tiny: Path, out_dir: Path, model_type: str, seed: int = 0
     mx.eval(model.parameters())
     save_model(out_dir, model)
     return out_dir
+
+
+def build_tiny_sentencepiece_model(out_dir: Path, chat_template: str, seed: int = 0, vocab_size: int = 600) -> Path:
+    """The tiny llama with a SentencePiece BPE tokenizer (byte fallback, like Llama 2 and Mistral),
+    trained on the shipped sample data: ``tokenizer.model`` beside the Hugging Face files."""
+    import tempfile
+
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    out_dir = Path(out_dir)
+    _prepare_empty_dir(out_dir)
+    folder = shipped("resources", "sample_data", "train.jsonl").parent
+    texts = [text for name in ("train.jsonl", "valid.jsonl") for text in _contents(folder / name)]
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus.txt"
+        corpus.write_text("\n".join(texts), encoding="utf-8")
+        spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(Path(tmp) / "tok"), vocab_size=vocab_size,
+                                       model_type="bpe", byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+                                       character_coverage=1.0, minloglevel=2, num_threads=1)
+        (out_dir / "tokenizer.model").write_bytes((Path(tmp) / "tok.model").read_bytes())
+    settings = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+                "add_bos_token": True, "add_eos_token": False, "legacy": False}
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(settings))
+    tokenizer = AutoTokenizer.from_pretrained(str(out_dir))
+    tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(str(out_dir))
+    shape = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "intermediate_size": 128, "vocab_size": vocab_size, "max_position_embeddings": 1024}
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **shape, "hidden_act": "silu",
+              "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": False, "bos_token_id": 1,
+              "eos_token_id": 2, "torch_dtype": "float32"}
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    save_model(out_dir, init_model(config, seed))
+    return out_dir
