@@ -71,6 +71,23 @@ def resume(emit: Emit, control: JobControl, *, run_dir: Path):
     return training.resume_run(Path(run_dir), emit, control)
 
 
+def train_hosts(emit: Emit, control: JobControl, *, recipe: Recipe, run_dir: Path, hostfile, allow_over_budget=False,
+                confirm=None):
+    """A new run on several hosts (``backend.launch``): the ranks run MLX, this process only follows them."""
+    from macfinetune.backend import launch
+
+    _check_stop(control)
+    return launch.train_on_hosts(recipe, Path(run_dir), emit, control, hostfile, allow_over_budget, confirm)
+
+
+def resume_hosts(emit: Emit, control: JobControl, *, run_dir: Path, hostfile):
+    """Continue a run on these hosts (as many as started it, fewer, or one)."""
+    from macfinetune.backend import launch
+
+    _check_stop(control)
+    return launch.resume_on_hosts(Path(run_dir), emit, control, hostfile)
+
+
 @mlx_job
 def demo(emit: Emit, control: JobControl, *, out_dir: Path, overrides: list[str] | None = None):
     """The offline demo: build the tiny model, train it, fuse, answer with base and tuned."""
@@ -111,12 +128,13 @@ def generate(emit: Emit, control: JobControl, *, model: str | None, adapter: tup
 
 @mlx_job
 def download(emit: Emit, control: JobControl, *, repo_id: str, revision: str | None = None,
-             offline: bool | None = None) -> Path:
+             offline: bool | None = None, cache_dir: Path | None = None, endpoint: str | None = None) -> Path:
     """Download a model from the hub (progress as DownloadProgress events); its local folder."""
     from macfinetune.backend import hub
 
     try:
-        return hub.download_model(repo_id, emit, control, revision=revision, offline=offline)
+        return hub.download_model(repo_id, emit, control, revision=revision, offline=offline,
+                                  cache_dir=Path(cache_dir) if cache_dir else None, endpoint=endpoint)
     except hub.DownloadCancelled as e:
         raise Cancelled() from e
 
@@ -236,3 +254,24 @@ def release_models(emit: Emit, reason: str) -> None:
     generation = sys.modules.get("macfinetune.backend.generation")
     if generation is not None:
         generation.release_models(reason, emit)
+
+
+@mlx_job
+def export_model(emit: Emit, control: JobControl, *, run_dir: Path, checkpoint: str = "best", target: str,
+                 dest: str | Path | None = None, **options):
+    """Export a checkpoint (``core.exports``: gguf, ollama, lmstudio, hub or mlx); an ExportFinished.
+    Everything is checked before anything is loaded; stop is honoured between steps and between
+    tensors or uploaded files, and leaves nothing behind."""
+    from macfinetune.backend import exporting
+    from macfinetune.core.exports import plan_export
+
+    plan = plan_export(Path(run_dir), checkpoint, target, dest, **options)
+
+    def checked(event):
+        _check_stop(control)
+        emit(event)
+
+    _check_stop(control)
+    result = exporting.run_export(plan, checked, lambda: _check_stop(control))
+    emit(result)
+    return result

@@ -108,6 +108,22 @@ def test_hf_cache_dir_follows_the_environment(env, expected):
     assert str(mc.hf_cache_dir(env)) == expected
 
 
+def test_download_options_are_read_when_the_download_starts():
+    assert mc.download_options({"HF_HOME": "/b", "HF_ENDPOINT": "http://mirror"}) == {
+        "cache_dir": mc.Path("/b/hub"), "endpoint": "http://mirror"}
+    assert mc.download_options({"HF_HUB_CACHE": "/a", "HF_ENDPOINT": ""})["endpoint"] is None
+
+
+@pytest.mark.parametrize(
+    "done, total, files, expected",
+    [(500_000_000, 2_000_000_000, (1, 4), "Downloading o/m: 0.50 GB of 2.00 GB, 1/4 files"),
+     (300_000, 560_381, (1, 5), "Downloading o/m: 300.0 kB of 560.4 kB, 1/5 files"),
+     (2_500_000, None, (0, None), "Downloading o/m: 2.5 MB"), (12, 0, (0, 0), "Downloading o/m: 12 bytes")],
+)
+def test_download_progress_in_words(done, total, files, expected):
+    assert mc.download_progress_text(mc.DownloadProgress("o/m", done, total, *files)) == expected
+
+
 # --- LM Studio and user folders -----------------------------------------------------------------
 
 

@@ -65,6 +65,16 @@ class DownloadProgress:
     files_total: int | None
 
 
+def download_progress_text(p: DownloadProgress) -> str:
+    """'Downloading org/name: 0.50 GB of 2.00 GB, 1/4 files', in the unit the total needs (GB, MB, kB)."""
+    scale, unit = next((s, u) for s, u in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB"), (1, "bytes"))
+                       if max(p.total_bytes or 0, p.done_bytes) >= s or s == 1)
+    digits = 0 if unit == "bytes" else 2 if unit == "GB" else 1
+    total = f" of {p.total_bytes / scale:.{digits}f} {unit}" if p.total_bytes else ""
+    files = f", {p.files_done}/{p.files_total} files" if p.files_total else ""
+    return f"Downloading {p.repo_id}: {p.done_bytes / scale:.{digits}f} {unit}{total}{files}"
+
+
 @dataclass(frozen=True)
 class DownloadFinished:
     repo_id: str
@@ -83,6 +93,12 @@ def hf_cache_dir(env: Mapping[str, str] = os.environ) -> Path:
         return Path(env["HF_HOME"]).expanduser() / "hub"
     cache = Path(env["XDG_CACHE_HOME"]).expanduser() if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
     return cache / "huggingface" / "hub"
+
+
+def download_options(env: Mapping[str, str] = os.environ) -> dict:
+    """Where a download goes and comes from, read from the environment when it starts (not when the hub
+    client was imported), so it lands in the cache folder the model scan reads."""
+    return {"cache_dir": hf_cache_dir(env), "endpoint": env.get("HF_ENDPOINT") or None}
 
 
 def lmstudio_dirs(home: Path | None = None) -> list[Path]:

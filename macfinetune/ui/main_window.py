@@ -68,6 +68,7 @@ class MainWindow(QMainWindow):
         session.preparedChanged.connect(self._update_actions)
         session.runOpened.connect(self._on_session_run_opened)
         session.trainingEvent.connect(self._on_session_training_event)
+        session.testPrompt.connect(self._on_session_test_prompt)
         self._restore()
         self._update_actions()
 
@@ -171,6 +172,9 @@ class MainWindow(QMainWindow):
         self.show_page("monitor")
         self._update_actions()
 
+    def _on_session_test_prompt(self, run_dir: str, checkpoint: str) -> None:
+        self.show_page("playground")
+
     # --- opening folders --------------------------------------------------------------
 
     def open_folder(self, path: Path) -> bool:
@@ -257,6 +261,9 @@ class MainWindow(QMainWindow):
             return
         self.save_state()
         self.pages["runs"].shutdown()
+        for page_id, page in self.pages.items():  # pages that read on threads of their own
+            if page_id != "runs" and hasattr(page, "shutdown"):
+                page.shutdown()
         super().closeEvent(event)
         app = QApplication.instance()
         if app is not None and self._quitting:

@@ -62,11 +62,15 @@ def render(app: QApplication, out: str, page: str, theme: str = "light") -> int:
     if theme == "dark":
         app.setPalette(dark_palette())
     with tempfile.TemporaryDirectory(prefix="macfinetune-shot-") as tmp:
-        finished_run = make_demo_folder(Path(tmp))
+        demo_run = make_demo_folder(Path(tmp))
+        finished_run = demo_run
         if page == "playground":
             sample_chat.write_sample_checkpoints(finished_run)
         settings = QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat)
         settings.setValue("prefs/data_folder", tmp)
+        if page == "checkpoints":  # the finished run, with checkpoint files and samples
+            sample_run.write_sample_checkpoints(demo_run)
+            settings.setValue("checkpoints/run", str(demo_run))
         window = create_main_window(IdleEngine(), settings)
         window.resize(*SIZE)
         replay(window.pages["monitor"], live_events())
@@ -79,6 +83,10 @@ def render(app: QApplication, out: str, page: str, theme: str = "light") -> int:
             app.processEvents()
         window.pages["runs"].table.selectRow(0)
         app.processEvents()
+        if page == "checkpoints":
+            window.pages["checkpoints"].wait_for_reads()
+            for _ in range(3):
+                app.processEvents()
         ok = window.grab().save(out)
         window.close()
         window.deleteLater()

@@ -17,7 +17,7 @@ from macfinetune.core import events, paths, runs
 from macfinetune.core.events import JobCancelled, JobEvent, JobFailed, JobFinished, JobStarted
 from macfinetune.core.recipe import Recipe, apply_overrides
 
-TRAINING_JOBS = ("train", "resume", "demo")  # jobs whose events drive the Monitor and the toolbar
+TRAINING_JOBS = ("train", "resume", "demo", "train_hosts", "resume_hosts")  # jobs whose events drive the Monitor and the toolbar
 
 
 class Session(QObject):

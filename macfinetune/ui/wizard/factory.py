@@ -9,7 +9,8 @@ It builds the ``WizardServices`` the page needs from the app's ``Session``:
   through ``session.start(allow_over_budget=True)``;
 - tokenizer and chat-template work from ``macfinetune.data_jobs``, called on the wizard's workers;
 - new runs in the session's data folder.
-Downloads stay off until the session routes ``download`` job events to ``WizardPage.on_event``.
+- Download: ``session.submit("download", jobs.download, ...)``; the session's ``jobEvent`` reaches
+  ``WizardPage.on_event`` (the Model step keeps only its own job's events); Cancel is ``session.cancel``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 from macfinetune import data_jobs
+from macfinetune.core import models_catalog
 from macfinetune.core.hardware import GIB, Machine, machine_from_memory
 from macfinetune.core.problems import Problem, ProblemError
 from macfinetune.core.recipe import Recipe
@@ -31,9 +33,29 @@ def wizard_page(session, settings, parent=None) -> WizardPage:
         token_counter=data_jobs.token_counter, template_renderer=data_jobs.template_renderer,
         supported_types=data_jobs.supported_model_types, hub_cache_scanner=data_jobs.cached_models,
         runs_home=session.data_folder)
+    services.download, services.cancel_download = _downloads(session)
     page = WizardPage(services, parent)
     page.setObjectName("newRunPage")
+    session.jobEvent.connect(page.on_event)
     return page
+
+
+def _downloads(session):
+    """(download(repo_id) -> job id, cancel()) through the session; cancel stops the latest download."""
+    latest: list[int] = []
+
+    def download(repo_id: str) -> int:
+        from macfinetune import jobs  # imports no MLX until the job runs on the engine
+
+        handle = session.submit("download", jobs.download, repo_id=repo_id, **models_catalog.download_options())
+        latest[:] = [handle.id]
+        return handle.id
+
+    def cancel() -> None:
+        for job_id in latest:
+            session.cancel(job_id)
+
+    return download, cancel
 
 
 def this_machine() -> Machine:

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from macfinetune.core import catalog, modelinfo, models_catalog, wizard
+from macfinetune.core.events import JobCancelled, JobFailed
 from macfinetune.core.models_catalog import DownloadFinished, DownloadProgress
 from macfinetune.core.modelshape import read_shape
 from macfinetune.core.problems import ProblemError
@@ -34,6 +35,7 @@ class ModelStep(Step):
         self.table_model = ModelTableModel(self)
         self._scan: Worker | None = None
         self._workers: list[Worker] = []
+        self._download_job = None  # the session's id of the download in progress
         self.supported = None  # the model types mlx-lm implements, once the scan has asked
         self._build()
         self.rescan()
@@ -215,27 +217,36 @@ class ModelStep(Step):
             self.download_status.setText(f"{repo!r} is not a Hugging Face id like org/name")
             return
         self.download_status.setText(f"Starting the download of {repo}…")
-        self.cancel_button.setEnabled(True)
-        self.page.services.download(repo)
+        self._set_downloading(True)
+        self._download_job = self.page.services.download(repo)  # the job id when the session gives one
 
     def _on_cancel_clicked(self) -> None:
         if self.page.services.cancel_download:
             self.page.services.cancel_download()
         self.cancel_button.setEnabled(False)
-        self.download_status.setText("Download cancelled; starting it again resumes where it stopped.")
+        self.download_status.setText("Cancelling the download…")
+
+    def _set_downloading(self, on: bool) -> None:
+        self.cancel_button.setEnabled(on)
+        self.download_button.setEnabled(not on and self.page.services.download is not None)
 
     def on_event(self, envelope) -> None:
-        """Download progress from the engine: a JobEvent envelope (job 'download') or a bare event."""
+        """Download progress from the engine: a JobEvent envelope (job 'download') or a bare event;
+        once a download started through the session, only that job's events count."""
         job, event = getattr(envelope, "job", "download"), getattr(envelope, "event", envelope)
-        if job != "download":
+        job_id = getattr(envelope, "job_id", None)
+        if job != "download" or (self._download_job is not None and job_id not in (None, self._download_job)):
             return
-        if hasattr(event, "message") and type(event).__name__ == "JobFailed":
-            self.cancel_button.setEnabled(False)
+        if isinstance(event, JobFailed):
+            self._set_downloading(False)
             self.download_status.setText(f"Download failed: {event.message}")
+        elif isinstance(event, JobCancelled):
+            self._set_downloading(False)
+            self.download_status.setText("Download cancelled; starting it again resumes where it stopped.")
         elif isinstance(event, DownloadProgress):
-            self.download_status.setText(_progress_text(event))
+            self.download_status.setText(models_catalog.download_progress_text(event))
         elif isinstance(event, DownloadFinished):
-            self.cancel_button.setEnabled(False)
+            self._set_downloading(False)
             self.download_status.setText(f"Downloaded {event.repo_id}.")
             self.rescan()
             self.choose_path(event.path)
@@ -248,12 +259,6 @@ def _scan(sources, supported, scanners) -> tuple:
     """(supported model types, models found): on the worker thread."""
     types = supported() if callable(supported) else supported
     return types, models_catalog.discover(sources, types, scanners)
-
-
-def _progress_text(p: DownloadProgress) -> str:
-    total = f" of {p.total_bytes / 1e9:.2f} GB" if p.total_bytes else ""
-    files = f", {p.files_done}/{p.files_total} files" if p.files_total else ""
-    return f"Downloading {p.repo_id}: {p.done_bytes / 1e9:.2f} GB{total}{files}"
 
 
 def _read_model(path: str, supported) -> tuple:

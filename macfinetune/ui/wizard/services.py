@@ -36,7 +36,7 @@ class WizardServices:
     #      implements, or a function returning them (called on the scan's worker thread: it imports mlx-lm)
     model_folders: list[Path] = field(default_factory=list)  # folders the user added (Preferences)
     hub_cache_scanner: Callable | None = None  # ADAPTER: backend.hub.cached_models (huggingface_hub's scan)
-    download: Callable[[str], object] | None = None  # engine.download(repo_id); progress arrives via on_event
+    download: Callable[[str], object] | None = None  # starts a download job, returns its id; events via on_event
     cancel_download: Callable[[], None] | None = None
     runs_home: Callable[[], Path] | None = None  # where new runs go (default: core.paths.runs_home)
     rate: timing.Rate | None = None  # training throughput for the duration (default: the seeds', this chip)
