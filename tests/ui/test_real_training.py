@@ -64,8 +64,9 @@ def test_train_pause_resume_stop_and_reopen(real_window, tiny_model, tmp_path, q
     runs = window.pages["runs"]
     runs.refresh()
     runs.wait_for_scan()
-    qtbot.waitUntil(lambda: runs.model.rowCount() == 1)
-    assert runs.model.index(0, 3).data() == "stopped"
+    # an earlier scan (started while the run trained) may land first; the page must end on the stopped state
+    qtbot.waitUntil(lambda: runs.model.rowCount() == 1 and runs.model.index(0, 3).data() == "stopped",
+                    timeout=20_000)
     runs.table.selectRow(0)
     assert runs.buttons["resume"].isEnabled()
     monitor.buffer.reset()
