@@ -18,6 +18,7 @@ from macfinetune.core.events import (
     RunFinished,
     RunPaused,
     RunStarted,
+    SamplesSaved,
     Stage,
     TokenChunk,
     TrainReport,
@@ -188,6 +189,9 @@ class Progress:
             return f"resuming {event.run_dir} from checkpoint {event.iteration}"
         if isinstance(event, (RunFinished, RunFailed)):
             return None
+        if isinstance(event, SamplesSaved):
+            return "\n".join(f"iter {event.iteration:>6}  sample {p[:40]!r} -> {t[:80]!r}"
+                             for p, t in zip(event.prompts, event.texts, strict=True))
         return None
 
     def _bar(self, r: TrainReport) -> None:

@@ -223,3 +223,14 @@ def test_a_real_run_with_samples_then_fuse_a_checkpoint_and_load_it(real_window,
                    sampling=Sampling(temperature=0.0, max_tokens=4))
     qtbot.waitUntil(lambda: bool(results), timeout=60_000)
     assert results[0][0].generated_tokens > 0
+
+
+def test_screenshot_of_the_page_is_deterministic_and_shows_the_demo_run(tmp_path):
+    import hashlib
+
+    from .test_cli_app import _shot
+
+    (tmp_path / "again").mkdir()
+    first = _shot(tmp_path, "checkpoints")
+    assert hashlib.sha256(first).digest() == hashlib.sha256(_shot(tmp_path / "again", "checkpoints")).digest()
+    assert _shot(tmp_path, "checkpoints", "dark") != first

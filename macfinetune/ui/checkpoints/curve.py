@@ -17,8 +17,13 @@ pg.setConfigOptions(antialias=False, useOpenGL=False)
 def _xy(points) -> tuple[np.ndarray, np.ndarray]:
     if not points:
         return np.zeros(0), np.zeros(0)
-    array = np.asarray(points, dtype=float)
+    array = np.fromiter((v for point in points for v in point), dtype=float, count=2 * len(points)).reshape(-1, 2)
     return array[:, 0], array[:, 1]
+
+
+def curve_arrays(data: RunCheckpoints) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The curves as arrays (made on the reading thread: a long run has 100k train reports)."""
+    return {"train": _xy(data.train_curve), "val": _xy(data.val_curve)}
 
 
 class CheckpointCurve(QWidget):
@@ -58,10 +63,11 @@ class CheckpointCurve(QWidget):
 
     # --- drawing ----------------------------------------------------------------------
 
-    def set_run(self, data: RunCheckpoints) -> None:
+    def set_run(self, data: RunCheckpoints, arrays: dict | None = None) -> None:
         self._data = data
-        self.train.setData(*_xy(data.train_curve))
-        self.val.setData(*_xy(data.val_curve))
+        arrays = arrays or curve_arrays(data)
+        self.train.setData(*arrays["train"])
+        self.val.setData(*arrays["val"])
         self.points.setData(*self._checkpoint_xy(data.rows), data=[r.iteration for r in data.rows])
         self.best.setData(*self._checkpoint_xy([r for r in data.rows if r.is_best]))
         self.set_selected(self._selected)

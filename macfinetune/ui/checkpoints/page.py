@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 from macfinetune.core import checkpoints, events, runs_table
 from macfinetune.core.checkpoints import RunCheckpoints
 from macfinetune.ui.checkpoints.background import Background
-from macfinetune.ui.checkpoints.curve import CheckpointCurve
+from macfinetune.ui.checkpoints.curve import CheckpointCurve, curve_arrays
 from macfinetune.ui.checkpoints.model import ITERATION_ROLE, CheckpointTableModel
 from macfinetune.ui.checkpoints.samples_view import SamplesView
 from macfinetune.ui.checkpoints.tasks import JobPanel
@@ -39,6 +39,12 @@ from macfinetune.ui.checkpoints.tasks import JobPanel
 EXPORT_TARGETS = (("gguf", "GGUF file (llama.cpp)…", True), ("ollama", "Ollama (GGUF + Modelfile)…", True),
                   ("lmstudio", "LM Studio", False), ("mlx", "MLX model folder…", True))
 NO_EXPORT = "Export needs macfinetune.jobs.export_model, which this build does not have."
+
+
+def _read(run_dir: Path) -> tuple[RunCheckpoints, dict]:
+    """On the reading thread: the run folder, and its curves as arrays."""
+    data = checkpoints.read_checkpoints(run_dir)
+    return data, curve_arrays(data)
 
 
 def _export_job():
@@ -125,8 +131,9 @@ class CheckpointsPage(QWidget):
         table.verticalHeader().hide()
         table.setWordWrap(False)
         header = table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)  # sized once per load: cheap for long runs
         header.setStretchLastSection(True)
+        header.setResizeContentsPrecision(50)  # columns sized from 50 rows, not every row of a long run
         table.selectionModel().selectionChanged.connect(self._on_table_selection_changed)
         return table
 
@@ -211,19 +218,21 @@ class CheckpointsPage(QWidget):
     def load(self, run_dir: Path | None) -> None:
         if run_dir is not None:
             self.settings.setValue("checkpoints/run", str(run_dir))
-            self._reader.run("run", lambda: checkpoints.read_checkpoints(run_dir), self.runLoaded.emit)
+            self._reader.run("run", lambda: _read(run_dir), self.runLoaded.emit)
 
     def wait_for_reads(self, timeout: float = 10.0) -> None:
         self._reader.wait(timeout)
 
-    def _on_run_loaded(self, data) -> None:
-        if isinstance(data, Exception) or data.run_dir != self.run_dir():
+    def _on_run_loaded(self, loaded) -> None:
+        if isinstance(loaded, Exception) or loaded[0].run_dir != self.run_dir():
             return  # a read of a run no longer shown, or of a folder that vanished
+        data, arrays = loaded
         if data.run_dir != self.data.run_dir:
             self._selected = None
         self.data = data
         self.model.set_rows(data.rows)
-        self.curve.set_run(data)
+        self.curve.set_run(data, arrays)
+        self.table.resizeColumnsToContents()
         self.samples.set_run(data)
         self.summary.setText(self._summary_text(data))
         self._show_empty(not data.rows, "No checkpoints in this run yet: a run saves one every eval.save_every "

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
 
 from macfinetune.core.checkpoints import RunCheckpoints
 
+_TOP_LEFT = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop
 EMPTY = ("No samples in this run. Turn on eval.samples in the recipe (Advanced settings in New run) and every "
          "checkpoint answers a few fixed prompts, so you can watch the style appear and over-fitting begin.")
 
@@ -67,7 +68,7 @@ class SamplesView(QWidget):
     def _set_cell(self, row: int, column: int, text: str, prompt: str) -> None:
         item = QTableWidgetItem(text)
         item.setToolTip(f"{prompt}\n\n→ {text}")
-        item.setTextAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        item.setTextAlignment(_TOP_LEFT)
         self.table.setItem(row, column, item)
 
     def select_iteration(self, iteration: int | None) -> None:
