@@ -20,7 +20,8 @@ from PySide6.QtWidgets import (
 )
 
 from macfinetune import __version__
-from macfinetune.core import runs
+from macfinetune.core import opening, runs
+from macfinetune.core.problems import ProblemError
 from macfinetune.ui.pages import REGISTRY
 from macfinetune.ui.session import Session
 
@@ -103,6 +104,8 @@ class MainWindow(QMainWindow):
                                          keys.Preferences, role.PreferencesRole)
         self.new_action = self._action("newRunAction", "New Run", lambda: self.show_page("new"), keys.New)
         self.open_action = self._action("openAction", "Open…", self._on_open_triggered, keys.Open)
+        self.open_folder_action = self._action("openFolderAction", "Open Folder…", self._on_open_folder_triggered,
+                                               "Ctrl+Shift+O")
         self.quit_action = self._action("quitAction", "Quit", self.close, keys.Quit, role.QuitRole)
         self.page_actions = [self._action(f"show_{spec.id}", spec.title, lambda _=False, i=spec.id: self.show_page(i),
                                           f"Ctrl+{n}") for n, spec in enumerate(REGISTRY, start=1)]
@@ -121,7 +124,7 @@ class MainWindow(QMainWindow):
         app_menu = bar.addMenu("macfinetune")
         app_menu.addActions([self.about_action, self.prefs_action, self.quit_action])
         file_menu = bar.addMenu("&File")
-        file_menu.addActions([self.new_action, self.open_action])
+        file_menu.addActions([self.new_action, self.open_action, self.open_folder_action])
         self.recent_menu = file_menu.addMenu("Open Recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
         run_menu = bar.addMenu("&Run")
@@ -174,17 +177,34 @@ class MainWindow(QMainWindow):
     # --- opening folders --------------------------------------------------------------
 
     def open_folder(self, path: Path) -> bool:
-        """A run folder opens in the Monitor; anything else explains what it expected."""
+        """A run folder opens in the Monitor; a recipe, a model folder or a dataset in the New-run wizard
+        (``core.opening`` decides which); anything else says what would open."""
         path = Path(path)
-        if (path / runs.RECIPE).exists():
+        kind = opening.open_kind(path)
+        if kind == "run":
             self.session.open_run(path)
             return True
-        QMessageBox.information(self, "Not a run folder", f"{path} has no {runs.RECIPE}. Drop a run folder to open "
-                                "it; starting a run from a dataset or model folder comes with the New run wizard.")
+        wizard = self.pages.get("new")
+        if kind != "unknown" and hasattr(wizard, "open_path"):
+            self.show_page("new")
+            try:
+                wizard.open_path(path)
+            except ProblemError as e:
+                QMessageBox.information(self, "Could not open it", str(e))
+                return False
+            return True
+        QMessageBox.information(self, "Nothing to open", opening.describe_unknown(path))
         return False
 
     def _on_open_triggered(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open a run folder", str(self.session.data_folder()))
+        file, _ = QFileDialog.getOpenFileName(self, "Open a recipe or a dataset", str(self.session.data_folder()),
+                                              opening.OPEN_FILTER)
+        if file:
+            self.open_folder(Path(file))
+
+    def _on_open_folder_triggered(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a run, model or dataset folder",
+                                                  str(self.session.data_folder()))
         if folder:
             self.open_folder(Path(folder))
 
@@ -256,7 +276,9 @@ class MainWindow(QMainWindow):
                 self.session.stop(then=self.close)
             return
         self.save_state()
-        self.pages["runs"].shutdown()
+        for page in self.pages.values():  # worker threads (the Runs scan, the wizard's readers) end with the window
+            if hasattr(page, "shutdown"):
+                page.shutdown()
         super().closeEvent(event)
         app = QApplication.instance()
         if app is not None and self._quitting:
