@@ -49,6 +49,27 @@ def test_screenshot_renders_each_page_deterministically(tmp_path):
     assert _shot(tmp_path, "playground") != first
 
 
+def test_review_screenshot_is_the_filled_wizard_and_the_same_every_run(tmp_path):
+    (tmp_path / "again").mkdir()
+    first = _shot(tmp_path, "review")
+    assert hashlib.sha256(first).hexdigest() == hashlib.sha256(_shot(tmp_path / "again", "review")).hexdigest()
+    assert first != _shot(tmp_path, "new") and first != _shot(tmp_path, "review", "dark")
+
+
+def test_the_review_page_shows_the_demo_model_and_data(window, qapp):
+    from macfinetune.core import paths
+    from macfinetune.ui.screenshot import DEMO_MODEL, fill_wizard
+
+    page = window.pages["new"]
+    fill_wizard(qapp, page, "review")
+    review = page.steps["review"]
+    assert page.current_step() == "review" and page.services.machine.memory_gb == 16
+    assert review.verdict.text().startswith("<b>Fits</b>: needs ")
+    assert review.command.text().startswith(f"macfinetune train --model {DEMO_MODEL} --data "
+                                            f"{paths.shipped('resources', 'sample_data')}")
+    assert page.blockers.text() == "Ready to train."
+
+
 def test_window_paints_before_mlx_is_imported(tmp_path):
     code = (
         "import sys\n"
