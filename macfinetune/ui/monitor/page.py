@@ -39,6 +39,7 @@ class MonitorPage(QWidget):
         self.buffer = MetricsBuffer()
         self._drawn = -1
         self.redraws = 0
+        self._logged, self._log_source = 0, None  # lines of ``buffer.run.log`` already in the pane
         self._build()
         self._timer = QTimer(self)
         self._timer.setObjectName("monitorRedraw")
@@ -201,10 +202,15 @@ class MonitorPage(QWidget):
         self.failure.setVisible(r.state == "failed")
 
     def _append_log(self) -> None:
-        shown = self.log.blockCount() if self.log.toPlainText() else 0
-        lines = self.buffer.run.log[shown:]
-        if lines:
-            self.log.appendPlainText("\n".join(lines))
+        """Append the lines not shown yet: counted here, not read back from the pane (that copied the whole
+        text every redraw, and the pane keeps only its last 5,000 lines)."""
+        log = self.buffer.run.log
+        if self._logged > len(log) or (log is not self._log_source):  # another run's log
+            self._logged, self._log_source = 0, log
+            self.log.clear()
+        if len(log) > self._logged:
+            self.log.appendPlainText("\n".join(log[self._logged:]))
+            self._logged = len(log)
 
     # --- export -----------------------------------------------------------------------
 
