@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from macfinetune.core.formats.rows import _FILE_SUFFIXES as DATA_SUFFIXES
 from macfinetune.core.runs import RECIPE
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
+DATA_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".txt", ".md", ".markdown", ".parquet")  # what
+#   core.formats reads (a test keeps them equal; importing core.formats here would slow the window's start)
 _HF_DATASET_MARKERS = ("dataset_dict.json", "dataset_info.json")
 OPEN_FILTER = (f"Recipes and datasets (*{' *'.join((*RECIPE_SUFFIXES, *DATA_SUFFIXES))});;All files (*)")
 

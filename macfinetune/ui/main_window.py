@@ -17,12 +17,13 @@ from PySide6.QtWidgets import (
     QSplitter,
     QStackedWidget,
     QToolBar,
+    QWidget,
 )
 
 from macfinetune import __version__
 from macfinetune.core import opening, runs
 from macfinetune.core.problems import ProblemError
-from macfinetune.ui.pages import REGISTRY
+from macfinetune.ui.pages import REGISTRY, page_ids
 from macfinetune.ui.session import Session
 
 
@@ -42,7 +43,7 @@ class MainWindow(QMainWindow):
         self.setUnifiedTitleAndToolBarOnMac(True)
         self.setAcceptDrops(True)
         self.session, self.settings = session, settings
-        self.pages = {spec.id: spec.create(session, settings) for spec in REGISTRY}
+        self.pages = LazyPages(self._build_page)  # a page is built when first shown or asked for
         self.sidebar = QListWidget()
         self.sidebar.setObjectName("sidebar")
         self.sidebar.addItems([spec.title for spec in REGISTRY])
@@ -50,8 +51,8 @@ class MainWindow(QMainWindow):
         self.sidebar.setFrameShape(QListWidget.Shape.NoFrame)
         self.sidebar.setSpacing(2)
         self.stack = QStackedWidget()
-        for page in self.pages.values():
-            self.stack.addWidget(page)
+        for _ in REGISTRY:
+            self.stack.addWidget(QWidget())  # stands in until the page is built
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.setObjectName("mainSplitter")
         self.splitter.addWidget(self.sidebar)
@@ -60,7 +61,7 @@ class MainWindow(QMainWindow):
         self.splitter.setCollapsible(1, False)
         self.splitter.setSizes([160, 1100])
         self.setCentralWidget(self.splitter)
-        self.sidebar.currentRowChanged.connect(self.stack.setCurrentIndex)
+        self.sidebar.currentRowChanged.connect(self._on_sidebar_row_changed)
         self._quitting = False
         self._build_actions()
         self._build_toolbar()
@@ -79,6 +80,23 @@ class MainWindow(QMainWindow):
 
     def current_page(self) -> str:
         return REGISTRY[max(0, self.stack.currentIndex())].id
+
+    def _on_sidebar_row_changed(self, row: int) -> None:
+        if row >= 0:
+            self.pages[REGISTRY[row].id]  # noqa: B018 (builds it on first show)
+        self.stack.setCurrentIndex(row)
+
+    def _build_page(self, page_id: str):
+        """Build page ``page_id`` in place of its stand-in (cold start paints before pyqtgraph, the wizard's
+        scans and psutil are imported: only the page shown first is built with the window)."""
+        index = [spec.id for spec in REGISTRY].index(page_id)
+        page = REGISTRY[index].create(self.session, self.settings)
+        stand_in, current = self.stack.widget(index), self.stack.currentIndex()
+        self.stack.insertWidget(index, page)
+        self.stack.removeWidget(stand_in)
+        stand_in.deleteLater()
+        self.stack.setCurrentIndex(current)
+        return page
 
     # --- actions, toolbar, menus ------------------------------------------------------
 
@@ -171,7 +189,10 @@ class MainWindow(QMainWindow):
 
     def _on_session_run_opened(self, run_dir: str) -> None:
         self.session.run_dir = run_dir if not self.session.is_training else self.session.run_dir
+        built = "monitor" in self.pages
         self.show_page("monitor")
+        if not built:  # the Monitor was made during this signal, after it was sent: give it the run
+            self.pages["monitor"]._on_session_run_opened(run_dir)
         self._update_actions()
 
     # --- opening folders --------------------------------------------------------------
@@ -184,7 +205,7 @@ class MainWindow(QMainWindow):
         if kind == "run":
             self.session.open_run(path)
             return True
-        wizard = self.pages.get("new")
+        wizard = self.pages["new"] if kind != "unknown" else None
         if kind != "unknown" and hasattr(wizard, "open_path"):
             self.show_page("new")
             try:
@@ -243,14 +264,15 @@ class MainWindow(QMainWindow):
         if state is not None:
             self.splitter.restoreState(state)
         last = s.value("window/page", "runs")
-        self.show_page(last if last in self.pages else "runs")
+        self.show_page(last if last in page_ids() else "runs")
 
     def save_state(self) -> None:
         s = self.settings
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/splitter", self.splitter.saveState())
         s.setValue("window/page", self.current_page())
-        self.pages["monitor"].save_state()
+        if "monitor" in self.pages:  # a Monitor never built has nothing new to keep
+            self.pages["monitor"].save_state()
         s.sync()
 
     def ask_stop(self) -> str:
@@ -283,3 +305,17 @@ class MainWindow(QMainWindow):
         app = QApplication.instance()
         if app is not None and self._quitting:
             app.quit()
+
+
+class LazyPages(dict):
+    """The window's pages by id; ``pages[id]`` builds one the first time it is asked for. ``in``, ``get`` and
+    ``values()`` see only the pages built so far."""
+
+    def __init__(self, build):
+        super().__init__()
+        self._build = build
+
+    def __missing__(self, page_id: str):
+        page = self._build(page_id)
+        self[page_id] = page
+        return page
