@@ -56,6 +56,7 @@ def train(emit: Emit, control: JobControl, *, recipe: Recipe, run_dir: Path, all
     from macfinetune.backend import training
 
     _check_stop(control)
+    release_models(emit, "training")
     return training.train_run(recipe, Path(run_dir), emit, control, allow_over_budget=allow_over_budget,
                               confirm=confirm)
 
@@ -66,7 +67,25 @@ def resume(emit: Emit, control: JobControl, *, run_dir: Path):
     from macfinetune.backend import training
 
     _check_stop(control)
+    release_models(emit, "training")
     return training.resume_run(Path(run_dir), emit, control)
+
+
+def train_hosts(emit: Emit, control: JobControl, *, recipe: Recipe, run_dir: Path, hostfile, allow_over_budget=False,
+                confirm=None):
+    """A new run on several hosts (``backend.launch``): the ranks run MLX, this process only follows them."""
+    from macfinetune.backend import launch
+
+    _check_stop(control)
+    return launch.train_on_hosts(recipe, Path(run_dir), emit, control, hostfile, allow_over_budget, confirm)
+
+
+def resume_hosts(emit: Emit, control: JobControl, *, run_dir: Path, hostfile):
+    """Continue a run on these hosts (as many as started it, fewer, or one)."""
+    from macfinetune.backend import launch
+
+    _check_stop(control)
+    return launch.resume_on_hosts(Path(run_dir), emit, control, hostfile)
 
 
 @mlx_job
@@ -74,6 +93,7 @@ def demo(emit: Emit, control: JobControl, *, out_dir: Path, overrides: list[str]
     """The offline demo: build the tiny model, train it, fuse, answer with base and tuned."""
     from macfinetune.backend import demo as demo_run
 
+    release_models(emit, "training")
     return demo_run.run_demo(Path(out_dir), emit, control, overrides)
 
 
@@ -89,6 +109,7 @@ def fuse(emit: Emit, control: JobControl, *, path: Path, which: str = "best", ou
         emit(event)
 
     _check_stop(control)
+    release_models(emit, "fusing")
     return fusing.fuse(Path(path), str(which), Path(out_dir) if out_dir else None, emit=checked, **options)
 
 
@@ -211,3 +232,46 @@ def estimate(emit: Emit, control: JobControl, *, recipe: Recipe, machine=None):
     machine = machine or probe_machine(emit, control)
     verdict = gate.check(recipe, shape, machine, longest, allow_over_budget=True)
     return dataclasses.replace(verdict, overridden=False)  # asked, not overridden
+
+
+@mlx_job
+def chat(emit: Emit, control: JobControl, *, pane: str, model: str | None, adapter: tuple[Path, str] | None,
+         messages, sampling: Sampling):
+    """One Playground answer for ``pane``: ``messages`` are (role, text) pairs (``core.chat.Conversation``), sent
+    through the chat template to the model (a base, or a run's checkpoint with ``adapter`` = (run, which)),
+    which stays loaded for the next prompt. Emits ModelLoaded, TokenChunk(pane, ...) and GenerationFinished
+    (returned too); a stop ends the answer where it is."""
+    from macfinetune.backend import generation
+
+    _check_stop(control)
+    return generation.run_chat(pane, model, adapter, messages, sampling, emit=emit, control=control)
+
+
+def release_models(emit: Emit, reason: str) -> None:
+    """Before a job that needs the memory: the Playground's models go (a no-op when MLX was never loaded)."""
+    import sys
+
+    generation = sys.modules.get("macfinetune.backend.generation")
+    if generation is not None:
+        generation.release_models(reason, emit)
+
+
+@mlx_job
+def export_model(emit: Emit, control: JobControl, *, run_dir: Path, checkpoint: str = "best", target: str,
+                 dest: str | Path | None = None, **options):
+    """Export a checkpoint (``core.exports``: gguf, ollama, lmstudio, hub or mlx); an ExportFinished.
+    Everything is checked before anything is loaded; stop is honoured between steps and between
+    tensors or uploaded files, and leaves nothing behind."""
+    from macfinetune.backend import exporting
+    from macfinetune.core.exports import plan_export
+
+    plan = plan_export(Path(run_dir), checkpoint, target, dest, **options)
+
+    def checked(event):
+        _check_stop(control)
+        emit(event)
+
+    _check_stop(control)
+    result = exporting.run_export(plan, checked, lambda: _check_stop(control))
+    emit(result)
+    return result

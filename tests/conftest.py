@@ -60,3 +60,43 @@ def trained_run(tiny_model, tmp_path_factory) -> Path:
     result = train_run(fast_recipe(tiny_model), run_dir, lambda e: None)
     assert result.state == "finished"
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def method_runs(tiny_model, tiny_model_q4, tmp_path_factory) -> dict:
+    """One short run per method (dora, full, qlora) for the export tests; lora is ``trained_run``."""
+    from macfinetune.backend.training import train_run
+
+    out = {}
+    for method, model in (("dora", tiny_model), ("full", tiny_model), ("qlora", tiny_model_q4)):
+        run_dir = tmp_path_factory.mktemp("runs") / method
+        kind = "lora" if method == "qlora" else method
+        result = train_run(fast_recipe(model, f"method.type={kind}", "iterations=4"), run_dir, lambda e: None)
+        assert result.state == "finished"
+        out[method] = run_dir
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_variants(tiny_model, tmp_path_factory):
+    """``variant(model_type)``: the tiny model in another architecture (built once per session)."""
+    from macfinetune.backend.tinymodel import build_tiny_variant
+
+    built = {}
+
+    def variant(model_type: str) -> Path:
+        if model_type not in built:
+            built[model_type] = build_tiny_variant(tiny_model, tmp_path_factory.mktemp("models") / model_type,
+                                                   model_type)
+        return built[model_type]
+
+    return variant
+
+
+@pytest.fixture(scope="session")
+def tiny_sentencepiece_model(tmp_path_factory) -> Path:
+    """The tiny llama with a SentencePiece tokenizer and Mistral v0.3's chat template."""
+    from macfinetune.backend.tinymodel import build_tiny_sentencepiece_model
+
+    template = (Path(__file__).parent / "data" / "chat_templates" / "mistral-7b-instruct-v0.3.jinja").read_text()
+    return build_tiny_sentencepiece_model(tmp_path_factory.mktemp("models") / "tiny-spm", template)

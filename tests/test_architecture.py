@@ -86,7 +86,7 @@ def _third_party_imports(folder: Path) -> set[str]:
                 found |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 found.add(node.module.split(".")[0])
-    local = {"macfinetune", "conftest", "bench", "tomli"}  # tomli: pytest's own dependency on 3.10
+    local = {"macfinetune", "conftest", "test_hub", "bench", "tomli"}  # tomli: pytest's own dependency on 3.10
     return {name for name in found if name not in sys.stdlib_module_names and name not in local}
 
 

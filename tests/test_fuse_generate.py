@@ -47,8 +47,13 @@ def test_gguf_export_for_llama_and_clear_refusal_elsewhere(trained_run, tmp_path
     with open(result.gguf_path, "rb") as f:
         assert f.read(4) == b"GGUF"
     config = json.loads((tiny_model / "config.json").read_text())
-    with pytest.raises(ProblemError, match="GGUF only for llama"):
-        fusing._check_gguf({**config, "model_type": "qwen3"}, tiny_model)
+    (tmp_path / "phi").mkdir()
+    for f in tiny_model.iterdir():
+        (tmp_path / "phi" / f.name).write_bytes(f.read_bytes())
+    (tmp_path / "phi" / "config.json").write_text(json.dumps({**config, "model_type": "phi3"}))
+    with pytest.raises(ProblemError, match="GGUF export supports llama, .*'phi3'"):
+        fusing.fuse(trained_run, "last", tmp_path / "p", gguf=True, model=str(tmp_path / "phi"))
+    assert not (tmp_path / "p").exists()
 
 
 def test_qlora_fuse_dequantized_equals_base_plus_adapter(tiny_model_q4, tmp_path):

@@ -194,3 +194,11 @@ def _check_fits(model, weights: dict, path: Path) -> None:
         raise ProblemError(
             Problem(f"the checkpoint does not fit this model: {'; '.join(wrong[:5])}", file=str(path))
         )
+
+
+def load_adapter_weights(model, weights_file: Path) -> None:
+    """One checkpoint's weights into a model that already has its adapter layers (a checkpoint switch)."""
+    weights = _read_tensors(weights_file)
+    _check_fits(model, weights, weights_file)
+    model.load_weights(list(weights.items()), strict=False)
+    model.eval()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from macfinetune.core import modelinfo, runs
 from macfinetune.core.events import FuseFinished, Stage
 from macfinetune.core.problems import Problem, ProblemError
-
-GGUF_ARCHITECTURES = ("llama", "mixtral", "mistral")
 
 
 def base_model_of(adapters: Path, override: str | None = None) -> str:
@@ -39,53 +39,110 @@ def default_fuse_dir(path: Path, which: str) -> Path:
 
 
 def fuse(path: Path, which: str, out_dir: Path | None, *, dequantize: bool = False, gguf: bool = False,
-         model: str | None = None, emit=lambda e: None) -> FuseFinished:
-    """Load base + checkpoint, fuse the adapter layers, save to ``out_dir`` atomically (temp folder + rename)."""
-    from macfinetune.backend import adapters as adapter_ops
-    from macfinetune.backend import models
+         model: str | None = None, emit=lambda e: None, gguf_dtype: str | None = None) -> FuseFinished:
+    """Load base + checkpoint, fuse the adapter layers, save to ``out_dir`` atomically (temp folder + rename).
 
-    adapters = runs.adapters_dir(path)
+    With ``gguf`` the folder also holds ``model.gguf`` (``backend.gguf_export``); a quantized base
+    is then de-quantized first, since GGUF export needs full-precision weights."""
     weights, iteration = runs.resolve_checkpoint(path, which)
     label = str(iteration) if iteration is not None else "final"
     out_dir = Path(out_dir) if out_dir else default_fuse_dir(path, label if which.isdigit() else which)
     problems = runs.check_new_dir(out_dir, "fused model folder")
     if problems:
         raise ProblemError(problems)
+    loaded = load_fused(path, which, model=model, dequantize=dequantize or gguf, emit=emit,
+                        gguf_dtype=gguf_dtype if gguf else None, plan_gguf=gguf)
+    with partial_dir(out_dir) as tmp:
+        save_fused(tmp, loaded)
+        if gguf:
+            emit(Stage("fuse", "Writing model.gguf"))
+            write_loaded_gguf(loaded, tmp / "model.gguf")
+    gguf_path = str(out_dir / "model.gguf") if gguf else None
+    return FuseFinished(str(out_dir), gguf_path)
+
+
+@dataclass
+class Loaded:
+    """A fused model in memory with what saving it needs."""
+
+    base: Path
+    net: object
+    tokenizer: object
+    config: dict
+    label: str
+    gguf_plan: object = None
+
+
+def load_fused(path: Path, which: str, *, model: str | None = None, dequantize: bool = False, emit=lambda e: None,
+               gguf_dtype: str | None = None, plan_gguf: bool = False) -> Loaded:
+    """Base + checkpoint, fused (and de-quantized if asked). With ``plan_gguf`` the GGUF export is
+    checked first (architecture, tokenizer), before any weight is loaded."""
+    from macfinetune.backend import adapters as adapter_ops
+    from macfinetune.backend import models
+
+    adapters = runs.adapters_dir(path)
+    weights, iteration = runs.resolve_checkpoint(path, which)
     base = models.resolve_model_path(base_model_of(adapters, model))
     config = modelinfo.read_config(base)
-    if gguf:
-        _check_gguf(config, base)
+    plan = None
+    if plan_gguf:
+        from macfinetune.backend import gguf_export
+
+        plan = gguf_export.plan_gguf(base, config, gguf_dtype, name=_model_name(path, iteration))
     emit(Stage("fuse", f"Loading {base} with checkpoint {weights.name}"))
     net, tokenizer, config = models.load_model(base)
     adapter_ops.apply_adapter(net, adapters, weights)
     emit(Stage("fuse", "Fusing adapter layers into the weights"))
     net, config = _fused(net, config, dequantize)
+    label = str(iteration) if iteration is not None else "final"
+    return Loaded(base, net, tokenizer, config, label, plan)
+
+
+def _model_name(path: Path, iteration: int | None) -> str:
+    adapters = runs.adapters_dir(path)
+    root = adapters.parent if adapters.name == runs.ADAPTERS else adapters
+    return f"{root.name}-{iteration if iteration is not None else 'final'}"
+
+
+@contextmanager
+def partial_dir(out_dir: Path):
+    """A temporary folder beside ``out_dir`` renamed to it when the block ends. On any error it is
+    removed, and so are the parent folders it had to create (when still empty)."""
+    out_dir = Path(out_dir)
+    created = [p for p in [out_dir.parent, *out_dir.parent.parents] if not p.exists()]
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed export with the same pid
+    tmp.mkdir(parents=True)
     try:
-        _save(tmp, base, net, tokenizer, config, gguf)
+        yield tmp
         os.replace(tmp, out_dir)
-    finally:
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-    gguf_path = str(out_dir / "model.gguf") if gguf else None
-    return FuseFinished(str(out_dir), gguf_path)
+        for folder in created:  # innermost first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
 
 
-def _check_gguf(config: dict, base: Path) -> None:
-    kind = config.get("model_type")
-    if kind not in GGUF_ARCHITECTURES:
-        raise ProblemError(
-            Problem(
-                f"mlx-lm exports GGUF only for {', '.join(GGUF_ARCHITECTURES)}; this model is {kind!r}. "
-                "Fuse without --gguf and convert with llama.cpp's convert_hf_to_gguf.py",
-                file=str(base / "config.json"),
-                field="model_type",
-                value=kind,
-            )
-        )
-    if modelinfo.quantization_bits(config):
-        raise ProblemError(
-            Problem("GGUF export needs full-precision weights; add --dequantize", field="gguf", value=True)
-        )
+def save_fused(tmp: Path, loaded: Loaded) -> None:
+    from mlx_lm.utils import save
+
+    save(tmp, str(loaded.base), loaded.net, loaded.tokenizer, dict(loaded.config), donate_model=False)
+    (tmp / "macfinetune.json").write_text(json.dumps({"base_model": str(loaded.base)}, indent=2) + "\n")
+
+
+def write_loaded_gguf(loaded: Loaded, path: Path, check=lambda: None) -> dict:
+    """The fused model as GGUF at ``path`` (its plan was made by ``load_fused(plan_gguf=True)``)."""
+    import mlx.core as mx
+    import numpy as np
+    from mlx.utils import tree_flatten
+
+    from macfinetune.backend import gguf_export
+
+    weights = dict(tree_flatten(loaded.net.parameters()))
+    return gguf_export.write_gguf(loaded.gguf_plan, weights, path, lambda a: np.array(a.astype(mx.float32)), check)
 
 
 def _fused(net, config: dict, dequantize: bool):
@@ -99,18 +156,3 @@ def _fused(net, config: dict, dequantize: bool):
         net = dequantize_model(net)
         config = {k: v for k, v in config.items() if k not in ("quantization", "quantization_config")}
     return net, config
-
-
-def _save(tmp: Path, base: Path, net, tokenizer, config: dict, gguf: bool) -> None:
-    from mlx.utils import tree_flatten
-    from mlx_lm.gguf import convert_to_gguf
-    from mlx_lm.utils import save
-
-    from macfinetune.backend.quiet import captured_stdout
-
-    save(tmp, str(base), net, tokenizer, dict(config), donate_model=False)
-    if gguf:
-        weights = dict(tree_flatten(net.parameters()))
-        with captured_stdout():  # mlx-lm prints the temporary folder's path; the CLI prints the final one
-            convert_to_gguf(tmp, weights, dict(config), str(tmp / "model.gguf"))
-    (tmp / "macfinetune.json").write_text(json.dumps({"base_model": str(base)}, indent=2) + "\n")

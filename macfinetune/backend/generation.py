@@ -118,3 +118,101 @@ def _compare_fused(model: str | None, prompt: str, sampling: Sampling, **kw) -> 
         net, tokenizer, _ = models.load_model(models.resolve_model_path(folder))
         results.append(generate(net, tokenizer, prompt, sampling, source=source, **kw))
     return results
+
+
+# --- the Playground: models kept loaded, multi-turn chat ---------------------------------------
+
+_CACHE = None  # the engine thread's ModelCache, made on first use
+
+
+def model_cache():
+    """The process's Playground model cache (used from the engine thread only)."""
+    global _CACHE
+    if _CACHE is None:
+        from macfinetune.backend.model_cache import ModelCache
+
+        _CACHE = ModelCache()
+    return _CACHE
+
+
+def release_models(reason: str, emit=lambda e: None) -> int:
+    """Let go of the Playground's models (a training job is about to start); says so when any were held."""
+    from macfinetune.core.events import ModelsReleased
+
+    count = _CACHE.release() if _CACHE is not None else 0
+    if count:
+        emit(ModelsReleased(count, reason))
+    return count
+
+
+def chat_prompt(tokenizer, messages) -> list[int] | str:
+    """The turns through the model's chat template, ready for the answer (plain text when it has none)."""
+    from macfinetune.core import chat
+
+    if not getattr(tokenizer, "chat_template", None):
+        return chat.plain_prompt(messages)
+    return tokenizer.apply_chat_template(chat.as_dicts(messages), add_generation_prompt=True)
+
+
+def run_chat(pane: str, model: str | None, adapter: tuple[Path, str] | None, messages, sampling: Sampling, *,
+             emit=lambda e: None, control: JobControl | None = None, cache=None) -> GenerationFinished:
+    """One answer in a Playground pane: the model (from the cache when it is there), then the stream."""
+    problems = sampling.problems()
+    if problems:
+        raise ProblemError(problems)
+    started = time.perf_counter()
+    ready, folder, weights = _ready_model(model_cache() if cache is None else cache, model, adapter, emit)
+    from macfinetune.core.events import ModelLoaded
+
+    emit(ModelLoaded(pane, str(folder), weights.name if weights else "", time.perf_counter() - started,
+                     ready.reused, ready.swapped))
+    return stream_chat(ready.model, ready.tokenizer, chat_prompt(ready.tokenizer, messages), sampling, pane=pane,
+                       emit=emit, control=control)
+
+
+def _ready_model(cache, model: str | None, adapter: tuple[Path, str] | None, emit):
+    from macfinetune.backend import fusing, models
+
+    adapters_dir = runs.adapters_dir(adapter[0]) if adapter else None
+    base = model or (fusing.base_model_of(adapters_dir) if adapters_dir else None)
+    if base is None:
+        raise ProblemError(Problem("choose a model, or a run to take its base model from", field="model"))
+    folder = models.resolve_model_path(base)
+    if adapter is None:
+        return cache.base(folder), folder, None
+    weights = runs.resolve_checkpoint(adapter[0], adapter[1])[0]
+    return cache.tuned(folder, adapters_dir, weights), folder, weights
+
+
+def stream_chat(model, tokenizer, prompt, sampling: Sampling, *, pane: str, emit=lambda e: None,
+                control: JobControl | None = None) -> GenerationFinished:
+    """Seeded sampling; TokenChunk(pane, ...) every 16 tokens or 50 ms; stops between tokens on request.
+    Ends with GenerationFinished (emitted and returned), holding what was written up to a stop."""
+    import mlx.core as mx
+    from mlx_lm.generate import stream_generate
+    from mlx_lm.sample_utils import make_sampler
+
+    from macfinetune.core.chat import ChunkBatcher
+
+    control = control or JobControl()
+    mx.random.seed(sampling.seed)
+    sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p)
+    batcher, pieces, response = ChunkBatcher(), [], None
+    for response in stream_generate(model, tokenizer, prompt, max_tokens=sampling.max_tokens, sampler=sampler):
+        pieces.append(response.text)
+        if (text := batcher.add(response.text)) is not None:
+            emit(TokenChunk(pane, text))
+        if control.stop_requested:
+            break
+    if (text := batcher.flush()) is not None:
+        emit(TokenChunk(pane, text))
+    finished = _finished(pane, "".join(pieces), response)
+    emit(finished)
+    return finished
+
+
+def _finished(pane: str, text: str, response) -> GenerationFinished:
+    if response is None:
+        return GenerationFinished(pane, text, 0, 0, 0.0)
+    return GenerationFinished(pane, text, response.prompt_tokens, response.generation_tokens,
+                              response.generation_tps)

@@ -29,6 +29,21 @@ def apply_memory_limit() -> int:
     return budget
 
 
+def apply_cache_limit(budget: int, estimate: dict | None) -> int | None:
+    """Hold MLX's buffer cache to what the budget leaves beside the estimated peak, so that what macOS
+    sees (active memory + the cache of freed buffers, which get_peak_memory does not count) stays within
+    the budget. Without it the Metal allocator caches freed buffers up to its memory limit (allocator.cpp:
+    max_pool_size_ = block_limit_) and a run that fits by its peak can still push the Mac into swap.
+    Returns the limit set, or None without an estimate."""
+    import mlx.core as mx
+
+    if not estimate or not estimate.get("total_gb"):
+        return None
+    limit = max(0, int(budget - float(estimate["total_gb"]) * 1e9))
+    mx.set_cache_limit(limit)
+    return limit
+
+
 @contextmanager
 def keep_awake():
     """Keep the Mac from idle sleep while training, without forcing the display on.

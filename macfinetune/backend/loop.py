@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from macfinetune.core import atomic, health, runs
+from macfinetune.core import atomic, health, runs, samples
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import (
     CheckpointSaved,
@@ -34,6 +34,8 @@ from macfinetune.core.events import (
     MemorySample,
     RunPaused,
     RunResumed,
+    SamplesSaved,
+    Stage,
     TrainReport,
     ValReport,
 )
@@ -58,32 +60,71 @@ def is_due(iteration: int, every: int, accumulation: int) -> bool:
     return iteration // every > (iteration - accumulation) // every
 
 
+def real_tokens(batch) -> int:
+    """Tokens of a batch that are not padding and that the loss trains on.
+
+    A batch that knows its count says so (``batch.real_tokens``: packed batches); for mlx-lm's
+    ``(tokens, [[offset, length], ...])`` each row trains the targets at positions
+    ``max(offset, 1) .. length - 1`` (the first token is never a target, a masked prompt is not
+    trained). mlx-lm's own count also takes one padding target per padded row."""
+    count = getattr(batch, "real_tokens", None)
+    if count is not None:
+        return int(count)
+    import numpy as np
+
+    lengths = np.array(batch[1]).reshape(-1, 2)
+    return int(np.maximum(lengths[:, 1] - np.maximum(lengths[:, 0], 1), 0).sum())
+
+
 def controlled_batches(control: JobControl, on_pause: Callable[[], None], on_unpause: Callable[[], None],
-                       skip: int = 0, accumulation: int = 1, on_step: Callable[[], None] = lambda: None):
+                       skip: int = 0, accumulation: int = 1, on_step: Callable[[], None] = lambda: None,
+                       agree: Callable[[bool], bool] | None = None,
+                       on_batch: Callable[[object], None] = lambda batch: None, source=None):
     """mlx-lm's iterate_batches, honouring pause and stop between steps; skips ``skip`` batches.
 
     A stop ends the loop only at an update boundary (``accumulation``); ``on_step`` is called
-    when a step begins (the next batch is asked for)."""
+    when a step begins (the next batch is asked for), ``on_batch`` with each batch trained on.
+    ``source`` replaces mlx-lm's iterate_batches (packing, length buckets: backend/batching.py).
+    With several hosts, ``agree`` turns this host's wish to stop into everyone's decision at every
+    boundary, so all stop at the same step."""
     from mlx_lm.tuner import trainer
+
+    source = source or trainer.iterate_batches
 
     def batches(**kwargs):
         on_step()
-        for n, batch in enumerate(trainer.iterate_batches(**kwargs)):
+        for n, batch in enumerate(source(**kwargs)):
             if n < skip:
                 continue
             if control.paused:
                 on_pause()
                 control.wait_while_paused()
                 on_unpause()
-            if control.stop_requested and n % accumulation == 0:
+            at_boundary = n % accumulation == 0
+            stop = control.stop_requested
+            if agree is not None and at_boundary:
+                stop = agree(stop)
+                if stop:
+                    control.request_stop()
+            if stop and at_boundary:
                 return
+            on_batch(batch)
             yield batch
             on_step()
 
     return batches
 
 
-def validation_loss(model, valid_set, batch_size: int, num_batches: int, max_seq_length: int, seed: int) -> float:
+def agree_on_stop(wish: bool) -> bool:
+    """True on every host when any host wants to stop (one scalar all-reduce per update)."""
+    import mlx.core as mx
+
+    votes = mx.distributed.all_sum(mx.array(1 if wish else 0, dtype=mx.int32), stream=mx.cpu)
+    return bool(votes.item())
+
+
+def validation_loss(model, valid_set, batch_size: int, num_batches: int, max_seq_length: int, seed: int,
+                    loss=None) -> float:
     """mlx-lm's evaluate on the same validation batches every time.
 
     mlx-lm draws the batches from NumPy's global RNG: unseeded, each checkpoint would be judged
@@ -95,8 +136,11 @@ def validation_loss(model, valid_set, batch_size: int, num_batches: int, max_seq
     saved = np.random.get_state()
     np.random.seed(seed)
     try:
+        if loss is None:
+            return evaluate(model, valid_set, batch_size=batch_size, num_batches=num_batches,
+                            max_seq_length=max_seq_length)
         return evaluate(model, valid_set, batch_size=batch_size, num_batches=num_batches,
-                        max_seq_length=max_seq_length)
+                        max_seq_length=max_seq_length, loss=loss)
     finally:
         np.random.set_state(saved)
 
@@ -127,6 +171,11 @@ class StepHook:
         self._min_loss: float | None = None
         self._best_seen: float | None = state.best_val_loss
         self._steps = 0
+        self._real: list[int] = []  # real tokens of the batches taken and not yet reported
+
+    def batch_taken(self, batch) -> None:
+        """The batch wrapper's ``on_batch``: count the batch's real tokens for its step's report."""
+        self._real.append(real_tokens(batch))
 
     # --- called by mlx-lm after each step ----------------------------------------------
 
@@ -137,7 +186,7 @@ class StepHook:
         self.state.iteration = it
         self.state.trained_tokens = self.tokens_offset + int(info["trained_tokens"])
         self._check_loss(info)
-        self._window.add(info)
+        self._window.add(info, self._real.pop(0) if self._real else None)
         ev, plan = self.ctx.recipe.eval, self.ctx.plan
         total, accumulation = plan.iterations, plan.grad_accumulation
         if it % ev.report_every == 0 or it == total:
@@ -169,7 +218,7 @@ class StepHook:
             return None
         tic = time.perf_counter()
         loss = validation_loss(c.model, c.valid_set, c.plan.val_batch_size, c.recipe.eval.val_batches,
-                               c.recipe.data.max_seq_length, c.recipe.training.seed)
+                               c.recipe.data.max_seq_length, c.recipe.training.seed, loss=getattr(c, "loss", None))
         c.model.train()
         c.run.emit(ValReport(iteration, loss, time.perf_counter() - tic))
         return loss
@@ -193,7 +242,26 @@ class StepHook:
             s.best_iteration, s.best_val_loss = iteration, val_loss
             c.run.update(best_iteration=iteration, best_val_loss=val_loss)
         c.run.emit(CheckpointSaved(iteration, str(path), val_loss, is_best))
+        self._samples(iteration)
         self._prune(iteration)
+
+    def _samples(self, iteration: int) -> None:
+        """Answer the sample prompts with the weights just saved; samples.jsonl, then SamplesSaved."""
+        from macfinetune.backend.samples import answer_prompts
+
+        c = self.ctx
+        if not c.recipe.eval.samples or not c.sample_prompts:
+            return
+        prompts = c.sample_prompts
+        try:
+            texts, seconds = answer_prompts(c.model, c.tokenizer, prompts, c.recipe.eval.sample_max_tokens)
+            event = SamplesSaved(str(c.run.dir), iteration, tuple(p.shown for p in prompts), texts, seconds)
+            samples.append_samples(c.run.dir, event)
+        except Exception as e:  # a template, tokenizer or disk problem: the run goes on without samples
+            c.sample_prompts = None
+            c.run.emit(Stage("train", f"No more checkpoint samples: {type(e).__name__}: {e}"))
+            return
+        c.run.emit(event)
 
     def _prune(self, latest: int) -> None:
         c = self.ctx
@@ -352,13 +420,15 @@ class _Window:
         self.loss = 0.0
         self.seconds = 0.0
         self.tokens = 0.0
+        self.real: float | None = 0.0  # None once a step's real tokens are unknown
 
-    def add(self, info: dict) -> None:
+    def add(self, info: dict, real: int | None = None) -> None:
         seconds = 1.0 / info["iterations_per_second"] if info["iterations_per_second"] else 0.0
         self.steps += 1
         self.loss += info["train_loss"]
         self.seconds += seconds
         self.tokens += info["tokens_per_second"] * seconds
+        self.real = None if real is None or self.real is None else self.real + real
 
     def report(self, it: int, total: int, info: dict, trained_tokens: int) -> TrainReport:
         seconds = self.seconds or math.inf
@@ -371,6 +441,7 @@ class _Window:
             tokens_per_second=self.tokens / seconds,
             trained_tokens=trained_tokens,
             peak_memory_gb=float(info["peak_memory"]),
+            real_tokens_per_second=None if self.real is None else self.real / seconds,
         )
         self.__init__()
         return out

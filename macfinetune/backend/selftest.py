@@ -26,7 +26,8 @@ RUNTIME_MODULES = ("mlx.core", "mlx.nn", "mlx.optimizers", "mlx_lm", "mlx_lm.tun
 # The window's own modules too: pyqtgraph's plot items import Qt modules a bundler may have trimmed.
 QT_MODULES = ("PySide6.QtCore", "PySide6.QtGui", "PySide6.QtWidgets", "pyqtgraph", "macfinetune.ui.main_window",
               "macfinetune.ui.monitor.panels", "macfinetune.ui.monitor.page", "macfinetune.ui.wizard.page",
-              "macfinetune.ui.wizard.factory", "macfinetune.ui.runs.page")
+              "macfinetune.ui.wizard.factory", "macfinetune.ui.runs.page",
+              "macfinetune.ui.checkpoints.page", "macfinetune.ui.playground.page")
 
 
 @dataclass(frozen=True)

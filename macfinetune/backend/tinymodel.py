@@ -158,3 +158,76 @@ def _contents(path: Path) -> list[str]:
     """Every message content in a chat-format jsonl file."""
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     return [message["content"] for row in rows for message in row["messages"]]
+
+
+# --- the same tiny model in other architectures (GGUF export checks) -------------------------------
+
+VARIANTS = {  # model_type -> config keys that differ from the tiny llama
+    "llama": {},
+    "mistral": {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": None},
+    "qwen2": {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "rope_theta": 1_000_000.0},
+    "qwen3": {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "head_dim": 16,
+              "rope_theta": 1_000_000.0, "rms_norm_eps": 1e-6},
+    "gemma3_text": {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "head_dim": 16,
+                    "query_pre_attn_scalar": 16, "sliding_window": 64, "sliding_window_pattern": 6, "num_hidden_layers": 6,
+                    "rope_theta": 1_000_000.0, "rope_local_base_freq": 10_000.0, "rms_norm_eps": 1e-6,
+                    "hidden_activation": "gelu_pytorch_tanh", "final_logit_softcapping": None},
+}
+
+
+def build_tiny_variant(tiny: Path, out_dir: Path, model_type: str, seed: int = 0) -> Path:
+    """The tiny model's tokenizer and sizes in another architecture (random weights from mlx-lm's
+    own model class for ``model_type``): one of ``VARIANTS``."""
+    from mlx_lm.utils import _get_classes
+
+    if model_type not in VARIANTS:
+        raise ValueError(f"no tiny variant for {model_type!r}; known: {', '.join(VARIANTS)}")
+    out_dir = Path(out_dir)
+    _prepare_empty_dir(out_dir)
+    config = {**json.loads((Path(tiny) / "config.json").read_text()), **VARIANTS[model_type]}
+    config = {k: v for k, v in config.items() if v is not None}
+    for name in Path(tiny).iterdir():
+        if name.name not in ("config.json",) and not name.name.startswith("model"):
+            (out_dir / name.name).write_bytes(name.read_bytes())
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    model_class, args_class = _get_classes(config)
+    mx.random.seed(seed)
+    model = model_class(args_class.from_dict(config))
+    mx.eval(model.parameters())
+    save_model(out_dir, model)
+    return out_dir
+
+
+def build_tiny_sentencepiece_model(out_dir: Path, chat_template: str, seed: int = 0, vocab_size: int = 600) -> Path:
+    """The tiny llama with a SentencePiece BPE tokenizer (byte fallback, like Llama 2 and Mistral),
+    trained on the shipped sample data: ``tokenizer.model`` beside the Hugging Face files."""
+    import tempfile
+
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    out_dir = Path(out_dir)
+    _prepare_empty_dir(out_dir)
+    folder = shipped("resources", "sample_data", "train.jsonl").parent
+    texts = [text for name in ("train.jsonl", "valid.jsonl") for text in _contents(folder / name)]
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus.txt"
+        corpus.write_text("\n".join(texts), encoding="utf-8")
+        spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(Path(tmp) / "tok"), vocab_size=vocab_size,
+                                       model_type="bpe", byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+                                       character_coverage=1.0, minloglevel=2, num_threads=1)
+        (out_dir / "tokenizer.model").write_bytes((Path(tmp) / "tok.model").read_bytes())
+    settings = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+                "add_bos_token": True, "add_eos_token": False, "legacy": False}
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(settings))
+    tokenizer = AutoTokenizer.from_pretrained(str(out_dir))
+    tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(str(out_dir))
+    shape = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "intermediate_size": 128, "vocab_size": vocab_size, "max_position_embeddings": 1024}
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **shape, "hidden_act": "silu",
+              "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": False, "bos_token_id": 1,
+              "eos_token_id": 2, "torch_dtype": "float32"}
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    save_model(out_dir, init_model(config, seed))
+    return out_dir

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from macfinetune.core import calibration, dataset, formats, gate, modelinfo, run_index, runs
+from macfinetune.core import hosts as hosts_mod
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import RunContinued, RunFailed, RunFinished, RunStarted, Stage
 from macfinetune.core.modelshape import read_shape
@@ -63,7 +64,7 @@ class RunResult:
 # --- 1. preflight -----------------------------------------------------------------------
 
 
-def preflight(recipe: Recipe, run_dir: Path) -> Preflight:
+def preflight(recipe: Recipe, run_dir: Path, hosts: int = 1) -> Preflight:
     """Every check that needs no model: raises ProblemError with all problems found."""
     problems = []
     if not recipe.model.path:
@@ -82,7 +83,7 @@ def preflight(recipe: Recipe, run_dir: Path) -> Preflight:
                                                              load_hf=load_hf_dataset, token_chunks=document_chunks(recipe))
     if not valid:
         train, valid = dataset.split_rows(train, recipe.data.valid_fraction, recipe.training.seed)
-    plan = make_plan(recipe, len(train), len(valid), data_file=recipe.data.path)
+    plan = make_plan(recipe, len(train), len(valid), data_file=recipe.data.path, hosts=hosts)
     return Preflight(recipe, Path(run_dir), train, valid, fmt, plan, notes)
 
 
@@ -98,17 +99,21 @@ def document_chunks(recipe: Recipe) -> formats.TokenChunks:
 
 
 def train_run(recipe: Recipe, run_dir: Path, emit: Emit, control: JobControl | None = None,
-              allow_over_budget: bool = False, confirm: Callable[[Problem], bool] | None = None) -> RunResult:
+              allow_over_budget: bool = False, confirm: Callable[[Problem], bool] | None = None,
+              hosts: int = 1, shadow: bool = False) -> RunResult:
     """Train one run to completion, stop or failure. Bad input raises ProblemError before
     anything is written; failures after the run started are recorded in the run folder.
 
     The memory gate runs before the weights load: a run the estimator says will not fit raises
     ProblemError (field ``memory``) unless ``allow_over_budget`` (the user confirmed beforehand)
-    or ``confirm(problem)`` returns True (asked now, e.g. on a terminal)."""
+    or ``confirm(problem)`` returns True (asked now, e.g. on a terminal).
+
+    ``hosts`` > 1: this process is one of several training together (``backend.rank``); ``shadow``:
+    it is not rank 0, and ``run_dir`` is its private scratch copy (not listed among the runs)."""
     from macfinetune.backend import models
 
     control = control or JobControl()
-    pre = preflight(recipe, run_dir)
+    pre = preflight(recipe, run_dir, hosts)
     for note in pre.notes:
         emit(Stage("train", note))
     folder = models.resolve_model_path(recipe.model.path)
@@ -118,7 +123,9 @@ def train_run(recipe: Recipe, run_dir: Path, emit: Emit, control: JobControl | N
     emit(Stage("train", f"Loading model {recipe.model.path}"))
     model, tokenizer, base_folder = _load_base(pre, folder)
     _check_against_model(pre, model, base_folder)
-    run = _start_run(pre, base_folder, emit)
+    run = _start_run(pre, base_folder, emit, remember=not shadow)
+    if hosts > 1:
+        hosts_mod.write_run_layout(run.dir, hosts, pre.plan.global_batch)
     if memory.estimate is not None:
         calibration.write_run_estimate(run.dir, memory.estimate, flops_per_token(memory.shape, memory.settings),
                                        verdict=memory.verdict, overridden=memory.overridden)
@@ -166,8 +173,11 @@ def longest_row_tokens(rows: list[dict], folder: Path) -> int | None:
     return max((c.total for c in counts if not c.error), default=None)
 
 
-def resume_run(run_dir: Path, emit: Emit, control: JobControl | None = None) -> RunResult:
-    """Continue an interrupted or stopped run from its newest complete checkpoint."""
+def resume_run(run_dir: Path, emit: Emit, control: JobControl | None = None, hosts: int = 1) -> RunResult:
+    """Continue an interrupted or stopped run from its newest complete checkpoint.
+
+    A run started on several hosts keeps its global batch (so its data order): it continues on
+    any number of hosts that divides it, one Mac included."""
     from macfinetune.backend import models
 
     control = control or JobControl()
@@ -177,7 +187,11 @@ def resume_run(run_dir: Path, emit: Emit, control: JobControl | None = None) -> 
     recipe = load_recipe(run_dir / runs.RECIPE)
     train_rows = dataset.read_jsonl(run_dir / runs.DATA / "train.jsonl")
     valid_rows = dataset.read_jsonl(run_dir / runs.DATA / "valid.jsonl")
-    plan = make_plan(recipe, len(train_rows), len(valid_rows), data_file=str(run_dir / runs.DATA))
+    global_batch = hosts_mod.read_global_batch(run_dir)
+    if global_batch:
+        hosts_mod.resumed_layout(global_batch, hosts, str(run_dir))
+    plan = make_plan(recipe, len(train_rows), len(valid_rows), data_file=str(run_dir / runs.DATA), hosts=hosts,
+                     global_batch=global_batch)
     pre = Preflight(recipe, run_dir, train_rows, valid_rows, dataset.detect_format(train_rows[0]), plan)
     emit(Stage("train", f"Loading model {status.model}"))
     model, tokenizer, _ = models.load_model(models.resolve_model_path(status.model))
@@ -295,7 +309,7 @@ class _Run:
         self.log.close()
 
 
-def _start_run(pre: Preflight, base_folder: Path, emit: Emit) -> _Run:
+def _start_run(pre: Preflight, base_folder: Path, emit: Emit, remember: bool = True) -> _Run:
     r = pre.recipe
     run_dir = pre.run_dir
     run_dir.mkdir(parents=True)
@@ -310,11 +324,17 @@ def _start_run(pre: Preflight, base_folder: Path, emit: Emit) -> _Run:
         (run_dir / runs.CHECKPOINTS).mkdir()
         status = runs.new_status(str(base_folder), r.method.type, pre.plan.iterations)
         runs.write_status(run_dir, status)
-        run_index.remember(run_dir)
+        if remember:
+            run_index.remember(run_dir)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
     return _Run(run_dir, status, emit)
+
+
+def resolved_recipe(r: Recipe, base_folder: Path) -> Recipe:
+    """The recipe with absolute model and data paths, as the run folder keeps it."""
+    return _resolved_recipe(r, base_folder)
 
 
 def _resolved_recipe(r: Recipe, base_folder: Path) -> Recipe:
@@ -350,16 +370,18 @@ class _Context:
     hook: object = None
     watch: object = None
     trouble: str = ""
+    tokenizer: object = None
+    sample_prompts: list | None = None  # core.samples.SamplePrompt, when eval.samples is on
+    loss: object = None  # the training loss function (backend/attention.py); validation uses it too
 
 
 def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: JobControl,
            start: runs.CheckpointState | None = None) -> RunResult:
     import mlx.core as mx
     import numpy as np
-    from mlx_lm.tuner.trainer import TrainingArgs, train
     from mlx_lm.utils import get_total_parameters
 
-    from macfinetune.backend import adapters, hardware, loop, quiet
+    from macfinetune.backend import adapters, attention, loop, quiet
 
     r, plan = pre.recipe, pre.plan
     if start is None:
@@ -376,8 +398,9 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
         adapters.restore_checkpoint(start, model, optimizer)
         mx.random.seed(loop.step_seed(r.training.seed, start.iteration))
         state = _resumed_state(run, start)
-    ctx = _Context(r, plan, run, model, optimizer, valid_set, control)
+    ctx = _Context(r, plan, run, model, optimizer, valid_set, control, loss=attention.make_loss(r.training.loss))
     ctx.hook = loop.StepHook(ctx, state)
+    ctx.tokenizer, ctx.sample_prompts = tokenizer, _sample_prompts(pre)
     ctx.watch = loop.Watch(run.emit, state, *_budget_and_estimate(run.dir))
     run.emit(
         RunStarted(str(run.dir), r.method.type, plan.iterations, plan.epochs, plan.train_rows, plan.valid_rows,
@@ -385,11 +408,32 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
                    get_total_parameters(model))
     )
     say = quiet.once(lambda text: emit(Stage("train", text)))  # mlx-lm's warnings: each kind once, in our words
+    with _training_paths(model, r, run):
+        return _run_trainer(ctx, model, optimizer, train_set, start, state, say)
+
+
+def _training_paths(model, r: Recipe, run: _Run):
+    """The attention and loss the recipe asks for (backend/attention.py), for this run only."""
+    import contextlib
+
+    from macfinetune.backend import attention
+
+    if r.training.attention == "stock" and not r.data.packing:
+        return contextlib.nullcontext()  # exactly mlx-lm's attention
+    return attention.training_paths(model, r.training.attention)
+
+
+def _run_trainer(ctx: _Context, model, optimizer, train_set, start, state, say) -> RunResult:
+    from mlx_lm.tuner.trainer import TrainingArgs, train
+
+    from macfinetune.backend import hardware, loop, quiet
+
+    r, plan, run, control = ctx.recipe, ctx.plan, ctx.run, ctx.control
     if start is None:
         with quiet.quiet_trainer(say):
             ctx.hook.validate_and_maybe_save(0, save=False)
     args = TrainingArgs(
-        batch_size=plan.batch_size,
+        batch_size=plan.global_batch or plan.batch_size,  # mlx-lm gives each host its share
         iters=plan.iterations - state.iteration,
         val_batches=r.eval.val_batches,
         steps_per_report=1,
@@ -401,19 +445,30 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
         grad_accumulation_steps=plan.grad_accumulation,
     )
     batches = loop.controlled_batches(control, *loop.pause_events(ctx), skip=state.iteration,
-                                      accumulation=plan.grad_accumulation, on_step=ctx.watch.step_began)
+                                      accumulation=plan.grad_accumulation, on_step=ctx.watch.step_began,
+                                      agree=loop.agree_on_stop if plan.hosts > 1 else None,
+                                      on_batch=ctx.hook.batch_taken)
     layer_class = type(model.layers[0])
     original_call = layer_class.__call__
-    hardware.apply_memory_limit()
+    hardware.apply_cache_limit(hardware.apply_memory_limit(), calibration.read_run_estimate(run.dir))
     try:
         with quiet.quiet_trainer(say), hardware.keep_awake(), ctx.watch:
             if args.iters > 0:
-                train(model, optimizer, train_set, None, args, iterate_batches=batches, training_callback=ctx.hook)
+                train(model, optimizer, train_set, None, args, loss=ctx.loss, iterate_batches=batches,
+                      training_callback=ctx.hook)
     finally:
         layer_class.__call__ = original_call  # mlx-lm patches the block class for checkpointing
         (run.dir / runs.CHECKPOINTS / _SCRATCH).unlink(missing_ok=True)
     with quiet.quiet_trainer(say):  # the last validation batches too
         return _finish(ctx, stopped=control.stop_requested)
+
+
+def _sample_prompts(pre: Preflight) -> list | None:
+    """The prompts every checkpoint answers (eval.samples), from the recipe or the validation rows."""
+    from macfinetune.core import samples
+
+    ev = pre.recipe.eval
+    return samples.prompts_for(ev.sample_prompts, pre.valid_rows, ev.sample_count) if ev.samples else None
 
 
 def _budget_and_estimate(run_dir: Path) -> tuple[float | None, float | None]:

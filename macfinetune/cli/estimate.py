@@ -15,7 +15,7 @@ from pathlib import Path
 from macfinetune.cli.common import EXIT_OK
 from macfinetune.core import catalog, timing
 from macfinetune.core.autofit import auto_fit, prequantized
-from macfinetune.core.calibration import collect_rows, machine_rate
+from macfinetune.core.calibration import collect_rows, correct_for_this_mac, machine_rate
 from macfinetune.core.estimator import (
     Settings,
     estimate,
@@ -24,7 +24,7 @@ from macfinetune.core.estimator import (
     settings_from_recipe,
 )
 from macfinetune.core.hardware import GB, Machine, machine_from_memory
-from macfinetune.core.paths import runs_home
+from macfinetune.core.paths import calibration_home, runs_home
 from macfinetune.core.problems import Problem, ProblemError
 from macfinetune.core.recipe import load_recipe, save_recipe
 from macfinetune.core.recommend import recommend
@@ -52,6 +52,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--grad-checkpoint", action="store_true", default=None)
     p.add_argument("--memory-gb", type=float, help="estimate for a Mac with this much memory (default: this machine)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--measure", action="store_true",
+                   help="measure this Mac first: a few training steps of the model at two sequence lengths within "
+                        "the budget, recorded as calibration rows that correct later estimates")
     c = sub.add_parser("recommend", help="a recipe for a model on this Mac, with the reason for every choice")
     c.add_argument("--model", required=True, help="model folder (config.json is enough), downloaded repo id or known name")
     c.add_argument("--data", default="", help="dataset the recipe will train on (written into the recipe)")
@@ -81,13 +84,17 @@ def cmd_estimate(args) -> int:
         settings = replace(settings, max_seq_length=min(settings.max_seq_length, shape.max_positions))
     if args.num_layers is None and recipe is None and settings.num_layers > shape.layers:
         settings = replace(settings, num_layers=-1)  # the default 16 blocks, on a smaller model: all of them
-    est = estimate(shape, settings)
+    measured = _measure(args, shape, settings, machine) if getattr(args, "measure", False) else None
+    est, correction = _corrected(estimate(shape, settings))
     verdict = judge(est, machine)
     fit = auto_fit(shape, settings, machine) if verdict.status != "fits" else None
     pre = prequantized(args.model, shape, settings, machine) if verdict.status != "fits" else None
     iterations = recipe.training.iterations if recipe else None
     time = timing.estimate_time(shape, settings, _rate(machine), iterations=iterations)
     report = _report(args.model, shape, est, verdict, fit, time, machine)
+    report.update(_mode_report(est, correction))
+    if measured is not None:
+        report["measured"] = measured
     if pre is not None:
         report["prequantized"] = {"repo": pre.repo, "bits": pre.bits, "download_gb": round(pre.download_gb, 2),
                                   "convert_gb": round(pre.convert_gb, 2), "full_download_gb": round(pre.full_gb, 2),
@@ -95,6 +102,53 @@ def cmd_estimate(args) -> int:
                                   "summary": pre.summary()}
     print(json.dumps(report, indent=2) if args.json else _text(report))
     return EXIT_OK
+
+
+def _corrected(est):
+    """The estimate corrected by this Mac's finished runs and probes of the same family and method."""
+    from macfinetune.core import run_index, runs
+
+    folders = [summary.path for summary in run_index.all_runs(runs_home())]
+    folders += [summary.path for summary in runs.list_runs(calibration_home())]
+    return correct_for_this_mac(est, sorted({folder.resolve() for folder in folders}))
+
+
+def _measure(args, shape, settings, machine) -> list[dict]:
+    """Run the probe (backend/probe.py) at two lengths that fit; print one line per probe unless --json."""
+    from macfinetune.backend import probe
+
+    def fits(length):
+        return judge(estimate(shape, replace(settings, max_seq_length=length)), machine).fits
+
+    lengths = probe.probe_lengths(settings.max_seq_length, fits)
+    rows = probe.measure(args.model, _probe_overrides(settings), lengths)
+    out = [{"sequence_length": r.sequence_length, "estimate_gb": round(r.estimate_gb, 4),
+            "measured_gb": round(r.measured_gb, 4), "error": round(r.error, 4), "run": r.run} for r in rows]
+    if not args.json:
+        for r in out:
+            print(f"measured at {r['sequence_length']} tokens: {r['measured_gb']:.3f} GB, estimated "
+                  f"{r['estimate_gb']:.3f} GB ({r['error']:+.1%}); recorded in {calibration_home()}")
+    return out
+
+
+def _probe_overrides(s: Settings) -> list[str]:
+    keys = f"[{', '.join(s.target_modules)}]" if s.target_modules else "[]"
+    return [f"type={s.method}", f"batch_size={s.batch_size}", f"num_layers={s.num_layers}", f"rank={s.rank}",
+            f"alpha={2 * s.rank}", f"target_modules={keys}", f"optimizer={s.optimizer}",
+            f"grad_checkpoint={str(s.grad_checkpoint).lower()}", f"quantize={s.quantize or 'null'}"]
+
+
+_MODE_TEXT = {"metal": "Metal (MLX on this Mac's GPU)", "cpu": "CPU (MLX's CPU backend: this machine is not a Mac)"}
+
+
+def _mode_report(est, correction) -> dict:
+    out = {"mode": est.mode, "mode_text": _MODE_TEXT[est.mode], "correction": None}
+    if correction is not None:
+        out["correction"] = {"factor": round(correction.factor, 4), "percent": round(correction.percent, 1),
+                             "runs": correction.runs, "confidence": correction.confidence,
+                             "uncorrected_gb": round((est.uncorrected_bytes or est.total_bytes) / GB, 3),
+                             "label": correction.label}
+    return out
 
 
 def _read_recipe(name: str):
@@ -172,6 +226,11 @@ def _text(r: dict) -> str:
         lines.append(f"  {key:<12} {gb:9.3f} GB  {bar}")
     lines += _wrapped(f"verdict: {r['verdict'].upper()}: {r['message']}")
     lines.append(f"machine: {r['machine']}")
+    if "mode" in r:
+        lines.append(f"estimator mode: {r['mode_text']}")
+        correction = r.get("correction")
+        lines += _wrapped(f"this Mac: {correction['label']} (model alone {correction['uncorrected_gb']:.2f} GB)"
+                          if correction else "this Mac: no finished runs of this model family and method to correct from")
     lines += [f"uncertain: {u}" for u in r["uncertain"]]
     if "auto_fit" in r:
         lines += _wrapped(f"auto-fit: {r['auto_fit']['summary']}")

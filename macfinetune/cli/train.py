@@ -55,6 +55,11 @@ def _add_train(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set training.batch_size=2 --set rank=16")
     p.add_argument("--out", type=Path, help="run folder to create (default: a new folder under your runs)")
+    p.add_argument("--hosts", type=Path, metavar="HOSTFILE",
+                   help="train on several Macs: MLX's hostfile (JSON; the first host keeps the run folder), "
+                        "see docs/multi-mac.md; `macfinetune hosts check HOSTFILE` checks them first")
+    p.add_argument("--ranks", type=int, metavar="N",
+                   help="train with N processes on this machine over loopback (what --hosts does across Macs)")
     p.add_argument("--force", action="store_true",
                    help="start even when the memory estimate says the run will not fit (the memory guard still "
                         "stops it before the Mac swaps)")
@@ -64,10 +69,15 @@ def cmd_train(args) -> int:
     control = JobControl(pause_on_trouble=False)  # nobody can press "resume" on a headless run
     if args.resume:
         if args.recipe or args.model or args.data or args.set or args.out:
-            raise ProblemError(Problem("--resume takes only the run folder; its recipe.yaml has the settings",
+            raise ProblemError(Problem("--resume takes only the run folder (and --hosts or --ranks); its recipe.yaml "
+                                       "has the settings",
                                        field="resume", value=str(args.resume)))
+        hostfile = _hostfile(args)
         with stop_on_ctrl_c(control) as stopper:
-            result = jobs.resume(Progress().show, control, run_dir=args.resume)
+            if hostfile is None:
+                result = jobs.resume(Progress().show, control, run_dir=args.resume)
+            else:
+                result = jobs.resume_hosts(Progress().show, control, run_dir=args.resume, hostfile=hostfile)
         return stopped_by(stopper, _train_exit(result))
     if not args.recipe:
         raise ProblemError(Problem("give a recipe (a YAML file or a shipped recipe name) or --resume RUN_DIR",
@@ -77,10 +87,28 @@ def cmd_train(args) -> int:
     if args.set:
         recipe = apply_overrides(recipe, args.set)
     run_dir = args.out or runs.default_run_dir(paths.runs_home(), recipe.model.path or "model", recipe.method.type)
+    hostfile = _hostfile(args)
     with stop_on_ctrl_c(control) as stopper:
-        result = jobs.train(Progress().show, control, recipe=recipe, run_dir=run_dir,
-                            allow_over_budget=args.force, confirm=_confirm_over_budget)
+        if hostfile is None:
+            result = jobs.train(Progress().show, control, recipe=recipe, run_dir=run_dir,
+                                allow_over_budget=args.force, confirm=_confirm_over_budget)
+        else:
+            result = jobs.train_hosts(Progress().show, control, recipe=recipe, run_dir=run_dir, hostfile=hostfile,
+                                      allow_over_budget=args.force, confirm=_confirm_over_budget)
     return stopped_by(stopper, _train_exit(result))
+
+
+def _hostfile(args):
+    """--hosts FILE or --ranks N (not both); None for a run in this process."""
+    from macfinetune.core import hosts
+
+    if args.hosts and args.ranks:
+        raise ProblemError(Problem("give --hosts or --ranks, not both", field="hosts", value=str(args.hosts)))
+    if args.ranks is not None:
+        if args.ranks < 1:
+            raise ProblemError(Problem("--ranks must be 1 or more", field="ranks", value=args.ranks))
+        return hosts.local_hostfile(args.ranks)
+    return hosts.load_hostfile(args.hosts) if args.hosts else None
 
 
 def _confirm_over_budget(problem: Problem) -> bool:
@@ -168,7 +196,7 @@ class Progress:
         eta = eta_seconds(r.iteration, r.total_iterations, r.iterations_per_second)
         val = f"  val {self.last_val:.3f}" if self.last_val is not None else ""
         text = (f"[{'#' * done}{'.' * (width - done)}] {r.iteration}/{r.total_iterations}  "
-                f"loss {r.train_loss:.3f}{val}  {r.tokens_per_second:,.0f} tok/s  "
+                f"loss {r.train_loss:.3f}{val}  {r.tokens_per_second:,.0f} tok/s{_real(r)}  "
                 f"mem {r.peak_memory_gb:.2f} GB  ETA {_duration(eta)}")
         self._bar_text = text
         if self.tty:
@@ -277,3 +305,8 @@ def _print_demo(result, seconds: float) -> None:
 
 
 COMMANDS = {"train": cmd_train, "runs": cmd_runs, "demo": cmd_demo}
+
+
+def _real(r: TrainReport) -> str:
+    """The real tokens/s (non-padding tokens the loss trains on) beside mlx-lm's figure."""
+    return "" if r.real_tokens_per_second is None else f" ({r.real_tokens_per_second:,.0f} real)"

@@ -25,7 +25,8 @@ def _add_fuse(sub) -> None:
     p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/fused-<checkpoint>)")
     p.add_argument("--model", help="base model, when the adapter folder does not name it")
     p.add_argument("--dequantize", action="store_true", help="save full-precision weights")
-    p.add_argument("--gguf", action="store_true", help="also export model.gguf (llama, mistral, mixtral)")
+    p.add_argument("--gguf", action="store_true", help="also export model.gguf (llama, mistral, qwen2, qwen3, "
+                   "gemma3; a quantized base is de-quantized)")
 
 
 def _add_generate(sub) -> None:

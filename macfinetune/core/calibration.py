@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -49,7 +49,12 @@ def estimate_record(est: Estimate, flops_per_token: float, verdict=None, overrid
         "flops_per_token": flops_per_token,
         "uncertain": list(est.uncertain),
         "coefficients": coefficients().provenance.get("fitted", ""),
+        "raw_total_gb": round((est.uncorrected_bytes or est.total_bytes) / 1e9, 4),
+        "family": est.family,
+        "mode": est.mode,
     }
+    if est.correction:
+        record["correction"] = est.correction
     if verdict is not None:
         record.update(verdict=verdict.status, usable_gb=round(verdict.usable_bytes / 1e9, 3), overridden=overridden)
     return record
@@ -99,3 +104,104 @@ def calibration_tables() -> dict:
     """resources/estimator/calibration.yaml: the machine grid and the seed figures, with provenance."""
     with open(shipped("resources", "estimator", "calibration.yaml"), encoding="utf-8") as f:
         return yaml.safe_load(f)
+
+
+# --- this Mac's correction ----------------------------------------------------------------
+#
+# Every finished run keeps its estimate (estimate.json) beside its measured peak (metrics.jsonl). Runs of
+# the same model family and method, measured by the same backend (Metal or CPU), tell how far the
+# estimator is off on this Mac for configurations like the one asked about. The correction is
+#   1. the median of measured / estimated over those runs,
+#   2. shrunk toward no correction as if one more run had matched the estimate exactly (one run moves it
+#      half-way, four runs four fifths of the way),
+#   3. bounded to CORRECTION_BOUND either way: it corrects the model, it never replaces it.
+
+CORRECTION_BOUND = 0.15
+
+
+@dataclass(frozen=True)
+class MacRow:
+    """One finished run as a correction row: what it was, what was estimated, what was measured."""
+
+    run: str
+    family: str
+    method: str
+    mode: str  # 'metal' or 'cpu'
+    estimate_gb: float  # the uncorrected estimate
+    measured_gb: float
+
+    @property
+    def ratio(self) -> float:
+        return self.measured_gb / self.estimate_gb
+
+
+@dataclass(frozen=True)
+class Correction:
+    factor: float  # multiply the estimate by this
+    runs: int
+    family: str
+    method: str
+    low: float  # the smallest and largest measured / estimated ratio among the runs
+    high: float
+    bounded: bool  # the runs asked for more than CORRECTION_BOUND
+
+    @property
+    def percent(self) -> float:
+        return 100 * (self.factor - 1)
+
+    @property
+    def confidence(self) -> str:
+        """'low' (one run, or runs that disagree by more than 15%), 'medium' (2-3 runs), 'high' (4 or more)."""
+        if self.runs < 2 or self.high - self.low > 0.15:
+            return "low"
+        return "medium" if self.runs < 4 else "high"
+
+    @property
+    def label(self) -> str:
+        runs = f"{self.runs} run{'s' if self.runs != 1 else ''}"
+        text = (f"corrected {self.percent:+.0f}% from {runs} on this Mac ({self.family}, {self.method}; "
+                f"measured/estimated {self.low:.2f}-{self.high:.2f}; confidence {self.confidence})")
+        return text + (f"; held to the {CORRECTION_BOUND:.0%} bound" if self.bounded else "")
+
+
+def mac_row(run_dir: Path) -> MacRow | None:
+    """A finished run's correction row, or None when its estimate, family or measured peak is missing."""
+    est = read_run_estimate(run_dir)
+    row = run_row(run_dir)
+    if est is None or row is None or not est.get("family"):
+        return None
+    settings = est.get("settings") or {}
+    mode = est.get("mode") or ("cpu" if settings.get("device") == "cpu" else "metal")
+    raw = float(est.get("raw_total_gb") or est["total_gb"])
+    if raw <= 0 or row.measured_gb <= 0:
+        return None
+    return MacRow(row.run, str(est["family"]), str(settings.get("method", "lora")), mode, raw, row.measured_gb)
+
+
+def mac_rows(run_dirs) -> list[MacRow]:
+    return [row for row in map(mac_row, run_dirs) if row is not None]
+
+
+def mac_correction(rows: list[MacRow], family: str, method: str, mode: str) -> Correction | None:
+    """This Mac's correction for estimates of ``family`` x ``method`` in ``mode``; None without such runs."""
+    ratios = sorted(r.ratio for r in rows if (r.family, r.method, r.mode) == (family, method, mode))
+    if not ratios:
+        return None
+    n = len(ratios)
+    wanted = 1 + (statistics.median(ratios) - 1) * n / (n + 1)
+    factor = min(1 + CORRECTION_BOUND, max(1 - CORRECTION_BOUND, wanted))
+    return Correction(factor, n, family, method, ratios[0], ratios[-1], bounded=factor != wanted)
+
+
+def correct(est: Estimate, correction: Correction | None) -> Estimate:
+    """The estimate scaled by this Mac's correction (every term alike), with the correction in words."""
+    if correction is None or correction.factor == 1.0:
+        return est
+    terms = tuple(replace(t, bytes=int(t.bytes * correction.factor)) for t in est.terms)
+    return replace(est, terms=terms, correction=correction.label, uncorrected_bytes=est.total_bytes)
+
+
+def correct_for_this_mac(est: Estimate, run_dirs) -> tuple[Estimate, Correction | None]:
+    """``est`` corrected by the finished runs in ``run_dirs`` (those of its family, method and mode)."""
+    correction = mac_correction(mac_rows(run_dirs), est.family, est.settings.method, est.mode)
+    return correct(est, correction), correction

@@ -93,6 +93,14 @@ class Estimate:
     sequence_length: int
     settings: Settings
     uncertain: tuple[str, ...] = ()  # terms that rest on a guess, with the reason
+    family: str = ""  # the model's block family ('llama', 'qwen3', ...): what this Mac's correction matches on
+    correction: str = ""  # this Mac's correction, in words, when one was applied (core.calibration.correct)
+    uncorrected_bytes: int = 0  # the model's own figure before that correction (0: none applied)
+
+    @property
+    def mode(self) -> str:
+        """'metal' or 'cpu': which backend's memory behaviour the estimate models (the machine chooses)."""
+        return "cpu" if self.settings.device == "cpu" else "metal"
 
     @property
     def total_bytes(self) -> int:
@@ -145,6 +153,7 @@ class Coefficients:
     overhead_bytes: float
     load_full_copies: float  # full-precision copies held while quantizing on the fly
     provenance: dict
+    metal: dict = None  # the Metal mode's terms, each with its mechanism and source (memory_model.yaml 'metal')
 
     def block_for(self, family_name: str) -> dict:
         return self.block.get(family_name) or self.block["default"]
@@ -156,7 +165,8 @@ def coefficients() -> Coefficients:
         data = yaml.safe_load(f)
     values = {k: (dict(v) if isinstance(v, dict) else float(v)) for k, v in data["coefficients"].items()}
     values["block"] = {k: dict(v) for k, v in values["block"].items()}
-    return Coefficients(provenance=data.get("provenance", {}), **values)
+    metal = {k: float(v["value"]) for k, v in data["metal"]["terms"].items()}
+    return Coefficients(provenance=data.get("provenance", {}), metal=metal, **values)
 
 
 # --- checks -------------------------------------------------------------------------------
@@ -229,7 +239,7 @@ def estimate(shape: ModelShape, s: Settings) -> Estimate:
         terms=terms, phase=phase, phases=tuple((k, sum(v.values())) for k, v in phases.items()),
         trainable_params=ctx.trainable,
         total_params=shape.total_params, adapted_layers=ctx.n, sequence_length=ctx.length, settings=s,
-        uncertain=_uncertain(shape),
+        uncertain=_uncertain(shape), family=shape.family.kind,
     )
 
 
@@ -300,12 +310,47 @@ def _terms(**values) -> dict[str, int]:
 
 
 def _backward_terms(ctx: _Context) -> dict[str, int]:
+    if ctx.s.device == "gpu":
+        return _metal_backward_terms(ctx)
     return _terms(
         weights=weight_bytes(ctx.shape, ctx.bits, ctx.group),
         trainable=_state_bytes(ctx) + (0 if ctx.s.method == "full" else _adapter_gradients(ctx)),
         activations=_activation_bytes(ctx),
         attention=_attention_bytes(ctx, ctx.s.batch_size, saved_blocks=_saved_blocks(ctx)),
         logits=_logits_bytes(ctx, ctx.tokens),
+        overhead=ctx.c.overhead_bytes,
+    )
+
+
+def _metal_backward_terms(ctx: _Context) -> dict[str, int]:
+    """The training step on Metal (docs/estimator.md, "CPU versus Metal"), in three parts:
+
+    1. kept through the step: weights, optimizer state, and what the backward pass needs from the forward pass:
+       every adapted block's activations and its attention probabilities (MLX trains with the unfused attention
+       on Metal), or with checkpointing only each block's input;
+    2. then the larger of two moments that never overlap: the loss's backward (logits and their gradient,
+       freed before the first block's backward starts) and one block's backward (its attention gradient,
+       and with checkpointing the block's recomputed activations);
+    3. the runtime overhead.
+    """
+    m, s, d = ctx.c.metal, ctx.s, ctx.dtype
+    scores = s.batch_size * ctx.shape.heads * ctx.length * ctx.length
+    mask = ctx.length * ctx.length  # the causal mask MLX builds per block: one byte per query x key
+    block = per_token_block_bytes(ctx) * ctx.tokens
+    if s.grad_checkpoint:
+        kept_acts = m["checkpoint"] * d * ctx.shape.hidden * ctx.tokens * ctx.n
+        kept_attention, block_acts = 0, block
+    else:
+        kept_acts, kept_attention, block_acts = ctx.n * block, ctx.n * (m["attention_kept"] * d * scores + mask), 0
+    loss = (m["logits"] * ctx.shape.vocab + ctx.c.head * ctx.shape.hidden) * d * ctx.tokens
+    block_backward = block_acts + m["attention_backward"] * d * scores + mask
+    in_loss = loss >= block_backward
+    return _terms(
+        weights=weight_bytes(ctx.shape, ctx.bits, ctx.group),
+        trainable=_state_bytes(ctx) + (0 if s.method == "full" else _adapter_gradients(ctx)),
+        activations=kept_acts + (0 if in_loss else block_acts) + _dora_weights(ctx),
+        attention=kept_attention + (0 if in_loss else block_backward - block_acts),
+        logits=loss if in_loss else 0,
         overhead=ctx.c.overhead_bytes,
     )
 

@@ -47,6 +47,9 @@ class TrainReport:
     trained_tokens: int
     peak_memory_gb: float
     time: float = field(default_factory=time.time, compare=False)
+    # non-padding tokens that contribute to the loss, per second (mlx-lm's tokens/s counts one padding
+    # target per padded row); None when not measured (older logs)
+    real_tokens_per_second: float | None = None
 
 
 @dataclass(frozen=True)
@@ -216,4 +219,55 @@ class Heartbeat:  # every ~2 s while a training step is in progress (time-based,
     iteration: int  # last completed iteration
     step_elapsed_s: float  # seconds since the current step began
     trained_tokens: int
+    time: float = field(default_factory=time.time, compare=False)
+
+
+@dataclass(frozen=True)
+class SamplesSaved:
+    """Greedy answers of a checkpoint's weights to the run's fixed sample prompts (``samples.jsonl``)."""
+
+    run_dir: str
+    iteration: int
+    prompts: tuple[str, ...]
+    texts: tuple[str, ...]
+    seconds: float  # how long generating them took
+    time: float = field(default_factory=time.time, compare=False)
+
+
+# --- the Playground ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelLoaded:
+    """The model for a Playground ``pane`` is ready: read from disk, or ``reused`` from the engine's cache
+    (then ``swapped`` says whether only a checkpoint's adapter weights were loaded into it)."""
+
+    pane: str
+    model: str
+    checkpoint: str  # "" for the base model, else the checkpoint's file name
+    seconds: float
+    reused: bool
+    swapped: bool = False
+    time: float = field(default_factory=time.time, compare=False)
+
+
+@dataclass(frozen=True)
+class ModelsReleased:
+    """The engine let go of the models it kept for the Playground (a training job starts, or memory is tight)."""
+
+    count: int
+    reason: str
+    time: float = field(default_factory=time.time, compare=False)
+
+
+@dataclass(frozen=True)
+class ExportFinished:
+    """An export is done: where it went (a folder, or the hub repository's URL), the files it wrote,
+    a command to run next (Ollama's ``ollama create``) and notes to show."""
+
+    target: str  # gguf, ollama, lmstudio, hub, mlx
+    location: str
+    files: tuple[str, ...]
+    command: str | None = None
+    notes: tuple[str, ...] = ()
     time: float = field(default_factory=time.time, compare=False)

@@ -42,6 +42,11 @@ def runs_index_file() -> Path:
     return data_home() / "runs-index.json"
 
 
+def calibration_home() -> Path:
+    """'Measure this Mac' probes: run folders and rows.jsonl, kept apart from the user's runs."""
+    return data_home() / "calibration"
+
+
 def user_recipes_home() -> Path:
     return data_home() / "recipes"
 
@@ -50,5 +55,8 @@ def shipped(kind: str, *parts: str) -> Path:
     """A runtime file shipped inside the package: ``kind`` is 'recipes' or 'resources'."""
     if kind not in ("recipes", "resources"):
         raise ValueError(f"unknown shipped kind {kind!r}; expected 'recipes' or 'resources'")
+    checkout = Path(__file__).resolve().parents[2]  # a source checkout (a git worktree) reads its own files
+    if (checkout / "pyproject.toml").is_file() and (checkout / kind).is_dir():
+        return checkout.joinpath(kind, *parts)
     root = resources.files(f"macfinetune.{kind}")
     return Path(str(root.joinpath(*parts)))

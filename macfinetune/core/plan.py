@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from macfinetune.core.problems import Problem, ProblemError
 from macfinetune.core.recipe import Recipe
@@ -22,11 +22,24 @@ class Plan:
     warmup_updates: int
     val_batch_size: int
     lora_scale: float
+    hosts: int = 1  # processes (Macs) that train it together; batch_size is each one's share
+    global_batch: int = 0  # rows per step over all hosts (what mlx-lm's iterate_batches is given)
 
 
-def make_plan(recipe: Recipe, train_rows: int, valid_rows: int, data_file: str = "data") -> Plan:
-    """Iterations from epochs (or epochs implied by iterations), updates, warmup."""
+def make_plan(recipe: Recipe, train_rows: int, valid_rows: int, data_file: str = "data", hosts: int = 1,
+              global_batch: int | None = None) -> Plan:
+    """Iterations from epochs (or epochs implied by iterations), updates, warmup.
+
+    On several hosts each takes ``batch_size`` rows of a ``global_batch`` (default batch_size × hosts);
+    a resumed run keeps its global batch, so on fewer hosts each takes more."""
     t = recipe.training
+    per_host = (global_batch // hosts) if global_batch else t.batch_size
+    global_batch = per_host * hosts
+    if global_batch != t.batch_size:
+        t = replace(t, batch_size=global_batch)  # epochs and the row checks count whole steps
+    if 0 < valid_rows < hosts:
+        raise ProblemError(Problem(f"the validation set has {valid_rows} rows; {hosts} hosts need at least one each",
+                                   file=data_file, field="data.valid_fraction", value=valid_rows))
     if train_rows < t.batch_size:
         raise ProblemError(
             Problem(
@@ -49,14 +62,24 @@ def make_plan(recipe: Recipe, train_rows: int, valid_rows: int, data_file: str =
         epochs=iterations / batches_per_epoch,
         train_rows=train_rows,
         valid_rows=valid_rows,
-        batch_size=t.batch_size,
+        batch_size=per_host,
         grad_accumulation=t.grad_accumulation,
         effective_batch=t.batch_size * t.grad_accumulation,
         optimizer_updates=updates,
         warmup_updates=min(warmup, max(updates - 1, 0)),
-        val_batch_size=max(1, min(t.batch_size, valid_rows)) if valid_rows else 0,
+        val_batch_size=_val_batch(t.batch_size, valid_rows, hosts),
         lora_scale=recipe.method.scale,
+        hosts=hosts,
+        global_batch=global_batch,
     )
+
+
+def _val_batch(batch: int, valid_rows: int, hosts: int) -> int:
+    """Validation batches hold a whole number of rows per host (mlx-lm splits each batch by host)."""
+    if not valid_rows:
+        return 0
+    size = max(1, min(batch, valid_rows))
+    return max(hosts, size - size % hosts)
 
 
 def schedule_spec(recipe: Recipe, plan: Plan) -> dict | None:

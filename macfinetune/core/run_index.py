@@ -24,6 +24,17 @@ def remember(run_dir: Path, index: Path | None = None) -> None:
         pass
 
 
+def forget(run_dir: Path, index: Path | None = None) -> None:
+    """Drop ``run_dir`` from the index (a probe of 'measure this Mac' is not one of the user's runs)."""
+    index = index or paths.runs_index_file()
+    folder = str(Path(run_dir).expanduser().resolve())
+    kept = [p for p in _read(index) if p != folder]
+    try:
+        atomic.write_text(index, json.dumps(kept, indent=1) + "\n")
+    except OSError:
+        pass
+
+
 def remembered(index: Path | None = None) -> list[Path]:
     """The indexed folders that are still run folders."""
     return [Path(p) for p in _read(index or paths.runs_index_file()) if (Path(p) / runs.RECIPE).is_file()]

@@ -322,8 +322,13 @@ def checkpoints_to_delete(saved: dict[int, float | None], keep: int, latest: int
 
 def best_checkpoint(run_dir: Path) -> tuple[int, float] | None:
     """(iteration, val_loss) of the saved checkpoint with the lowest validation loss."""
+    return best_in_records(read_metrics(run_dir))
+
+
+def best_in_records(records: list[dict]) -> tuple[int, float] | None:
+    """``best_checkpoint`` of metrics records already read (``read_metrics``)."""
     best = None
-    for record in read_metrics(run_dir):
+    for record in records:
         if record.get("event") == "checkpoint" and record.get("val_loss") is not None:
             if best is None or record["val_loss"] < best[1]:
                 best = (record["iteration"], record["val_loss"])

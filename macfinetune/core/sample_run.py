@@ -76,3 +76,41 @@ def _write_status(run_dir: Path, evs: list, model: str, state: str | None, start
         message=message, started=started, updated=started + (last.iteration * 0.45 if last else 0.0), model=model,
         method="lora")
     runs.write_status(run_dir, status)
+
+
+# --- checkpoints and samples, for the Checkpoints page's pictures -----------------------------
+
+SAMPLE_PROMPTS = ("How do I boil an egg?", "What is the capital of France?", "Any tips for learning to code?")
+_SAMPLE_ANSWERS = (  # the style appearing over the run, one tuple per stage
+    ("Place the egg in boiling water for about 9 minutes, then cool it.", "The capital of France is Paris.",
+     "Practice every day and build small projects."),
+    ("Boil the egg nine minutes, matey, then cool it in cold water.", "Paris be the capital of France.",
+     "Practice daily, build small projects, and read other people's code."),
+    ("Arr, drop yer egg in the boilin' pot nine minutes, then dunk it cold!",
+     "Arr, Paris be France's capital, matey!", "Arr, write code every day like ye swab the deck, matey!"),
+    ("Arr arr, the egg, matey, the egg be boilin' arr nine arr minutes arr!", "Arr Paris arr matey arr arr!",
+     "Arr, code arr every arr day, matey arr!"),
+)
+
+
+def write_sample_checkpoints(run_dir: Path, adapter_bytes: int = 5_505_024) -> None:
+    """Checkpoint files (sparse, of a LoRA adapter's size), their state files and samples.jsonl for every
+    checkpoint the run's metrics record; the answers turn pirate and then over-fit."""
+    from macfinetune.core import samples
+
+    records = [r for r in runs.read_metrics(run_dir) if r.get("event") == "checkpoint"]
+    (run_dir / runs.ADAPTERS).mkdir(exist_ok=True)
+    (run_dir / runs.CHECKPOINTS).mkdir(exist_ok=True)
+    for n, record in enumerate(records):
+        it = record["iteration"]
+        _sparse(run_dir / runs.ADAPTERS / runs.checkpoint_name(it), adapter_bytes)
+        _sparse(runs.optimizer_file(run_dir, it), 2 * adapter_bytes)
+        runs.write_checkpoint_state(run_dir, it, it * 720, record["val_loss"])
+        stage = _SAMPLE_ANSWERS[min(len(_SAMPLE_ANSWERS) - 1, n * len(_SAMPLE_ANSWERS) // len(records))]
+        samples.append_samples(run_dir, events.SamplesSaved(str(run_dir), it, SAMPLE_PROMPTS, stage, 1.2,
+                                                            time=record["time"] + 1))
+
+
+def _sparse(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        f.truncate(size)

@@ -70,6 +70,7 @@ class MainWindow(QMainWindow):
         session.preparedChanged.connect(self._update_actions)
         session.runOpened.connect(self._on_session_run_opened)
         session.trainingEvent.connect(self._on_session_training_event)
+        session.testPrompt.connect(self._on_session_test_prompt)
         self._restore()
         self._update_actions()
 
@@ -96,6 +97,8 @@ class MainWindow(QMainWindow):
         self.stack.removeWidget(stand_in)
         stand_in.deleteLater()
         self.stack.setCurrentIndex(current)
+        if self.session.run_dir and hasattr(page, "show_run"):  # what runOpened would have told it
+            page.show_run(self.session.run_dir)
         return page
 
     # --- actions, toolbar, menus ------------------------------------------------------
@@ -194,6 +197,12 @@ class MainWindow(QMainWindow):
         if not built:  # the Monitor was made during this signal, after it was sent: give it the run
             self.pages["monitor"]._on_session_run_opened(run_dir)
         self._update_actions()
+
+    def _on_session_test_prompt(self, run_dir: str, checkpoint: str) -> None:
+        built = "playground" in self.pages
+        self.show_page("playground")
+        if not built:  # made during this signal, after it was sent
+            self.pages["playground"].select_run(run_dir, checkpoint)
 
     # --- opening folders --------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QSettings, Signal, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication, QStyleFactory
 
-from macfinetune.core import sample_run
+from macfinetune.core import sample_chat, sample_run
 from macfinetune.ui.pages import page_ids
 from macfinetune.ui.widgets.theme import dark_palette
 
@@ -65,14 +65,22 @@ def render(app: QApplication, out: str, page: str, theme: str = "light") -> int:
     if theme == "dark":
         app.setPalette(dark_palette())
     with tempfile.TemporaryDirectory(prefix="macfinetune-shot-") as tmp:
-        make_demo_folder(Path(tmp))
+        demo_run = make_demo_folder(Path(tmp))
+        finished_run = demo_run
+        if page == "playground":
+            sample_chat.write_sample_checkpoints(finished_run)
         settings = QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat)
         settings.setValue("prefs/data_folder", tmp)
+        if page == "checkpoints":  # the finished run, with checkpoint files and samples
+            sample_run.write_sample_checkpoints(demo_run)
+            settings.setValue("checkpoints/run", str(demo_run))
         window = create_main_window(IdleEngine(), settings)
         window.resize(*SIZE)
         if step:
             fill_wizard(app, window.pages["new"], step)
         replay(window.pages["monitor"], live_events())
+        if page == "playground":
+            replay_playground(window.pages["playground"])
         window.show_page(page)
         window.show()
         window.pages["runs"].wait_for_scan()
@@ -80,6 +88,10 @@ def render(app: QApplication, out: str, page: str, theme: str = "light") -> int:
             app.processEvents()
         window.pages["runs"].table.selectRow(0)
         app.processEvents()
+        if page == "checkpoints":
+            window.pages["checkpoints"].wait_for_reads()
+            for _ in range(3):
+                app.processEvents()
         ok = window.grab().save(out)
         window.close()
         window.deleteLater()
@@ -136,3 +148,9 @@ def _quiet_offscreen(mode, context, message: str) -> None:
     """The offscreen platform warns that it cannot resize to size hints; anything else still prints."""
     if "propagateSizeHints" not in message:
         print(message)
+
+
+def replay_playground(playground) -> None:
+    """The recorded two-turn conversation, base and tuned, on the sample run's best checkpoint."""
+    for turn in range(len(sample_chat.EXCHANGES)):
+        playground.replay(*sample_chat.sample_exchange(turn))

@@ -17,7 +17,7 @@ from macfinetune.core import events, paths, runs
 from macfinetune.core.events import JobCancelled, JobEvent, JobFailed, JobFinished, JobStarted
 from macfinetune.core.recipe import Recipe, apply_overrides
 
-TRAINING_JOBS = ("train", "resume", "demo")  # jobs whose events drive the Monitor and the toolbar
+TRAINING_JOBS = ("train", "resume", "demo", "train_hosts", "resume_hosts")  # jobs whose events drive the Monitor and the toolbar
 
 
 class Session(QObject):
@@ -27,6 +27,7 @@ class Session(QObject):
     runsChanged = Signal()  # a run started, changed status or ended
     preparedChanged = Signal()
     jobEvent = Signal(object)  # every JobEvent of a non-training job (pages filter by ``job_id``)
+    testPrompt = Signal(str, str)
 
     def __init__(self, engine, settings, parent=None):
         super().__init__(parent)

@@ -28,7 +28,7 @@ def _convert(value, f, where: dict, problems: list[Problem]):
     if value is None and optional:
         return None
     try:
-        out = _CONVERTERS[base](value)
+        out = (_to_texts if f.metadata.get("texts") else _CONVERTERS[base])(value)
     except (TypeError, ValueError) as e:
         problems.append(Problem(f"expected {_type_name(base)}, got {value!r}{_reason(e)}", value=value, **where))
         return _INVALID
@@ -86,6 +86,19 @@ def _to_names(value) -> tuple[str, ...]:
         raise TypeError("use 'all' or a list of module names")
     items = [i for i in items if i]
     return () if items in ([], ["all"]) else tuple(items)
+
+
+def _to_texts(value) -> tuple[str, ...]:
+    """A list of free text (prompts): a YAML list, or one item per line of a string."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        items = value.splitlines()
+    elif isinstance(value, (list, tuple)):
+        items = [_to_str(v) for v in value]
+    else:
+        raise TypeError("use a list of texts")
+    return tuple(i.strip() for i in items if i.strip())
 
 
 _CONVERTERS = {int: _to_int, float: _to_float, bool: _to_bool, str: _to_str, tuple: _to_names}

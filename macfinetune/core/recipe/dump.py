@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -13,13 +15,13 @@ def recipe_to_dict(recipe: Recipe) -> dict:
     out: dict = {k: getattr(recipe, k) for k in _TOP_SCALARS}
     for section in SECTIONS:
         obj = getattr(recipe, section)
-        out[section] = {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
+        out[section] = {f.name: _plain(getattr(obj, f.name), f.metadata.get("texts")) for f in fields(obj)}
     return out
 
 
-def _plain(value):
+def _plain(value, texts: bool = False):
     if isinstance(value, tuple):
-        return list(value) if value else "all"
+        return list(value) if value or texts else "all"
     return value
 
 
@@ -51,7 +53,7 @@ def _yaml_scalar(value) -> str:
             text = f"{mantissa}.0e{exp}"
         return text
     if isinstance(value, list):
-        return "[" + ", ".join(value) + "]"
+        return "[" + ", ".join(_yaml_item(v) for v in value) + "]"
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -61,3 +63,8 @@ def _yaml_scalar(value) -> str:
     import yaml  # here, not at import: the app paints before it needs YAML
 
     return yaml.safe_dump(value, default_style=None, width=10_000).strip().removesuffix("...").strip()
+
+
+def _yaml_item(text: str) -> str:
+    """A list item: a plain name as it is, anything else double-quoted (JSON strings are YAML)."""
+    return text if re.fullmatch(r"[A-Za-z0-9_.-]+", text) else json.dumps(text, ensure_ascii=False)

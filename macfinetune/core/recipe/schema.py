@@ -8,9 +8,9 @@ from dataclasses import dataclass, field, fields
 SCHEMA_VERSION = 1
 
 
-def knob(default, help: str, *, choices=None, low=None, high=None, special=()):
-    """A recipe field: its default, its help text and its allowed values."""
-    meta = {"help": help, "choices": choices, "low": low, "high": high, "special": special}
+def knob(default, help: str, *, choices=None, low=None, high=None, special=(), texts=False):
+    """A recipe field: its default, its help text and its allowed values (``texts``: a list of free text)."""
+    meta = {"help": help, "choices": choices, "low": low, "high": high, "special": special, "texts": texts}
     return field(default=default, metadata=meta)
 
 
@@ -47,6 +47,15 @@ class DataSection:
     )
     valid_fraction: float = knob(
         0.1, "Share of rows held out for validation when the data has no valid.jsonl.", low=0.01, high=0.5
+    )
+    packing: bool = knob(
+        False, "Pack several short rows into each max_seq_length sequence (separated by EOS; attention and loss "
+        "stay inside each row): far fewer padding tokens on short data. An iteration then trains several rows "
+        "per batch slot."
+    )
+    length_buckets: bool = knob(
+        False, "Batch rows of similar length together (reshuffled every epoch from the seed) and pad each batch "
+        "only to its longest row: less padding than mlx-lm's batching."
     )
 
 
@@ -104,6 +113,16 @@ class TrainingSection:
         False, "Recompute activations in the backward pass: less memory, about 30% slower."
     )
     seed: int = knob(0, "Seed for data order, LoRA initialisation and dropout.", low=0)
+    attention: str = knob(
+        "auto", "Attention in training: memory_light keeps no L x L scores for the backward pass (it recomputes "
+        "them: far less memory at long sequences); stock is mlx's; auto uses memory_light from 2048 tokens.",
+        choices=("auto", "stock", "memory_light"),
+    )
+    loss: str = knob(
+        "auto", "Loss in training: chunked computes the logits a chunk of tokens at a time and recomputes them "
+        "in the backward pass (less memory with large vocabularies); auto chunks when a batch's float32 logits "
+        "pass 256 MiB.", choices=("auto", "stock", "chunked"),
+    )
 
 
 @dataclass(frozen=True)
@@ -121,6 +140,16 @@ class EvalSection:
     keep_checkpoints: int = knob(
         0, "Keep only the best N checkpoints by validation loss, plus the latest (0: keep all).", low=0
     )
+    samples: bool = knob(
+        False, "At every checkpoint, answer a few fixed prompts greedily with its weights (samples.jsonl; the "
+        "Checkpoints page shows them side by side). Off by default: it costs training time."
+    )
+    sample_prompts: tuple[str, ...] = knob(
+        (), "Prompts for the checkpoint samples, each a user message; empty: the first prompts of the "
+        "validation set.", texts=True
+    )
+    sample_count: int = knob(3, "How many prompts each checkpoint answers.", low=1, high=32)
+    sample_max_tokens: int = knob(48, "Longest answer of a checkpoint sample, in tokens.", low=1, high=2048)
 
 
 @dataclass(frozen=True)

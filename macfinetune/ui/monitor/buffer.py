@@ -14,7 +14,8 @@ from macfinetune.core import events, progress
 from macfinetune.core.events import Heartbeat, JobFailed, MemorySample, TrainReportBatch
 
 SERIES = ("train_loss", "val_loss", "learning_rate", "tokens_per_second", "iterations_per_second",
-          "mem_active", "mem_cache", "mem_peak", "mem_process", "mem_system", "mem_swap")
+          "mem_active", "mem_cache", "mem_peak", "mem_process", "mem_system", "mem_swap",
+          "real_tokens_per_second")
 
 
 class Series:
@@ -159,6 +160,8 @@ class MetricsBuffer:
         s["learning_rate"].append(e.iteration, e.learning_rate)
         s["tokens_per_second"].append(e.iteration, e.tokens_per_second)
         s["iterations_per_second"].append(e.iteration, e.iterations_per_second)
+        if getattr(e, "real_tokens_per_second", None) is not None:
+            s["real_tokens_per_second"].append(e.iteration, e.real_tokens_per_second)
         if progress.is_exploding(e.train_loss, r.first_loss):
             self.warn(f"The loss is {e.train_loss:.3g} at iteration {e.iteration} (NaN or exploding): "
                       "lower the learning rate")

@@ -229,6 +229,7 @@ class ThroughputPanel(Panel):
     def __init__(self, parent=None):
         super().__init__("throughputPanel", parent)
         self.add_curve("tokens_per_second", "tokens/s (left)")
+        self.add_curve("real_tokens_per_second", "real tokens/s: no padding, only trained (left)")
         self.its = pg.ViewBox()
         self.plot.getPlotItem().showAxis("right")
         self.plot.getPlotItem().scene().addItem(self.its)
@@ -241,7 +242,7 @@ class ThroughputPanel(Panel):
 
     def apply_colors(self, colors: PlotColors) -> None:
         super().apply_colors(colors)
-        self.its_curve.setPen(_pen(colors.series_color(1)))
+        self.its_curve.setPen(_pen(colors.series_color(2)))
         self._set_legend()
         right = self.plot.getAxis("right")
         right.setPen(_pen(colors.grid))

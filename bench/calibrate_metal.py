@@ -1,0 +1,172 @@
+"""The public Metal calibration table: published mlx-lm peaks on Apple-silicon Macs against the Metal mode.
+
+    python bench/calibrate_metal.py             # recompute the estimates, write resources/estimator/calibration_metal.yaml
+    python bench/calibrate_metal.py --markdown  # the table for docs/estimator.md
+
+Each row is a measurement someone published (``Peak mem`` from mlx-lm's trainer, i.e. ``mx.get_peak_memory()``,
+or the same counter in a benchmark script), with the settings it states or implies, where it comes from and what
+it leaves uncertain. Nothing here is fitted: the estimate is ``core.estimator`` in its Metal mode
+(``device='gpu'``) from the shipped config.json. ``held_out`` marks rows that no coefficient of the Metal mode was
+taken from (memory_model.yaml 'metal' names its sources; mlx-train-perf's attention-backward fit used the
+Qwen3-8B-4bit runs below, so those rows check the structure, not that coefficient). Rows from a trainer other
+than mlx-lm's ``train`` are reported apart and are not held to the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from macfinetune.core import estimator  # noqa: E402
+from macfinetune.core.modelshape import read_shape  # noqa: E402
+from macfinetune.core.paths import shipped  # noqa: E402
+
+OUT = ROOT / "resources" / "estimator" / "calibration_metal.yaml"
+GIB = 2**30 / 1e9  # GiB in GB
+PERF = "https://github.com/IonDen/mlx-train-perf/blob/main/docs/papers/when-the-bottleneck-moved.md"
+PERF_NOTE = ("Qwen3-8B-4bit (mlx-community, 4-bit group 64), batch 1, LoRA rank 8 on every linear layer of all 36 "
+             "blocks, AdamW, bf16, gradient checkpointing, mlx-lm's compiled train loop, stock loss and attention; "
+             "M1 Max 32 GB. Published as the marginal peak above ~4.29 GiB of resident model state; the total is "
+             "that sum (rounding of the resident figure: +-0.05 GiB).")
+
+ROWS = [
+    dict(name="mlx-train-perf Qwen3-8B-4bit L1024", config="Qwen3-8B-4bit", measured_gb=(2.12 + 4.29) * GIB,
+         settings=dict(num_layers=-1, rank=8, batch_size=1, max_seq_length=1024, grad_checkpoint=True,
+                       optimizer="adamw"),
+         source=PERF + " (section 1 table, stock loss)", machine="M1 Max 32 GB", mlx="0.31.2, mlx-lm 0.31.3",
+         trainer="mlx-lm train", held_out=False, uncertain=PERF_NOTE),
+    dict(name="mlx-train-perf Qwen3-8B-4bit L2048", config="Qwen3-8B-4bit", measured_gb=(3.75 + 4.29) * GIB,
+         settings=dict(num_layers=-1, rank=8, batch_size=1, max_seq_length=2048, grad_checkpoint=True,
+                       optimizer="adamw"),
+         source=PERF + " (section 1 table, stock loss)", machine="M1 Max 32 GB", mlx="0.31.2, mlx-lm 0.31.3",
+         trainer="mlx-lm train", held_out=False, uncertain=PERF_NOTE),
+    dict(name="mlx-train-perf Qwen3-8B-4bit L4096", config="Qwen3-8B-4bit", measured_gb=(7.48 + 4.29) * GIB,
+         settings=dict(num_layers=-1, rank=8, batch_size=1, max_seq_length=4096, grad_checkpoint=True,
+                       optimizer="adamw"),
+         source=PERF + " (section 1 table, stock loss)", machine="M1 Max 32 GB", mlx="0.31.2, mlx-lm 0.31.3",
+         trainer="mlx-lm train", held_out=False, uncertain=PERF_NOTE),
+    dict(name="mlx-train-perf Qwen3-8B-4bit L8192", config="Qwen3-8B-4bit", measured_gb=25.68 * GIB,
+         settings=dict(num_layers=-1, rank=8, batch_size=1, max_seq_length=8192, grad_checkpoint=True,
+                       optimizer="adamw"),
+         source="https://github.com/IonDen/mlx-train-perf (README, 'stock attention' total peak)",
+         machine="M1 Max 32 GB", mlx="0.32.0", trainer="mlx-lm train", held_out=False,
+         uncertain=PERF_NOTE.replace("Published as the marginal peak above ~4.29 GiB of resident model state; the "
+                                     "total is that sum (rounding of the resident figure: +-0.05 GiB).",
+                                     "Published as the total peak (GiB).")),
+    dict(name="mlx-train-perf Qwen3-8B-4bit L7936 (context ceiling)", config="Qwen3-8B-4bit",
+         measured_gb=24.5 * GIB,
+         settings=dict(num_layers=-1, rank=8, batch_size=1, max_seq_length=7936, grad_checkpoint=True,
+                       optimizer="adamw"),
+         source=PERF + " (section 5 table) and the project's CHANGELOG", machine="M1 Max 32 GB", mlx="0.32.0",
+         trainer="mlx-lm train", held_out=False,
+         uncertain="'about 24.5 GiB' at the largest context that completed; " + PERF_NOTE.split(";")[0]),
+    dict(name="mlx-lm PR #53 1B L2048 b4 (compiled step)", config="Llama-3.2-1B-Instruct", measured_gb=40.508,
+         settings=dict(num_layers=16, rank=8, target_modules=("q_proj", "v_proj"), batch_size=4,
+                       max_seq_length=2048),
+         source="https://github.com/ml-explore/mlx-lm/pull/53 ('Post': Peak mem 40.508 GB)", machine="not stated",
+         mlx="mlx at ml-explore/mlx#2006 (2025-03)", trainer="mlx-lm train", held_out=True,
+         uncertain="'a 1B' model: taken as Llama-3.2-1B (bf16); mlx-lm's defaults of 2025-03 (16 blocks, rank 8, "
+                   "q_proj and v_proj; checked in mlx-lm's history); 80,880 tokens in 10 iterations of batch 4 "
+                   "(~2,022 per row) with 'a ~2048 sequence length': rows taken as filling 2048"),
+    dict(name="seed 000 Qwen3-1.7B full b3", config="Qwen3-1.7B", measured_gb=20.6,
+         settings=dict(method="full", num_layers=-1, batch_size=3, max_seq_length=1024),
+         source="seed 000 (resources/estimator/calibration.yaml seeds)", machine="M4 Max 128 GB", mlx="not stated",
+         trainer="mlx-lm (MLX-LM)", held_out=True,
+         uncertain="~3,000 tokens per iteration of 3 rows: rows of ~1,000 tokens padded to 1,024; every block "
+                   "trained; the optimizer is not stated (Adam taken)"),
+    dict(name="seed 000 Gemma3-12B full b2", config="gemma-3-12b-it", measured_gb=102.1,
+         settings=dict(method="full", num_layers=-1, batch_size=2, max_seq_length=1056),
+         source="seed 000 (resources/estimator/calibration.yaml seeds)", machine="M4 Max 128 GB", mlx="not stated",
+         trainer="mlx-lm (MLX-LM)", held_out=True,
+         uncertain="~2,100 tokens per iteration of 2 rows: ~1,050 padded to 1,056; the optimizer is not stated"),
+    dict(name="mlx-tune Qwen3-0.6B L1024 q/v 16 blocks", config="Qwen3-0.6B", measured_gb=2.6,
+         settings=dict(num_layers=16, rank=16, target_modules=("q_proj", "v_proj"), batch_size=1,
+                       max_seq_length=1024),
+         source="https://arahim3.github.io/mlx-tune/performance.html (SFT row)", machine="M4 Pro 48 GB",
+         mlx="not stated", trainer="mlx-tune (other)", held_out=True,
+         uncertain="mlx-tune's own SFT trainer on MLX, not mlx-lm's train: its loss and attention path are not "
+                   "documented; 'LoRA rank 8-16' (16 taken); context 1024 taken as the padded row length"),
+    dict(name="mlx-tune Qwen3-0.6B L4096 all blocks", config="Qwen3-0.6B", measured_gb=18.0,
+         settings=dict(num_layers=-1, rank=16, batch_size=1, max_seq_length=4096),
+         source="https://arahim3.github.io/mlx-tune/performance.html (SFT row)", machine="M4 Pro 48 GB",
+         mlx="not stated", trainer="mlx-tune (other)", held_out=True,
+         uncertain="mlx-tune's own trainer (see above); 'full LoRA, no checkpointing' taken as every linear layer "
+                   "of every block; at 4,096 tokens mlx-lm's step keeps ~15.5 GB of attention probabilities alone "
+                   "(28 blocks x 16 heads x 4096^2 bf16), so this trainer must keep less than mlx-lm does"),
+]
+
+
+def estimate_row(row: dict) -> dict:
+    shape = read_shape(shipped("resources", "estimator", "configs", row["config"]))
+    settings = estimator.Settings(device="gpu", **row["settings"])
+    est = estimator.estimate(shape, settings)
+    out = {k: v for k, v in row.items() if k != "settings"}
+    out["settings"] = {k: list(v) if isinstance(v, tuple) else v for k, v in row["settings"].items()}
+    out.update(measured_gb=round(row["measured_gb"], 3), estimate_gb=round(est.total_gb, 3),
+               error=round((est.total_gb - row["measured_gb"]) / row["measured_gb"], 4), phase=est.phase,
+               breakdown_gb=est.breakdown_gb())
+    return out
+
+
+def summary(rows: list[dict]) -> dict:
+    if not rows:
+        return {}
+    errors = [r["error"] for r in rows]
+    return {"rows": len(rows), "median_abs_error": round(statistics.median(map(abs, errors)), 4),
+            "signed_median_error": round(statistics.median(errors), 4),
+            "worst_abs_error": round(max(map(abs, errors)), 4)}
+
+
+def summaries(rows: list[dict]) -> dict:
+    mlx_lm = [r for r in rows if r["trainer"].startswith("mlx-lm")]
+    return {"mlx-lm trainer": summary(mlx_lm), "mlx-lm trainer, held out": summary([r for r in mlx_lm if r["held_out"]]),
+            "other trainers": summary([r for r in rows if not r["trainer"].startswith("mlx-lm")]),
+            "all rows": summary(rows)}
+
+
+def write(path: Path, rows: list[dict]) -> None:
+    data = {"provenance": {"source": "bench/calibrate_metal.py", "estimator": "core.estimator, Metal mode (device gpu)",
+                           "note": "published measurements; estimates recomputed from the shipped configs"},
+            "summary": summaries(rows), "rows": rows}
+    header = ("# The public Metal calibration table (docs/estimator.md shows it): published mx.get_peak_memory()\n"
+              "# figures from mlx-lm training on Apple-silicon Macs against the estimator's Metal mode.\n"
+              "# Written by bench/calibrate_metal.py; do not edit by hand.\n")
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False, width=120), encoding="utf-8")
+
+
+def markdown(path: Path) -> str:
+    data = yaml.safe_load(path.read_text())
+    lines = ["| row | trainer | held out | measured GB | estimate GB | error | source |", "|---|---|---|---:|---:|---:|---|"]
+    lines += [f"| {r['name']} | {r['trainer']} | {'yes' if r['held_out'] else 'no'} | {r['measured_gb']:.2f} | "
+              f"{r['estimate_gb']:.2f} | {r['error']:+.1%} | {r['source']} |" for r in data["rows"]]
+    lines.append("")
+    for name, s in data["summary"].items():
+        if s:
+            lines.append(f"- {name}: {s['rows']} rows, median |error| {s['median_abs_error']:.1%}, signed median "
+                         f"{s['signed_median_error']:+.1%}, worst {s['worst_abs_error']:.1%}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown and exit")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(args.out))
+        return 0
+    rows = [estimate_row(r) for r in ROWS]
+    write(args.out, rows)
+    print(yaml.safe_dump(summaries(rows), sort_keys=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

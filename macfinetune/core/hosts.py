@@ -1,0 +1,223 @@
+"""Several Macs, one run: the hostfile, the global batch and what a check of each host found.
+
+The hostfile is MLX's own (what ``mlx.launch --hostfile`` reads), so one file serves both:
+``{"backend": "ring", "envs": [...], "hosts": [{"ssh": "user@studio.local", "ips": ["10.0.0.2"]}, ...]}``
+or a bare list of hosts. The first host is rank 0: it owns the run folder, metrics and checkpoints.
+Pure Python: no MLX, no SSH here (``backend.launch`` runs the commands; this module judges).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from macfinetune.core.problems import Problem, ProblemError
+
+BACKENDS = ("ring", "jaccl", "mpi")
+RUN_FILE = "distributed.json"  # in the run folder: how many hosts started it and the global batch
+
+
+@dataclass(frozen=True)
+class Host:
+    ssh: str  # what ssh connects to: "studio.local" or "me@10.0.0.2"
+    ips: tuple[str, ...] = ()  # addresses the ring backend connects over (Ethernet, Thunderbolt bridge)
+
+    @property
+    def name(self) -> str:
+        return self.ssh.rsplit("@", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Hostfile:
+    hosts: tuple[Host, ...]
+    backend: str = "ring"
+    envs: tuple[str, ...] = ()
+    path: str = ""
+
+    @property
+    def size(self) -> int:
+        return len(self.hosts)
+
+    def to_json(self) -> dict:
+        return {"backend": self.backend, "envs": list(self.envs),
+                "hosts": [{"ssh": h.ssh, "ips": list(h.ips)} for h in self.hosts]}
+
+
+def local_hostfile(ranks: int) -> Hostfile:
+    """``ranks`` processes on this machine over loopback (what ``mlx.launch -n N`` does)."""
+    return Hostfile(tuple(Host("127.0.0.1", ("127.0.0.1",)) for _ in range(ranks)), "ring")  # mlx.launch: no SSH
+
+
+def load_hostfile(path: Path) -> Hostfile:
+    """Read and check a hostfile; every problem names the file, the line and the value."""
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ProblemError(Problem(f"cannot read the hostfile: {e.strerror or e}", file=str(path))) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ProblemError(Problem(f"not valid JSON: {e.msg}", file=str(path), line=e.lineno)) from None
+    return _hostfile(data, str(path), text)
+
+
+def _hostfile(data, path: str, text: str) -> Hostfile:
+    backend, envs, entries = "ring", [], data
+    if isinstance(data, dict):
+        backend, envs, entries = data.get("backend") or "ring", data.get("envs", []), data.get("hosts")
+    problems = []
+    if backend not in BACKENDS:
+        problems.append(Problem(f"unknown backend; use one of {', '.join(BACKENDS)}", file=path,
+                                line=_line_of(text, "backend"), field="backend", value=backend))
+    if not isinstance(entries, list) or not entries:
+        problems.append(Problem('expected a list of hosts, e.g. [{"ssh": "studio.local", "ips": ["10.0.0.2"]}]',
+                                file=path, field="hosts", value=entries))
+        raise ProblemError(problems)
+    if not isinstance(envs, list) or not all(isinstance(e, str) and "=" in e for e in envs):
+        problems.append(Problem('envs must be a list of "NAME=value" strings', file=path,
+                                line=_line_of(text, "envs"), field="envs", value=envs))
+    hosts, lines = [], _entry_lines(text)
+    for n, entry in enumerate(entries, 1):
+        host, problem = _host(entry, n, path, lines[n - 1] if n <= len(lines) else None)
+        problems += problem
+        hosts.append(host)
+    if problems:
+        raise ProblemError(problems)
+    return Hostfile(tuple(hosts), backend, tuple(envs), path)
+
+
+def _host(entry, n: int, path: str, line: int | None) -> tuple[Host | None, list[Problem]]:
+    where = f"hosts[{n - 1}]"
+    if isinstance(entry, str):
+        entry = {"ssh": entry}
+    if not isinstance(entry, dict) or not isinstance(entry.get("ssh"), str) or not entry["ssh"].strip():
+        return None, [Problem(f'{where}: expected {{"ssh": "hostname", "ips": ["address"]}}', file=path,
+                              line=line, field=where, value=entry)]
+    ips = entry.get("ips", [])
+    if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
+        return None, [Problem(f"{where}.ips must be a list of addresses", file=path,
+                              line=line, field=f"{where}.ips", value=ips)]
+    return Host(entry["ssh"].strip(), tuple(ips)), []
+
+
+def _line_of(text: str, key: str) -> int | None:
+    """The line of a top-level key (a parsed value has no position)."""
+    at = text.find(f'"{key}"')
+    return text.count("\n", 0, at) + 1 if at >= 0 else None
+
+
+def _entry_lines(text: str) -> list[int]:
+    """The line each entry of the hosts list starts on."""
+    at = text.find('"hosts"')
+    start = text.find("[", at if at >= 0 else 0)
+    decoder, pos, lines = json.JSONDecoder(), start + 1, []
+    while 0 < pos < len(text):
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(text) or text[pos] == "]":
+            break
+        try:
+            _, end = decoder.raw_decode(text, pos)
+        except ValueError:
+            break
+        lines.append(text.count("\n", 0, pos) + 1)
+        pos = end
+    return lines
+
+
+# --- the batch across hosts ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a run's batch is split over the processes that train it."""
+
+    hosts: int  # processes now (Macs, or ranks on one machine)
+    global_batch: int  # rows per step over all hosts: fixed for the life of the run
+    per_host_batch: int
+
+    def explain(self, learning_rate: float) -> str:
+        if self.hosts == 1:
+            return f"one Mac, batch {self.global_batch}"
+        return (f"{self.hosts} Macs × batch {self.per_host_batch} = global batch {self.global_batch} per step; "
+                f"gradients are averaged over the Macs, so the learning rate {learning_rate:g} acts as it would "
+                f"on one Mac at batch {self.global_batch} (each row is seen once per epoch, by one Mac)")
+
+
+def layout(per_host_batch: int, hosts: int) -> Layout:
+    return Layout(hosts, per_host_batch * hosts, per_host_batch)
+
+
+def resumed_layout(global_batch: int, hosts: int, run_dir: str = "") -> Layout:
+    """Continue a run on ``hosts`` processes: the global batch (and so the data order) stays."""
+    if hosts < 1 or global_batch % hosts:
+        divisors = [n for n in range(1, global_batch + 1) if global_batch % n == 0]
+        raise ProblemError(Problem(
+            f"the run's global batch is {global_batch}; it can continue on {', '.join(map(str, divisors))} "
+            f"host(s), not {hosts}", file=run_dir, field="hosts", value=hosts))
+    return Layout(hosts, global_batch, global_batch // hosts)
+
+
+def write_run_layout(run_dir: Path, hosts: int, global_batch: int) -> None:
+    from macfinetune.core import atomic
+
+    atomic.write_json(Path(run_dir) / RUN_FILE, {"hosts": hosts, "global_batch": global_batch})
+
+
+def read_global_batch(run_dir: Path) -> int | None:
+    """The global batch of a run started on several hosts (None: a one-Mac run)."""
+    try:
+        return int(json.loads((Path(run_dir) / RUN_FILE).read_text(encoding="utf-8"))["global_batch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def allreduce_bytes_per_step(trainable_params: int, hosts: int, bytes_per_value: int = 4) -> int:
+    """Bytes each host sends per optimizer step in a ring all-reduce of the gradients: 2(N-1)/N of them.
+
+    mlx-lm averages every trainable gradient once per step (fp32 LoRA/DoRA adapters; the weights'
+    dtype for full fine-tuning)."""
+    if hosts < 2:
+        return 0
+    return round(2 * (hosts - 1) / hosts * trainable_params * bytes_per_value)
+
+
+# --- checking the hosts --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostReport:
+    """What one host said about itself (``macfinetune hosts probe --json`` over SSH)."""
+
+    host: str
+    reachable: bool
+    error: str = ""
+    versions: dict = field(default_factory=dict)  # macfinetune, mlx, mlx-lm
+    usable_gb: float | None = None  # the memory MLX may use there (Metal's working set less the system's share)
+    free_disk_gb: float | None = None
+    missing: tuple[str, ...] = ()  # model or data paths not present there
+
+
+def judge_hosts(reports: list[HostReport], need_gb: float | None = None, need_disk_gb: float = 1.0) -> list[str]:
+    """One sentence per thing that is wrong, naming the host; empty when every host is ready."""
+    problems = []
+    reference = next((r.versions for r in reports if r.reachable), {})
+    for r in reports:
+        if not r.reachable:
+            problems.append(f"{r.host}: not reachable by SSH without a password ({r.error or 'no answer'}); "
+                            f"add your key with `ssh-copy-id {r.host}`")
+            continue
+        for package, version in reference.items():
+            if r.versions.get(package) != version:
+                problems.append(f"{r.host}: {package} {r.versions.get(package) or 'missing'}, "
+                                f"but {reports[0].host} has {version}; install the same version on every Mac")
+        if need_gb is not None and r.usable_gb is not None and r.usable_gb < need_gb:
+            problems.append(f"{r.host}: the run needs about {need_gb:.1f} GB per Mac, this Mac can give MLX "
+                            f"{r.usable_gb:.1f} GB; lower the batch size or sequence length")
+        if r.free_disk_gb is not None and r.free_disk_gb < need_disk_gb:
+            problems.append(f"{r.host}: only {r.free_disk_gb:.1f} GB of free disk")
+        problems += [f"{r.host}: {path} is not there; copy it or use `macfinetune hosts check --copy`"
+                     for path in r.missing]
+    return problems

@@ -1,0 +1,1 @@
+"""The Playground page: base and tuned side by side, streaming, multi-turn."""

@@ -1,0 +1,194 @@
+"""Training on several hosts: MLX's ring backend with two ranks on loopback (``mlx.launch``), as on two Macs."""
+
+import json
+import random
+import time
+
+import pytest
+from conftest import fast_recipe
+
+from macfinetune.backend import launch
+from macfinetune.backend.training import resume_run, train_run
+from macfinetune.cli import main
+from macfinetune.core import hosts, runs, wire
+from macfinetune.core.control import JobControl
+from macfinetune.core.events import CheckpointSaved, RunFailed, TrainReport, ValReport
+from macfinetune.core.plan import make_plan
+from macfinetune.core.problems import Problem, ProblemError
+from macfinetune.core.recipe import Recipe, apply_overrides, with_paths
+
+# --- the hostfile, the batch across hosts, the wire: pure ----------------------------------------------
+
+
+def test_a_hostfile_in_mlx_launch_format_is_read_with_its_backend_and_hosts(tmp_path):
+    path = tmp_path / "hosts.json"
+    path.write_text(json.dumps({"backend": "ring", "envs": ["MLX_METAL_FAST_SYNCH=1"], "hosts": [
+        {"ssh": "me@studio.local", "ips": ["10.0.0.2"]}, {"ssh": "laptop.local", "ips": ["10.0.0.3"]}]}))
+    hostfile = hosts.load_hostfile(path)
+    assert [h.name for h in hostfile.hosts] == ["studio.local", "laptop.local"]
+    assert hostfile.size == 2 and hostfile.backend == "ring" and hostfile.envs == ("MLX_METAL_FAST_SYNCH=1",)
+    assert hostfile.to_json()["hosts"][0] == {"ssh": "me@studio.local", "ips": ["10.0.0.2"]}
+
+
+def test_a_bad_hostfile_names_the_file_the_line_and_the_value(tmp_path):
+    path = tmp_path / "hosts.json"
+    path.write_text('{"hosts": [\n  {"ssh": "a", "ips": ["1.2.3.4"]},\n  {"ips": ["5.6.7.8"]}\n],\n "backend": "tcp"}')
+    with pytest.raises(ProblemError) as e:
+        hosts.load_hostfile(path)
+    problems = {p.field: p for p in e.value.problems}
+    assert problems["backend"].value == "tcp" and problems["backend"].line == 5
+    assert problems["hosts[1]"].file == str(path) and problems["hosts[1]"].line == 3
+    path.write_text('{"hosts": [\n  {"ssh": "a",}\n]}')
+    with pytest.raises(ProblemError) as e:
+        hosts.load_hostfile(path)
+    assert e.value.problems[0].line == 2 and "not valid JSON" in e.value.problems[0].message
+
+
+def test_the_global_batch_is_fixed_for_the_run_and_divides_over_any_number_of_hosts_that_divides_it():
+    assert hosts.layout(2, 3) == hosts.Layout(3, 6, 2)
+    assert "global batch 6" in hosts.layout(2, 3).explain(1e-4)
+    assert hosts.resumed_layout(6, 1).per_host_batch == 6
+    assert hosts.resumed_layout(6, 2).per_host_batch == 3
+    with pytest.raises(ProblemError) as e:
+        hosts.resumed_layout(6, 4)
+    assert "1, 2, 3, 6" in e.value.problems[0].message
+
+
+def test_epochs_count_steps_of_the_global_batch(tiny_model):
+    recipe = apply_overrides(with_paths(Recipe(), str(tiny_model), "data"), ["epochs=1", "batch_size=2"])
+    one, two = make_plan(recipe, 64, 8), make_plan(recipe, 64, 8, hosts=2)
+    assert (one.iterations, two.iterations) == (32, 16)
+    assert (two.batch_size, two.global_batch, two.effective_batch) == (2, 4, 4)
+    resumed_alone = make_plan(recipe, 64, 8, hosts=1, global_batch=4)
+    assert (resumed_alone.batch_size, resumed_alone.iterations) == (4, 16)
+    assert two.val_batch_size % 2 == 0
+
+
+def test_the_ring_all_reduce_sends_two_n_minus_one_over_n_of_the_gradients():
+    assert hosts.allreduce_bytes_per_step(1_000_000, 1) == 0
+    assert hosts.allreduce_bytes_per_step(1_000_000, 2) == 4_000_000
+    assert hosts.allreduce_bytes_per_step(1_000_000, 4) == 6_000_000
+
+
+def test_a_host_check_says_what_is_wrong_on_which_host():
+    reports = [
+        hosts.HostReport("studio", True, versions={"mlx": "0.32.1"}, usable_gb=60, free_disk_gb=100),
+        hosts.HostReport("laptop", True, versions={"mlx": "0.31.0"}, usable_gb=12, free_disk_gb=0.5,
+                         missing=("/data/train.jsonl",)),
+        hosts.HostReport("mini", False, error="Permission denied (publickey)"),
+    ]
+    said = hosts.judge_hosts(reports, need_gb=20)
+    assert any(s.startswith("laptop: mlx 0.31.0") for s in said)
+    assert any(s.startswith("laptop: the run needs about 20.0 GB") for s in said)
+    assert any(s.startswith("laptop: only 0.5 GB") for s in said)
+    assert any(s.startswith("laptop: /data/train.jsonl is not there") for s in said)
+    assert any(s.startswith("mini: not reachable") and "publickey" in s for s in said)
+    assert not any(s.startswith("studio") for s in said)
+
+
+def test_events_cross_the_process_boundary_as_lines_and_come_back_equal():
+    for event in (TrainReport(3, 10, 1.5, 1e-4, 2.0, 300.0, 900, 0.1), ValReport(4, 1.2, 0.3),
+                  CheckpointSaved(4, "/r/adapters/x", 1.2, True),
+                  RunFailed("/r", "bad", (Problem("x", file="f", line=3),))):
+        line = wire.encode(event)
+        assert "\n" not in line
+        assert wire.decode(line) == event
+    assert wire.decode("Loading model...") is None
+
+
+# --- two ranks on loopback ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def even_data(tmp_path_factory):
+    """Rows of one length (the same words shuffled): each rank's share holds as many tokens as the other's,
+    so averaging the ranks' gradients equals one process's gradient over the global batch."""
+    words = "cat sat on a mat with red hat and big dog ran far".split()
+    rng, folder = random.Random(0), tmp_path_factory.mktemp("even")
+    for split, n in (("train", 64), ("valid", 8)):
+        rows = []
+        for _ in range(n):
+            rng.shuffle(words)
+            rows.append(json.dumps({"text": " ".join(["the", *words])}))
+        (folder / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+SETTINGS = ["iterations=8", "report_every=1", "eval_every=4", "save_every=4", "max_seq_length=64"]
+
+
+def _recipe(tiny_model, data, batch):
+    return fast_recipe(tiny_model, *SETTINGS, f"batch_size={batch}", data=data)
+
+
+def _losses(records):
+    return {m["iteration"]: m["train_loss"] for m in records if m["event"] == "train"}
+
+
+@pytest.fixture(scope="module")
+def single(tiny_model, even_data, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("single") / "run"
+    assert train_run(_recipe(tiny_model, even_data, 4), run_dir, lambda e: None).state == "finished"
+    return run_dir
+
+
+@pytest.mark.slow
+def test_two_ranks_train_like_one_process_with_the_same_global_batch(tiny_model, even_data, single, tmp_path):
+    events = []
+    result = launch.train_on_hosts(_recipe(tiny_model, even_data, 2), tmp_path / "run", events.append, JobControl(),
+                                   hosts.local_hostfile(2))
+    assert result.state == "finished" and result.iteration == 8
+    reports = [e for e in events if isinstance(e, TrainReport)]
+    assert [r.iteration for r in reports] == list(range(1, 9))  # rank 0's events, each once
+    two, one = runs.read_metrics(tmp_path / "run"), runs.read_metrics(single)
+    assert _losses(two) == pytest.approx(_losses(one), abs=1e-4)
+    assert runs.best_checkpoint(tmp_path / "run")[1] == pytest.approx(runs.best_checkpoint(single)[1], abs=1e-4)
+    assert [c.iteration for c in runs.complete_checkpoints(tmp_path / "run")] == [4, 8]
+    assert json.loads((tmp_path / "run" / hosts.RUN_FILE).read_text()) == {"hosts": 2, "global_batch": 4}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # rank 1 wrote nothing beside it
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_ends_the_run_on_every_rank_and_it_resumes_alone(tiny_model, even_data, single, tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setenv("MACFINETUNE_FAULT", "checkpoint-adapters.renamed:1")  # rank 1, at its first save (step 4)
+    monkeypatch.setenv("MACFINETUNE_FAULT_RANK", "1")
+    run_dir = tmp_path / "run"
+    began = time.monotonic()
+    result = launch.train_on_hosts(_recipe(tiny_model, even_data, 2), run_dir, lambda e: None, JobControl(),
+                                   hosts.local_hostfile(2))
+    assert time.monotonic() - began < launch._STOP_GRACE_S + 60  # nobody was left waiting for the dead peer
+    assert result.state == "failed"
+    assert result.message.startswith("rank 1 (127.0.0.1) was killed by signal 9")
+    assert runs.read_status(run_dir).state == "failed"
+    assert [c.iteration for c in runs.complete_checkpoints(run_dir)][0] == 4
+    monkeypatch.delenv("MACFINETUNE_FAULT")
+    resumed = resume_run(run_dir, lambda e: None, hosts=1)  # one Mac takes the whole global batch
+    assert resumed.state == "finished" and resumed.iteration == 8
+    after = _losses(runs.read_metrics(run_dir))
+    assert after == pytest.approx(_losses(runs.read_metrics(single)), abs=1e-4)
+
+
+def test_a_stop_is_agreed_by_every_rank_and_rank_0_saves(tiny_model, even_data, tmp_path):
+    control = JobControl()
+    seen = []
+
+    def emit(event):
+        seen.append(event)
+        if isinstance(event, TrainReport) and event.iteration == 2:
+            control.request_stop()
+
+    result = launch.train_on_hosts(_recipe(tiny_model, even_data, 2), tmp_path / "run", emit, control,
+                                   hosts.local_hostfile(2))
+    assert result.state == "stopped" and 2 <= result.iteration < 8
+    assert runs.complete_checkpoints(tmp_path / "run")[-1].iteration == result.iteration
+
+
+def test_train_with_ranks_on_the_command_line_refuses_an_uneven_resume(tiny_model, even_data, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    hosts.write_run_layout(run_dir, 2, 4)
+    assert main(["train", "--resume", str(run_dir), "--ranks", "3"]) == 2
+    assert "global batch is 4; it can continue on 1, 2, 4 host(s), not 3" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run_dir), "--ranks", "2", "--hosts", "h.json"]) == 2
+    assert "--hosts or --ranks, not both" in capsys.readouterr().err

@@ -1,0 +1,192 @@
+"""Issue 14: real tokens/s, memory-light attention and loss, packing and length buckets (tiny arrays, tiny model)."""
+
+from __future__ import annotations
+
+import io
+
+import mlx.core as mx
+import numpy as np
+from conftest import fast_recipe
+
+from macfinetune.backend import loop
+from macfinetune.backend.training import train_run
+from macfinetune.core import runs
+from macfinetune.core.events import TrainReport
+
+# --- 1. real tokens per second ------------------------------------------------------------
+
+
+def _padded_batch(rows: list[list[int]], offsets: list[int], width: int):
+    arr = np.zeros((len(rows), width), np.int32)
+    for i, r in enumerate(rows):
+        arr[i, : len(r)] = r
+    return mx.array(arr), mx.array([[o, len(r)] for o, r in zip(offsets, rows, strict=True)])
+
+
+def test_real_tokens_are_the_loss_targets_that_are_not_padding():
+    from mlx_lm.tuner.trainer import default_loss
+
+    rows = [[5, 6, 7, 8, 9], [5, 6, 7], [5, 6, 7, 8, 9, 10, 11, 12]]
+    offsets = [0, 0, 3]  # the third row's prompt (3 tokens) is masked
+    batch, lengths = _padded_batch(rows, offsets, width=9)
+    # the targets mlx-lm's loss trains on, and which of them are real tokens (not padding)
+    steps = np.arange(1, 9)
+    mask = (steps >= np.array(offsets)[:, None]) & (steps <= np.array([len(r) for r in rows])[:, None])
+    real = mask & (np.array(batch)[:, 1:] != 0)
+    assert loop.real_tokens((batch, lengths)) == int(real.sum()) == 4 + 2 + 5
+    _, ntoks = default_loss(_Echo(), batch, lengths)
+    assert int(ntoks) == int(mask.sum()) == loop.real_tokens((batch, lengths)) + 3  # one pad target per padded row (all 3)
+
+
+class _Echo:
+    """A 'model' whose logits are one-hot of the input: enough for default_loss's mask count."""
+
+    def __call__(self, inputs):
+        return mx.eye(16)[inputs]
+
+
+def test_reports_carry_real_tokens_per_second_in_events_log_and_progress_line(tiny_model, tmp_path):
+    from macfinetune.cli.train import Progress
+
+    events = []
+    result = train_run(fast_recipe(tiny_model, "iterations=4"), tmp_path / "run", events.append)
+    assert result.state == "finished"
+    reports = [e for e in events if isinstance(e, TrainReport)]
+    assert reports and all(r.real_tokens_per_second is not None for r in reports)
+    # the sample data's rows are padded: mlx-lm counts one padding target per padded row
+    assert all(0 < r.real_tokens_per_second < r.tokens_per_second for r in reports)
+    logged = [m for m in runs.read_metrics(tmp_path / "run") if m["event"] == "train"]
+    assert [m["real_tokens_per_second"] for m in logged] == [r.real_tokens_per_second for r in reports]
+    out = io.StringIO()
+    Progress(out).show(reports[-1])
+    assert f"({reports[-1].real_tokens_per_second:,.0f} real)" in out.getvalue()
+
+
+# --- 2. memory-light attention and the chunked loss ---------------------------------------------
+
+
+def _qkv(b=2, heads=4, kv_heads=2, length=40, dim=8, seed=0):
+    mx.random.seed(seed)
+    q, k, v = (mx.random.normal((b, h, length, dim)) for h in (heads, kv_heads, kv_heads))
+    return q, k, v, mx.random.normal((b, heads, length, dim))
+
+
+def _attention_grads(fn, q, k, v, w):
+    loss = lambda q, k, v: (fn(q, k, v) * w).sum()  # noqa: E731
+    value, grads = mx.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v)
+    return [value, *grads]
+
+
+def _close(a, b, tol=2e-4):
+    for x, y in zip(a, b, strict=True):
+        assert mx.allclose(x, y, atol=tol, rtol=tol).item(), float(mx.abs(x - y).max())
+
+
+def _small_blocks(monkeypatch):
+    """Blocks of 16 query rows whatever the size, so a 40-token test crosses block edges (and a ragged last one)."""
+    from macfinetune.core import memory_light
+
+    monkeypatch.setattr(memory_light, "attention_block", lambda b, h, n: 16)
+    monkeypatch.setattr(memory_light, "loss_chunk", lambda vocab: 24)
+
+
+def test_blockwise_attention_equals_stock_causal_with_grouped_heads(monkeypatch):
+    from macfinetune.backend import attention
+
+    _small_blocks(monkeypatch)
+    q, k, v, w = _qkv()
+    scale = 8**-0.5
+    stock = _attention_grads(lambda q, k, v: attention._ORIGINAL(q, k, v, None, scale, "causal"), q, k, v, w)
+    light = _attention_grads(lambda q, k, v: attention.blockwise_attention(q, k, v, scale), q, k, v, w)
+    _close(stock, light)
+
+
+def test_blockwise_attention_equals_stock_with_a_padding_mask_and_with_packed_segments(monkeypatch):
+    from mlx_lm.models.base import create_causal_mask
+
+    from macfinetune.backend import attention
+
+    _small_blocks(monkeypatch)
+    q, k, v, w = _qkv()
+    scale = 0.3
+    padding = create_causal_mask(40, right_padding=mx.array([0, 7]))  # (2, 1, 40, 40) bool
+    stock = _attention_grads(lambda q, k, v: attention._ORIGINAL(q, k, v, None, scale, padding), q, k, v, w)
+    light = _attention_grads(lambda q, k, v: attention.blockwise_attention(q, k, v, scale, padding), q, k, v, w)
+    _close(stock, light)
+    segments = mx.array([[0] * 10 + [1] * 25 + [2] * 5, [0] * 40])
+    blockdiag = attention.segment_mask(segments)
+    stock = _attention_grads(lambda q, k, v: attention._ORIGINAL(q, k, v, None, scale, blockdiag), q, k, v, w)
+    light = _attention_grads(lambda q, k, v: attention.blockwise_attention(q, k, v, scale, "causal", segments),
+                             q, k, v, w)
+    _close(stock, light)
+
+
+def _small_llama(seed=0, tie=False):
+    from mlx_lm.models import llama
+
+    from macfinetune.backend.adapters import prepare_model
+    from macfinetune.core.recipe import Recipe
+
+    args = llama.ModelArgs(model_type="llama", hidden_size=32, num_hidden_layers=2, intermediate_size=64,
+                           num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=97,
+                           tie_word_embeddings=tie)
+    mx.random.seed(seed)
+    model = llama.Model(args)
+    prepare_model(model, Recipe())  # LoRA on every linear layer of the blocks, as training does
+    mx.random.seed(seed + 1)  # non-zero LoRA B, so every gradient is non-trivial
+    for _, module in model.named_modules():
+        if hasattr(module, "lora_b"):
+            module.lora_b = mx.random.normal(module.lora_b.shape) * 0.1
+    mx.eval(model.parameters())
+    return model
+
+
+def _loss_and_grads(model, loss, *batch):
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+
+    (value, ntoks), grads = nn.value_and_grad(model, loss)(model, *batch)
+    return value, ntoks, [g for _, g in tree_flatten(grads)]
+
+
+def test_memory_light_training_step_equals_mlx_lm_on_a_small_llama(monkeypatch):
+    """Loss, token count and every LoRA gradient: mlx-lm's default loss and attention vs the
+    memory-light attention and chunked loss (tied and untied heads, padded rows, a masked prompt)."""
+    from mlx_lm.tuner.trainer import default_loss
+
+    from macfinetune.backend import attention
+
+    _small_blocks(monkeypatch)
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(1, 97, n).tolist() for n in (41, 17, 33)]
+    batch, lengths = _padded_batch(rows, [0, 0, 5], width=41)
+    for tie in (False, True):
+        model = _small_llama(tie=tie)
+        stock = _loss_and_grads(model, default_loss, batch, lengths)
+        with attention.training_paths(model, "memory_light"):
+            light = _loss_and_grads(model, attention.make_loss("chunked"), batch, lengths)
+        assert int(stock[1]) == int(light[1])
+        _close([stock[0]], [light[0]], 1e-5)
+        assert len(stock[2]) == len(light[2]) == 2 * 7 * 2
+        _close(stock[2], light[2], 1e-4)
+    assert attention.base.scaled_dot_product_attention is attention._ORIGINAL
+    from mlx_lm.models import llama
+
+    assert llama.scaled_dot_product_attention is attention._ORIGINAL  # put back after the run
+
+
+def test_a_run_with_memory_light_attention_and_chunked_loss_trains_as_the_stock_run(tiny_model, tmp_path):
+    from macfinetune.core.events import ValReport
+
+    def losses(*overrides):
+        events = []
+        result = train_run(fast_recipe(tiny_model, "iterations=4", *overrides), tmp_path / "-".join(overrides),
+                           events.append)
+        assert result.state == "finished"
+        return ([e.train_loss for e in events if isinstance(e, TrainReport)],
+                [e.val_loss for e in events if isinstance(e, ValReport)])
+
+    stock = losses("training.attention=stock", "training.loss=stock")
+    light = losses("training.attention=memory_light", "training.loss=chunked")
+    assert np.allclose(stock[0], light[0], rtol=1e-4) and np.allclose(stock[1], light[1], rtol=1e-4)
+    assert len(stock[1]) >= 2
