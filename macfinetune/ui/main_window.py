@@ -264,6 +264,8 @@ class MainWindow(QMainWindow):
 
     def _restore(self) -> None:
         s = self.settings
+        last = s.value("window/page", "runs")
+        self.show_page(last if last in page_ids() else "runs")  # built before the geometry is restored
         geometry = s.value("window/geometry")
         if isinstance(geometry, QByteArray | bytes):
             self.restoreGeometry(geometry)
@@ -272,8 +274,6 @@ class MainWindow(QMainWindow):
         state = s.value("window/splitter")
         if state is not None:
             self.splitter.restoreState(state)
-        last = s.value("window/page", "runs")
-        self.show_page(last if last in page_ids() else "runs")
 
     def save_state(self) -> None:
         s = self.settings
