@@ -45,7 +45,8 @@ class MonitorPage(QWidget):
         self._timer.setObjectName("monitorRedraw")
         self._timer.setSingleShot(True)
         self._timer.setInterval(REDRAW_MS)
-        self._timer.timeout.connect(self.redraw)
+        self._timer.timeout.connect(self._on_timer_timeout)
+        self._stale: list = []  # panels still to draw for the data of version ``_drawn``
         session.trainingEvent.connect(self._on_session_training_event)
         session.runOpened.connect(self._on_session_run_opened)
         self._restore()
@@ -160,13 +161,29 @@ class MonitorPage(QWidget):
             self.redraw()
 
     def redraw(self) -> None:
-        if self.buffer.version == self._drawn:
+        """Draw every panel now (a replay, a reopened run); live events go through the timer instead."""
+        if self.buffer.version == self._drawn:  # nothing new; finish the timer's pass, if one is under way
+            for panel in self._stale:
+                panel.redraw(self.buffer)
+            self._stale = []
             return
-        self._drawn = self.buffer.version
+        self._drawn, self._stale = self.buffer.version, []
         self.redraws += 1
         for panel in self.panels:
             panel.redraw(self.buffer)
         self._set_labels()
+
+    def _on_timer_timeout(self) -> None:
+        """The throttled live redraw: labels at once, then one plot per tick (~30 Hz), so each paint covers
+        one plot; four plots painted in one go held the GUI thread four times as long."""
+        if self.buffer.version != self._drawn:
+            self._drawn, self._stale = self.buffer.version, list(self.panels)
+            self.redraws += 1
+            self._set_labels()
+        if self._stale:
+            self._stale.pop(0).redraw(self.buffer)
+        if self._stale or self.buffer.version != self._drawn:
+            self._timer.start()
 
     def _set_labels(self) -> None:
         r = self.buffer.run
