@@ -1,7 +1,10 @@
 """Redraw cost of the Monitor with 100k points per curve (train loss, smoothed, LR, throughput, memory):
-median and p95 of a full redraw + paint, offscreen, side by side with 1k points.
+median and p95 of a full redraw + paint, offscreen, side by side with 1k points. Two cases: one new
+train-loss point per redraw ("loss only"), and one new point in every series per redraw ("every series",
+what a train report plus a memory sample do). Wall time and the GUI thread's CPU time (``thread_time``,
+less sensitive to other processes on a shared machine) are both reported.
 
-    .venv/bin/python bench/gui_redraw.py
+    PYTHONPATH=. .venv/bin/python bench/gui_redraw.py
 """
 
 import os
@@ -26,21 +29,27 @@ def fill(monitor, n: int) -> None:
     monitor.buffer.run.state = "running"
 
 
-def measure(qapp, monitor, n: int, repeats: int = 20) -> tuple[list[float], list[float]]:
-    """(redraw ms: data into the plot items, incl. smoothing and downsampling; paint ms: the window repaint)."""
+def measure(qapp, monitor, n: int, repeats: int = 20, every: bool = False) -> tuple[list, list, list]:
+    """(redraw ms: data into the plot items, incl. smoothing and downsampling; its CPU ms; paint ms: the
+    window repaint)."""
     monitor.buffer.reset()
     fill(monitor, n)
-    redraws, paints = [], []
+    monitor.buffer.version += 1
+    monitor.redraw()  # the first draw of a reopened run (smoothing from scratch) is not what is measured
+    qapp.processEvents()
+    redraws, cpu, paints = [], [], []
     for i in range(repeats):
-        monitor.buffer.series["train_loss"].append(n + i + 1, 1.5)
+        for series in monitor.buffer.series.values() if every else [monitor.buffer.series["train_loss"]]:
+            series.append(n + i + 1, 1.5)
         monitor.buffer.version += 1
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         monitor.redraw()
-        middle = time.perf_counter()
+        middle, middle_cpu = time.perf_counter(), time.thread_time()
         qapp.processEvents()  # layout and paint of the window (offscreen: software raster)
         redraws.append((middle - start) * 1000)
+        cpu.append((middle_cpu - start_cpu) * 1000)
         paints.append((time.perf_counter() - middle) * 1000)
-    return redraws, paints
+    return redraws, cpu, paints
 
 
 def main() -> None:
@@ -51,18 +60,20 @@ def main() -> None:
     window.show_page("monitor")
     window.show()
     monitor = window.pages["monitor"]
-    results: dict[int, tuple[list, list]] = {}
+    results: dict[tuple, tuple[list, list, list]] = {}
     for n in (1_000, 100_000, 1_000, 100_000):  # alternate: timings drift on shared machines
-        redraws, paints = measure(qapp, monitor, n)
-        results.setdefault(n, ([], []))
-        results[n][0].extend(redraws)
-        results[n][1].extend(paints)
-    for n, (redraws, paints) in results.items():
-        print(f"{n:>7} points/curve: redraw median {statistics.median(redraws):6.1f} ms "
-              f"(p95 {sorted(redraws)[int(0.95 * len(redraws))]:6.1f}), window repaint median "
-              f"{statistics.median(paints):6.1f} ms")
-    ratio = statistics.median(results[100_000][0]) / statistics.median(results[1_000][0])
-    print(f"redraw 100k vs 1k median ratio: {ratio:.2f}x")
+        for every in (False, True):
+            got = measure(qapp, monitor, n, every=every)
+            lists = results.setdefault((n, every), ([], [], []))
+            for into, values in zip(lists, got, strict=True):
+                into.extend(values)
+    for (n, every), (redraws, cpu, paints) in results.items():
+        print(f"{n:>7} points/curve, {'every series' if every else 'loss only   '}: redraw median "
+              f"{statistics.median(redraws):6.1f} ms (p95 {sorted(redraws)[int(0.95 * len(redraws))]:6.1f}; "
+              f"CPU median {statistics.median(cpu):6.1f}), window repaint median {statistics.median(paints):6.1f} ms")
+    for every in (False, True):
+        ratio = statistics.median(results[(100_000, every)][0]) / statistics.median(results[(1_000, every)][0])
+        print(f"redraw 100k vs 1k median ratio ({'every series' if every else 'loss only'}): {ratio:.2f}x")
     window.pages["runs"].wait_for_scan()
     window.close()
 

@@ -18,10 +18,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QThread, Signal
 
-from macfinetune import jobs
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import (
     JobCancelled,
@@ -34,8 +34,10 @@ from macfinetune.core.events import (
     TrainReportBatch,
 )
 from macfinetune.core.problems import ProblemError
-from macfinetune.core.recipe import Recipe
-from macfinetune.core.sampling import Sampling
+
+if TYPE_CHECKING:  # the window paints before recipes and jobs are imported
+    from macfinetune.core.recipe import Recipe
+    from macfinetune.core.sampling import Sampling
 
 REPORT_INTERVAL_S = 0.05  # at most ~20 train-report signals a second
 
@@ -82,37 +84,37 @@ class Engine(QThread):
     def train(self, recipe: Recipe, run_dir: Path, allow_over_budget: bool = False) -> JobHandle:
         """Start a run; one the estimator says will not fit fails with a ``memory`` problem unless
         ``allow_over_budget`` (the user confirmed the override)."""
-        return self.submit("train", jobs.train, recipe=recipe, run_dir=run_dir, allow_over_budget=allow_over_budget)
+        return self.submit("train", _jobs().train, recipe=recipe, run_dir=run_dir, allow_over_budget=allow_over_budget)
 
     def resume(self, run_dir: Path) -> JobHandle:
-        return self.submit("resume", jobs.resume, run_dir=run_dir)
+        return self.submit("resume", _jobs().resume, run_dir=run_dir)
 
     def fuse(self, path: Path, which: str, out_dir: Path | None = None, **options) -> JobHandle:
-        return self.submit("fuse", jobs.fuse, path=path, which=which, out_dir=out_dir, **options)
+        return self.submit("fuse", _jobs().fuse, path=path, which=which, out_dir=out_dir, **options)
 
     def generate(self, model: str | None, adapter: tuple[Path, str] | None, prompt: str,
                  sampling: Sampling, compare: bool = False, system: str | None = None) -> JobHandle:
-        return self.submit("generate", jobs.generate, model=model, adapter=adapter, prompt=prompt,
+        return self.submit("generate", _jobs().generate, model=model, adapter=adapter, prompt=prompt,
                            sampling=sampling, compare=compare, system=system)
 
     def download(self, repo_id: str, revision: str | None = None) -> JobHandle:
-        return self.submit("download", jobs.download, repo_id=repo_id, revision=revision)
+        return self.submit("download", _jobs().download, repo_id=repo_id, revision=revision)
 
     def convert(self, source: str, out_dir: Path | None = None, bits: int | None = None,
                 group_size: int = 64) -> JobHandle:
-        return self.submit("convert", jobs.convert, source=source, out_dir=out_dir, bits=bits, group_size=group_size)
+        return self.submit("convert", _jobs().convert, source=source, out_dir=out_dir, bits=bits, group_size=group_size)
 
     def inspect_dataset(self, path, model: str | None = None, max_seq_length: int | None = None,
                         **options) -> JobHandle:
         if max_seq_length is not None:
             options["max_seq_length"] = max_seq_length
-        return self.submit("inspect", jobs.inspect_dataset, path=path, model=model, **options)
+        return self.submit("inspect", _jobs().inspect_dataset, path=path, model=model, **options)
 
     def probe_machine(self) -> JobHandle:
-        return self.submit("probe", jobs.probe_machine)
+        return self.submit("probe", _jobs().probe_machine)
 
     def estimate(self, recipe: Recipe, machine=None) -> JobHandle:
-        return self.submit("estimate", jobs.estimate, recipe=recipe, machine=machine)
+        return self.submit("estimate", _jobs().estimate, recipe=recipe, machine=machine)
 
     def current(self) -> JobHandle | None:
         return self._current
@@ -193,10 +195,12 @@ class Engine(QThread):
         self._current = handle
         forward = _Forwarder(lambda event: self._send(handle, event))
         forward(JobStarted())
+        from macfinetune.jobs import Cancelled
+
         try:
             result = job.fn(forward, handle.control, **job.args)
             end = JobFinished(result)
-        except jobs.Cancelled:
+        except Cancelled:
             end = JobCancelled()
         except ProblemError as e:
             end = JobFailed(str(e), tuple(e.problems))
@@ -249,3 +253,10 @@ class _Forwarder:
         held, self._held = self._held, []
         self._last = self._clock()
         self._send(held[0] if len(held) == 1 else TrainReportBatch(tuple(held)))
+
+
+def _jobs():
+    """``macfinetune.jobs``, imported when the first job is submitted (not before the window paints)."""
+    from macfinetune import jobs
+
+    return jobs

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--screenshot", metavar="OUT.png", help="render a page of the app offscreen with a demo run "
                         "loaded (fixed size) into OUT.png, then exit")
     parser.add_argument("--page", default="monitor", help="page for --screenshot: runs, new, monitor, checkpoints, "
-                        "playground (default monitor)")
+                        "playground, welcome, review (the wizard's last step, filled) (default monitor)")
     parser.add_argument("--theme", choices=("light", "dark"), default="light", help="palette for --screenshot")
     parser.add_argument("--self-test", action="store_true", help="check that this install (or the frozen app) has "
                         "everything: imports, model modules, Qt, trains the tiny model a few steps, generates; "

@@ -10,8 +10,6 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from macfinetune.core import events, runs
 
 CSV_COLUMNS = ("event", "iteration", "time", "train_loss", "val_loss", "learning_rate", "iterations_per_second",
@@ -91,6 +89,8 @@ def load_run_events(run_dir: Path) -> list:
 
 def flat_recipe(run_dir: Path) -> dict[str, object]:
     """recipe.yaml as dotted keys (training.learning_rate: 0.001); {} when unreadable."""
+    import yaml  # here, not at import: the window paints before it needs YAML
+
     try:
         data = yaml.safe_load((Path(run_dir) / runs.RECIPE).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):

@@ -17,11 +17,13 @@ from PySide6.QtWidgets import (
     QSplitter,
     QStackedWidget,
     QToolBar,
+    QWidget,
 )
 
 from macfinetune import __version__
-from macfinetune.core import runs
-from macfinetune.ui.pages import REGISTRY
+from macfinetune.core import opening, runs
+from macfinetune.core.problems import ProblemError
+from macfinetune.ui.pages import REGISTRY, page_ids
 from macfinetune.ui.session import Session
 
 
@@ -41,7 +43,7 @@ class MainWindow(QMainWindow):
         self.setUnifiedTitleAndToolBarOnMac(True)
         self.setAcceptDrops(True)
         self.session, self.settings = session, settings
-        self.pages = {spec.id: spec.create(session, settings) for spec in REGISTRY}
+        self.pages = LazyPages(self._build_page)  # a page is built when first shown or asked for
         self.sidebar = QListWidget()
         self.sidebar.setObjectName("sidebar")
         self.sidebar.addItems([spec.title for spec in REGISTRY])
@@ -49,8 +51,8 @@ class MainWindow(QMainWindow):
         self.sidebar.setFrameShape(QListWidget.Shape.NoFrame)
         self.sidebar.setSpacing(2)
         self.stack = QStackedWidget()
-        for page in self.pages.values():
-            self.stack.addWidget(page)
+        for _ in REGISTRY:
+            self.stack.addWidget(QWidget())  # stands in until the page is built
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.setObjectName("mainSplitter")
         self.splitter.addWidget(self.sidebar)
@@ -59,7 +61,7 @@ class MainWindow(QMainWindow):
         self.splitter.setCollapsible(1, False)
         self.splitter.setSizes([160, 1100])
         self.setCentralWidget(self.splitter)
-        self.sidebar.currentRowChanged.connect(self.stack.setCurrentIndex)
+        self.sidebar.currentRowChanged.connect(self._on_sidebar_row_changed)
         self._quitting = False
         self._build_actions()
         self._build_toolbar()
@@ -79,6 +81,25 @@ class MainWindow(QMainWindow):
 
     def current_page(self) -> str:
         return REGISTRY[max(0, self.stack.currentIndex())].id
+
+    def _on_sidebar_row_changed(self, row: int) -> None:
+        if row >= 0:
+            self.pages[REGISTRY[row].id]  # noqa: B018 (builds it on first show)
+        self.stack.setCurrentIndex(row)
+
+    def _build_page(self, page_id: str):
+        """Build page ``page_id`` in place of its stand-in (cold start paints before pyqtgraph, the wizard's
+        scans and psutil are imported: only the page shown first is built with the window)."""
+        index = [spec.id for spec in REGISTRY].index(page_id)
+        page = REGISTRY[index].create(self.session, self.settings)
+        stand_in, current = self.stack.widget(index), self.stack.currentIndex()
+        self.stack.insertWidget(index, page)
+        self.stack.removeWidget(stand_in)
+        stand_in.deleteLater()
+        self.stack.setCurrentIndex(current)
+        if self.session.run_dir and hasattr(page, "show_run"):  # what runOpened would have told it
+            page.show_run(self.session.run_dir)
+        return page
 
     # --- actions, toolbar, menus ------------------------------------------------------
 
@@ -104,6 +125,8 @@ class MainWindow(QMainWindow):
                                          keys.Preferences, role.PreferencesRole)
         self.new_action = self._action("newRunAction", "New Run", lambda: self.show_page("new"), keys.New)
         self.open_action = self._action("openAction", "Open…", self._on_open_triggered, keys.Open)
+        self.open_folder_action = self._action("openFolderAction", "Open Folder…", self._on_open_folder_triggered,
+                                               "Ctrl+Shift+O")
         self.quit_action = self._action("quitAction", "Quit", self.close, keys.Quit, role.QuitRole)
         self.page_actions = [self._action(f"show_{spec.id}", spec.title, lambda _=False, i=spec.id: self.show_page(i),
                                           f"Ctrl+{n}") for n, spec in enumerate(REGISTRY, start=1)]
@@ -122,7 +145,7 @@ class MainWindow(QMainWindow):
         app_menu = bar.addMenu("macfinetune")
         app_menu.addActions([self.about_action, self.prefs_action, self.quit_action])
         file_menu = bar.addMenu("&File")
-        file_menu.addActions([self.new_action, self.open_action])
+        file_menu.addActions([self.new_action, self.open_action, self.open_folder_action])
         self.recent_menu = file_menu.addMenu("Open Recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
         run_menu = bar.addMenu("&Run")
@@ -169,26 +192,49 @@ class MainWindow(QMainWindow):
 
     def _on_session_run_opened(self, run_dir: str) -> None:
         self.session.run_dir = run_dir if not self.session.is_training else self.session.run_dir
+        built = "monitor" in self.pages
         self.show_page("monitor")
+        if not built:  # the Monitor was made during this signal, after it was sent: give it the run
+            self.pages["monitor"]._on_session_run_opened(run_dir)
         self._update_actions()
 
     def _on_session_test_prompt(self, run_dir: str, checkpoint: str) -> None:
+        built = "playground" in self.pages
         self.show_page("playground")
+        if not built:  # made during this signal, after it was sent
+            self.pages["playground"].select_run(run_dir, checkpoint)
 
     # --- opening folders --------------------------------------------------------------
 
     def open_folder(self, path: Path) -> bool:
-        """A run folder opens in the Monitor; anything else explains what it expected."""
+        """A run folder opens in the Monitor; a recipe, a model folder or a dataset in the New-run wizard
+        (``core.opening`` decides which); anything else says what would open."""
         path = Path(path)
-        if (path / runs.RECIPE).exists():
+        kind = opening.open_kind(path)
+        if kind == "run":
             self.session.open_run(path)
             return True
-        QMessageBox.information(self, "Not a run folder", f"{path} has no {runs.RECIPE}. Drop a run folder to open "
-                                "it; starting a run from a dataset or model folder comes with the New run wizard.")
+        wizard = self.pages["new"] if kind != "unknown" else None
+        if kind != "unknown" and hasattr(wizard, "open_path"):
+            self.show_page("new")
+            try:
+                wizard.open_path(path)
+            except ProblemError as e:
+                QMessageBox.information(self, "Could not open it", str(e))
+                return False
+            return True
+        QMessageBox.information(self, "Nothing to open", opening.describe_unknown(path))
         return False
 
     def _on_open_triggered(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open a run folder", str(self.session.data_folder()))
+        file, _ = QFileDialog.getOpenFileName(self, "Open a recipe or a dataset", str(self.session.data_folder()),
+                                              opening.OPEN_FILTER)
+        if file:
+            self.open_folder(Path(file))
+
+    def _on_open_folder_triggered(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a run, model or dataset folder",
+                                                  str(self.session.data_folder()))
         if folder:
             self.open_folder(Path(folder))
 
@@ -218,6 +264,8 @@ class MainWindow(QMainWindow):
 
     def _restore(self) -> None:
         s = self.settings
+        last = s.value("window/page", "runs")
+        self.show_page(last if last in page_ids() else "runs")  # built before the geometry is restored
         geometry = s.value("window/geometry")
         if isinstance(geometry, QByteArray | bytes):
             self.restoreGeometry(geometry)
@@ -226,15 +274,14 @@ class MainWindow(QMainWindow):
         state = s.value("window/splitter")
         if state is not None:
             self.splitter.restoreState(state)
-        last = s.value("window/page", "runs")
-        self.show_page(last if last in self.pages else "runs")
 
     def save_state(self) -> None:
         s = self.settings
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/splitter", self.splitter.saveState())
         s.setValue("window/page", self.current_page())
-        self.pages["monitor"].save_state()
+        if "monitor" in self.pages:  # a Monitor never built has nothing new to keep
+            self.pages["monitor"].save_state()
         s.sync()
 
     def ask_stop(self) -> str:
@@ -260,11 +307,24 @@ class MainWindow(QMainWindow):
                 self.session.stop(then=self.close)
             return
         self.save_state()
-        self.pages["runs"].shutdown()
-        for page_id, page in self.pages.items():  # pages that read on threads of their own
-            if page_id != "runs" and hasattr(page, "shutdown"):
+        for page in self.pages.values():  # worker threads (the Runs scan, the wizard's readers) end with the window
+            if hasattr(page, "shutdown"):
                 page.shutdown()
         super().closeEvent(event)
         app = QApplication.instance()
         if app is not None and self._quitting:
             app.quit()
+
+
+class LazyPages(dict):
+    """The window's pages by id; ``pages[id]`` builds one the first time it is asked for. ``in``, ``get`` and
+    ``values()`` see only the pages built so far."""
+
+    def __init__(self, build):
+        super().__init__()
+        self._build = build
+
+    def __missing__(self, page_id: str):
+        page = self._build(page_id)
+        self[page_id] = page
+        return page

@@ -14,6 +14,8 @@ from macfinetune.ui.pages import page_ids
 from macfinetune.ui.widgets.theme import dark_palette
 
 SIZE = (1280, 800)
+WIZARD_STEPS = ("review",)  # wizard steps rendered (in the window) filled with the demo model and data
+DEMO_MODEL = "mlx-community/Qwen3-1.7B-bf16"  # estimated from its shipped config.json: nothing downloads
 
 
 class IdleEngine(QObject):
@@ -55,6 +57,7 @@ def render(app: QApplication, out: str, page: str, theme: str = "light") -> int:
 
     if page == "welcome":
         return _render_welcome(app, out, theme)
+    step, page = (page, "new") if page in WIZARD_STEPS else (None, page)
     if page not in page_ids():
         raise SystemExit(f"unknown page {page!r}; pages: {', '.join(page_ids())}")
     qInstallMessageHandler(_quiet_offscreen)
@@ -73,6 +76,8 @@ def render(app: QApplication, out: str, page: str, theme: str = "light") -> int:
             settings.setValue("checkpoints/run", str(demo_run))
         window = create_main_window(IdleEngine(), settings)
         window.resize(*SIZE)
+        if step:
+            fill_wizard(app, window.pages["new"], step)
         replay(window.pages["monitor"], live_events())
         if page == "playground":
             replay_playground(window.pages["playground"])
@@ -112,6 +117,26 @@ def _render_welcome(app: QApplication, out: str, theme: str) -> int:
     dialog.deleteLater()
     app.processEvents()
     return 0 if ok else 1
+
+
+def fill_wizard(app: QApplication, wizard, step: str) -> None:
+    """The wizard at ``step`` with the demo model and the shipped sample data, on a fixed 16 GB machine;
+    no tokenizer (the model is not downloaded), so every run draws the same."""
+    import time
+
+    from macfinetune.core import paths, timing
+    from macfinetune.core.hardware import machine_from_memory
+
+    wizard.services.machine = machine_from_memory(16)
+    wizard.services.token_counter = wizard.services.template_renderer = None
+    wizard.rate = timing.seed_rate(wizard.services.machine.chip)
+    wizard.steps["model"].choose_path(DEMO_MODEL)
+    wizard.steps["data"].choose_path(str(paths.shipped("resources", "sample_data")))
+    deadline = time.monotonic() + 60
+    while (wizard.state.data is None or wizard.state.data_busy) and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.01)
+    wizard.go(step)
 
 
 def replay(monitor, events: list) -> None:

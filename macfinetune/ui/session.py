@@ -10,12 +10,15 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Signal
 
 from macfinetune.core import events, paths, runs
 from macfinetune.core.events import JobCancelled, JobEvent, JobFailed, JobFinished, JobStarted
-from macfinetune.core.recipe import Recipe, apply_overrides
+
+if TYPE_CHECKING:
+    from macfinetune.core.recipe import Recipe
 
 TRAINING_JOBS = ("train", "resume", "demo", "train_hosts", "resume_hosts")  # jobs whose events drive the Monitor and the toolbar
 
@@ -67,6 +70,10 @@ class Session(QObject):
         recipe, run_dir = self.prepared
         interval = int(self.settings.value("prefs/report_every", 0) or 0)
         if interval > 0:
+            from macfinetune.core.recipe import (
+                apply_overrides,  # imported on first use: start-up paints sooner
+            )
+
             recipe = apply_overrides(recipe, [f"report_every={interval}"])
         self.prepared = None
         self.preparedChanged.emit()

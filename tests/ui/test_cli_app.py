@@ -49,9 +49,35 @@ def test_screenshot_renders_each_page_deterministically(tmp_path):
     assert _shot(tmp_path, "playground") != first
 
 
+def test_review_screenshot_is_the_filled_wizard_and_the_same_every_run(tmp_path):
+    (tmp_path / "again").mkdir()
+    first = _shot(tmp_path, "review")
+    assert hashlib.sha256(first).hexdigest() == hashlib.sha256(_shot(tmp_path / "again", "review")).hexdigest()
+    assert first != _shot(tmp_path, "new") and first != _shot(tmp_path, "review", "dark")
+
+
+def test_the_review_page_shows_the_demo_model_and_data(window, qapp):
+    from macfinetune.core import paths
+    from macfinetune.ui.screenshot import DEMO_MODEL, fill_wizard
+
+    page = window.pages["new"]
+    fill_wizard(qapp, page, "review")
+    review = page.steps["review"]
+    assert page.current_step() == "review" and page.services.machine.memory_gb == 16
+    assert review.verdict.text().startswith("<b>Fits</b>: needs ")
+    assert review.command.text().startswith(f"macfinetune train --model {DEMO_MODEL} --data "
+                                            f"{paths.shipped('resources', 'sample_data')}")
+    assert page.blockers.text() == "Ready to train."
+
+
+# what the first paint does not wait for: pages other than the first are built when shown (LazyPages)
+HEAVY = ("pyqtgraph", "numpy", "psutil", "huggingface_hub", "transformers", "tokenizers", "yaml", "tqdm")
+
+
 def test_window_paints_before_mlx_is_imported(tmp_path):
     code = (
         "import sys\n"
+        f"HEAVY = {HEAVY!r}\n"
         "from PySide6.QtCore import QSettings\n"
         "from macfinetune import app\n"
         "from macfinetune.engine import Engine\n"
@@ -62,9 +88,10 @@ def test_window_paints_before_mlx_is_imported(tmp_path):
         "window = create_main_window(engine, settings); window.show(); window.grab()\n"
         "qapp.processEvents()\n"
         "print(sorted(m for m in ('mlx', 'mlx_lm', 'mlx.core') if m in sys.modules))\n"
+        "print(sorted(m for m in HEAVY if m in sys.modules))\n"
         "window.pages['runs'].wait_for_scan(); engine.shutdown(); window.close()\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env=_env(QT_QPA_PLATFORM="offscreen", MACFINETUNE_HOME=str(tmp_path / "home")))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert proc.stdout.strip().splitlines()[-2:] == ["[]", "[]"]  # no MLX, and none of HEAVY, before the paint

@@ -3,6 +3,7 @@ persistence in an INI file, preferences, dropping a run folder."""
 
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent, QKeySequence
 from PySide6.QtWidgets import QApplication, QMessageBox
@@ -99,8 +100,11 @@ def test_window_state_persists_in_the_settings_file(window, engine, settings, qt
     qtbot.addWidget(again)
     again.show()
     assert again.current_page() == "monitor"
+    # restoreGeometry fits the window on the screen (offscreen: 800 px wide) but never below its minimum width;
     # the offscreen platform restores the width less a frame margin; the default would be 1200x780
-    assert again.height() == 600 and abs(again.width() - width) <= 50
+    screen = again.screen().availableGeometry().width()
+    expected = width if width <= screen else max(screen, again.minimumSizeHint().width())
+    assert again.height() == 600 and abs(again.width() - expected) <= 50
     assert again.pages["monitor"].loss.weight == 0.85
     assert again.pages["monitor"].loss.log_box.isChecked()
     # the sidebar keeps its width, less whatever the offscreen platform took off the window's width
@@ -143,8 +147,73 @@ def test_dropping_something_else_says_what_it_expected(window, tmp_path, monkeyp
     shown = []
     monkeypatch.setattr(QMessageBox, "information", lambda *args: shown.append(args[2]))
     assert window.open_folder(tmp_path) is False
-    assert "has no recipe.yaml" in shown[0]
+    assert "is a folder with no recipe.yaml, config.json or dataset files in it" in shown[0]
+    (tmp_path / "setup.exe").write_bytes(b"MZ")
+    drop(window, tmp_path / "setup.exe")
+    assert "is a .exe file, not a recipe or a dataset. macfinetune opens run folders" in shown[1]
     assert window.current_page() == "runs"
+
+
+@pytest.fixture
+def said(monkeypatch) -> list[str]:
+    """What the window said in a message box (recorded instead of shown, so a wrong turn fails, not hangs)."""
+    shown = []
+    monkeypatch.setattr(QMessageBox, "information", lambda *args: shown.append(args[2]))
+    return shown
+
+
+def drop(window, path) -> None:
+    data = QMimeData()
+    data.setUrls([QUrl.fromLocalFile(str(path))])
+    window.dropEvent(QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, data, Qt.MouseButton.LeftButton,
+                                Qt.KeyboardModifier.NoModifier))
+
+
+def test_dropping_a_dataset_opens_the_wizard_at_its_data_step(window, qtbot, said):
+    from conftest import SAMPLE_DATA
+
+    from .wizard.conftest import wait_data
+
+    drop(window, SAMPLE_DATA / "train.jsonl")
+    page = window.pages["new"]
+    assert said == []
+    assert window.current_page() == "new" and page.current_step() == "data"
+    assert page.steps["data"].path_edit.text() == str(SAMPLE_DATA / "train.jsonl")
+    wait_data(qtbot, page, tokens=False)
+    assert page.state.data.train_rows > 0 and "chat" in page.steps["data"].summary.text()
+
+
+def test_dropping_a_model_folder_opens_the_wizard_at_its_model_step(window, tiny_model, said):
+    drop(window, tiny_model)
+    page = window.pages["new"]
+    assert said == []
+    assert window.current_page() == "new" and page.current_step() == "model"
+    assert page.steps["model"].path_edit.text() == str(tiny_model) and page.state.shape.layers == 2
+    assert page.steps["model"].facts.text().startswith(f"<b>{tiny_model.name}</b>")
+
+
+def test_open_fills_the_wizard_from_a_recipe_and_open_folder_takes_a_model(window, tiny_model, tmp_path, qtbot,
+                                                                           monkeypatch, said):
+    from conftest import fast_recipe
+    from PySide6.QtWidgets import QFileDialog
+
+    from macfinetune.core.recipe import save_recipe
+
+    from .wizard.conftest import wait_data
+
+    save_recipe(tmp_path / "mine.yaml", fast_recipe(tiny_model, "rank=2"))
+    asked = []
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a: asked.append(a[3]) or (str(tmp_path / "mine.yaml"),
+                                                                                        ""))
+    assert window.open_action.shortcut() == QKeySequence(QKeySequence.StandardKey.Open)
+    window.open_action.trigger()
+    page = window.pages["new"]
+    assert said == [] and asked[0].startswith("Recipes and datasets (*.yaml")
+    assert window.current_page() == "new" and page.current_step() == "review" and page.recipe.method.rank == 2
+    wait_data(qtbot, page)
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a: str(tiny_model))
+    window.open_folder_action.trigger()
+    assert page.current_step() == "model" and page.state.values["model"]["path"] == str(tiny_model)
 
 
 def test_session_routes_other_jobs_to_job_event_and_keeps_training_state(window, engine, qtbot):

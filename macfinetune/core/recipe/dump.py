@@ -7,8 +7,6 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-import yaml
-
 from macfinetune.core import atomic
 from macfinetune.core.recipe.schema import _TOP_SCALARS, SECTIONS, Recipe, _field, _section_class
 
@@ -62,6 +60,8 @@ def _yaml_scalar(value) -> str:
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
+    import yaml  # here, not at import: the app paints before it needs YAML
+
     return yaml.safe_dump(value, default_style=None, width=10_000).strip().removesuffix("...").strip()
 
 

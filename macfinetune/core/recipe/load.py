@@ -6,8 +6,6 @@ import difflib
 from dataclasses import replace
 from pathlib import Path
 
-import yaml
-
 from macfinetune.core.problems import Problem, ProblemError
 from macfinetune.core.recipe.convert import _INVALID, _convert
 from macfinetune.core.recipe.dump import recipe_to_dict
@@ -38,6 +36,8 @@ def load_recipe(path: Path | str) -> Recipe:
 
 
 def parse_recipe(text: str, file: str = "<recipe>") -> Recipe:
+    import yaml  # here, not at import: the app paints before it needs YAML
+
     try:
         data = yaml.safe_load(text)
         lines = _key_lines(text)
@@ -197,7 +197,7 @@ def apply_overrides(recipe: Recipe, assignments: list[str]) -> Recipe:
             problems.append(_unknown_key(key, {"file": "--set", "line": None}, value) if sep
                             else Problem(f"expected key=value, got {text!r}", file="--set", value=text))
             continue
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = _yaml().safe_load(value) if value.strip() else None
         _assign(data, dotted, parsed)
         if dotted in _EITHER_OR and parsed not in (None, 0):
             _assign(data, _EITHER_OR[dotted], _EITHER_OR_OFF[dotted])
@@ -258,6 +258,7 @@ def with_paths(recipe: Recipe, model: str | None = None, data: str | None = None
 
 def _key_lines(text: str) -> dict[str, int]:
     """Line number (1-based) of every key, dotted, from the YAML node tree."""
+    yaml = _yaml()
     root = yaml.compose(text)
     out: dict[str, int] = {}
     if not isinstance(root, yaml.MappingNode):
@@ -269,3 +270,9 @@ def _key_lines(text: str) -> dict[str, int]:
             for sub_key, _ in value_node.value:
                 out[f"{key}.{sub_key.value}"] = sub_key.start_mark.line + 1
     return out
+
+
+def _yaml():
+    import yaml
+
+    return yaml

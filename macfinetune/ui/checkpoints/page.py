@@ -189,6 +189,9 @@ class CheckpointsPage(QWidget):
         for row in sorted(rows, key=lambda r: r.started, reverse=True):
             self.run_combo.addItem(row.name, str(row.path))
             self.run_combo.setItemData(self.run_combo.count() - 1, str(row.path), Qt.ItemDataRole.ToolTipRole)
+        if current is not None and current.is_dir() and self.run_combo.findData(str(current)) < 0:
+            self.run_combo.insertItem(0, current.name, str(current))  # shown (a run that started) after the scan began
+            rows = [*rows, current]
         wanted = current or self.settings.value("checkpoints/run", "") or ""
         index = self.run_combo.findData(str(wanted))
         self.run_combo.setCurrentIndex(index if index >= 0 else 0 if rows else -1)

@@ -25,18 +25,22 @@ class Series:
         self._x = np.empty(capacity)
         self._y = np.empty(capacity)
         self.n = 0
+        self.changes = 0  # grows on every append or set: a panel redraws a curve only when it moved
 
     def append(self, x: float, y: float) -> None:
+        """Amortized O(1): the arrays double when full."""
         if self.n == len(self._x):
             self._x = np.resize(self._x, 2 * self.n)
             self._y = np.resize(self._y, 2 * self.n)
         self._x[self.n], self._y[self.n] = x, y
         self.n += 1
+        self.changes += 1
 
     def set(self, x, y) -> None:
         """Replace the contents (a new object identity is not made: callers that cache must compare ``n``)."""
         self._x, self._y = np.asarray(x, float).copy(), np.asarray(y, float).copy()
         self.n = len(self._x)
+        self.changes += 1
 
     def view(self) -> tuple[np.ndarray, np.ndarray]:
         return self._x[: self.n], self._y[: self.n]

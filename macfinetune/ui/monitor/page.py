@@ -39,12 +39,14 @@ class MonitorPage(QWidget):
         self.buffer = MetricsBuffer()
         self._drawn = -1
         self.redraws = 0
+        self._logged, self._log_source = 0, None  # lines of ``buffer.run.log`` already in the pane
         self._build()
         self._timer = QTimer(self)
         self._timer.setObjectName("monitorRedraw")
         self._timer.setSingleShot(True)
         self._timer.setInterval(REDRAW_MS)
-        self._timer.timeout.connect(self.redraw)
+        self._timer.timeout.connect(self._on_timer_timeout)
+        self._stale: list = []  # panels still to draw for the data of version ``_drawn``
         session.trainingEvent.connect(self._on_session_training_event)
         session.runOpened.connect(self._on_session_run_opened)
         self._restore()
@@ -159,13 +161,29 @@ class MonitorPage(QWidget):
             self.redraw()
 
     def redraw(self) -> None:
-        if self.buffer.version == self._drawn:
+        """Draw every panel now (a replay, a reopened run); live events go through the timer instead."""
+        if self.buffer.version == self._drawn:  # nothing new; finish the timer's pass, if one is under way
+            for panel in self._stale:
+                panel.redraw(self.buffer)
+            self._stale = []
             return
-        self._drawn = self.buffer.version
+        self._drawn, self._stale = self.buffer.version, []
         self.redraws += 1
         for panel in self.panels:
             panel.redraw(self.buffer)
         self._set_labels()
+
+    def _on_timer_timeout(self) -> None:
+        """The throttled live redraw: labels at once, then one plot per tick (~30 Hz), so each paint covers
+        one plot; four plots painted in one go held the GUI thread four times as long."""
+        if self.buffer.version != self._drawn:
+            self._drawn, self._stale = self.buffer.version, list(self.panels)
+            self.redraws += 1
+            self._set_labels()
+        if self._stale:
+            self._stale.pop(0).redraw(self.buffer)
+        if self._stale or self.buffer.version != self._drawn:
+            self._timer.start()
 
     def _set_labels(self) -> None:
         r = self.buffer.run
@@ -201,10 +219,15 @@ class MonitorPage(QWidget):
         self.failure.setVisible(r.state == "failed")
 
     def _append_log(self) -> None:
-        shown = self.log.blockCount() if self.log.toPlainText() else 0
-        lines = self.buffer.run.log[shown:]
-        if lines:
-            self.log.appendPlainText("\n".join(lines))
+        """Append the lines not shown yet: counted here, not read back from the pane (that copied the whole
+        text every redraw, and the pane keeps only its last 5,000 lines)."""
+        log = self.buffer.run.log
+        if self._logged > len(log) or (log is not self._log_source):  # another run's log
+            self._logged, self._log_source = 0, log
+            self.log.clear()
+        if len(log) > self._logged:
+            self.log.appendPlainText("\n".join(log[self._logged:]))
+            self._logged = len(log)
 
     # --- export -----------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from macfinetune.ui.monitor.buffer import MetricsBuffer
 from macfinetune.ui.widgets.theme import PRESSURE, PlotColors, faint
 
 pg.setConfigOptions(antialias=False, useOpenGL=False)
+VAL_SYMBOLS_MAX = 500  # validation points drawn with a marker up to this many; a plain line beyond
 
 
 def _pen(color: QColor, width: int = 1, style=Qt.PenStyle.SolidLine) -> QPen:
@@ -59,6 +60,7 @@ class Panel(QWidget):
         layout.addWidget(self.legend)
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.labels: dict[str, str] = {}
+        self._drawn: dict[str, tuple] = {}  # key -> (series, changes) last handed to pyqtgraph
 
     def add_curve(self, key: str, label: str) -> pg.PlotDataItem:
         curve = self.plot.plot([], [], connect="finite")
@@ -87,7 +89,18 @@ class Panel(QWidget):
 
     def redraw(self, buffer: MetricsBuffer) -> None:
         for key, curve in self.curves.items():
-            curve.setData(*buffer.series[key].view())
+            if self.changed(buffer, key):
+                curve.setData(*buffer.series[key].view())
+
+    def changed(self, buffer: MetricsBuffer, key: str, series_key: str | None = None) -> bool:
+        """Whether curve ``key`` (drawn from ``series_key``, default the same name) moved since it was drawn;
+        setData on 100k points costs milliseconds, so unchanged curves are left alone."""
+        series = buffer.series[series_key or key]
+        stamp = (series, series.changes)
+        if self._drawn.get(key) == stamp:
+            return False
+        self._drawn[key] = stamp
+        return True
 
     def export_png(self, path: str) -> bool:
         from pyqtgraph.exporters import ImageExporter
@@ -170,9 +183,13 @@ class LossPanel(Panel):
     def redraw(self, buffer: MetricsBuffer) -> None:
         self._buffer = buffer
         x, y = buffer.series["train_loss"].view()
-        self.raw.setData(x, y)
-        self.smooth.setData(x, self.smoothed(buffer))
-        self.val.setData(*buffer.series["val_loss"].view())
+        if self.changed(buffer, "raw", "train_loss") | self.changed(buffer, "smooth", "train_loss"):
+            self.raw.setData(x, y)
+            self.smooth.setData(x, self.smoothed(buffer))
+        if self.changed(buffer, "val_loss"):
+            vx, vy = buffer.series["val_loss"].view()
+            self.val.setSymbol("o" if len(vx) <= VAL_SYMBOLS_MAX else None)  # 100k markers cost 50 ms a redraw
+            self.val.setData(vx, vy)
         best = buffer.run.best
         self.best.setData([best[0]], [best[1]] if best else []) if best else self.best.setData([], [])
         self.best.setToolTip(f"best checkpoint: iteration {best[0]}, validation loss {best[1]:.3f}" if best else "")
@@ -193,6 +210,7 @@ class LossPanel(Panel):
     def _on_slider_changed(self, value: int) -> None:
         self.smoothing_label.setText(f"{value / 100:.2f}")
         if self._buffer is not None:
+            self._drawn.pop("smooth", None)
             self.redraw(self._buffer)
 
     def _on_log_toggled(self, on: bool) -> None:
@@ -235,7 +253,8 @@ class ThroughputPanel(Panel):
 
     def redraw(self, buffer: MetricsBuffer) -> None:
         super().redraw(buffer)
-        self.its_curve.setData(*buffer.series["iterations_per_second"].view())
+        if self.changed(buffer, "its", "iterations_per_second"):
+            self.its_curve.setData(*buffer.series["iterations_per_second"].view())
 
     def _on_resized(self) -> None:
         self.its.setGeometry(self.plot.getPlotItem().vb.sceneBoundingRect())

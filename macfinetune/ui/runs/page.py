@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSortFilterProxyModel, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
@@ -24,8 +25,10 @@ from PySide6.QtWidgets import (
 )
 
 from macfinetune.core import runs_table
-from macfinetune.ui.runs.compare import CompareDialog
 from macfinetune.ui.runs.model import PATH_ROLE, SORT_ROLE, RunsTableModel
+
+if TYPE_CHECKING:
+    from macfinetune.ui.runs.compare import CompareDialog
 
 RESUMABLE = ("stopped", "interrupted")
 
@@ -172,9 +175,11 @@ class RunsPage(QWidget):
         if paths:
             self.session.resume_run(paths[0])
 
-    def compare_selected(self) -> None:
+    def compare_selected(self) -> None:  # compare imports pyqtgraph, so not at start-up
         paths = self.selected_paths()
         if len(paths) >= 2:
+            from macfinetune.ui.runs.compare import CompareDialog
+
             self.compare_dialog = CompareDialog(paths, self)
             self.compare_dialog.show()
 

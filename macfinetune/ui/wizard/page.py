@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from macfinetune.core import paths, timing, wizard
+from macfinetune.core import opening, paths, timing, wizard
 from macfinetune.core.problems import ProblemError
 from macfinetune.core.recipe import Recipe
 from macfinetune.ui.wizard.data_step import DataStep
@@ -232,12 +232,10 @@ class WizardPage(QWidget):
 
 
 def dropped_kind(path: Path) -> str:
-    """'recipe' (a .yaml file or a run folder with recipe.yaml), 'model' (a folder with config.json) or 'data'."""
-    if path.suffix.lower() in (".yaml", ".yml") or (path / "recipe.yaml").is_file():
-        return "recipe"
-    if (path / "config.json").is_file():
-        return "model"
-    return "data"
+    """``core.opening.open_kind``, where a run folder is a recipe (Duplicate as new run) and anything
+    unknown is read as data (the Data step says what is wrong with it): 'recipe', 'model' or 'data'."""
+    kind = opening.open_kind(path)
+    return {"run": "recipe", "unknown": "data"}.get(kind, kind)
 
 
 def _field_errors(errors: dict[str, str]) -> dict[str, str]:
