@@ -87,7 +87,7 @@ def _small_blocks(monkeypatch):
     from macfinetune.core import memory_light
 
     monkeypatch.setattr(memory_light, "attention_block", lambda b, h, n: 16)
-    monkeypatch.setattr(memory_light, "loss_chunk", lambda vocab: 24)
+    monkeypatch.setattr(memory_light, "loss_chunk", lambda vocab, tokens=None: 24)
 
 
 def test_blockwise_attention_equals_stock_causal_with_grouped_heads(monkeypatch):
@@ -190,3 +190,56 @@ def test_a_run_with_memory_light_attention_and_chunked_loss_trains_as_the_stock_
     light = losses("training.attention=memory_light", "training.loss=chunked")
     assert np.allclose(stock[0], light[0], rtol=1e-4) and np.allclose(stock[1], light[1], rtol=1e-4)
     assert len(stock[1]) >= 2
+
+
+def _shape(name="Meta-Llama-3-8B"):
+    from macfinetune.core.modelshape import read_shape
+    from macfinetune.core.paths import shipped
+
+    return read_shape(shipped("resources", "estimator", "configs", name))
+
+
+def test_the_estimator_models_the_path_the_run_takes():
+    from dataclasses import replace
+
+    from macfinetune.core.estimator import Settings, estimate, settings_from_recipe
+    from macfinetune.core.recipe import Recipe, apply_overrides
+
+    shape = _shape()
+    stock = Settings(batch_size=1, max_seq_length=4096, attention="stock", loss="stock")
+    light = replace(stock, attention="memory_light", loss="chunked")
+    a, b = estimate(shape, stock), estimate(shape, light)
+    assert b.term("attention").bytes < 0.05 * a.term("attention").bytes
+    assert b.term("logits").bytes < 0.2 * a.term("logits").bytes
+    assert "memory-light attention" in b.term("attention").detail and "chunked loss" in b.term("logits").detail
+    assert "memory-light" not in a.term("attention").detail
+    # auto: memory-light from 2048 tokens, mlx's below; the recipe's keys reach the estimator
+    auto = settings_from_recipe(apply_overrides(Recipe(), ["batch_size=1", "max_seq_length=4096"]))
+    assert (auto.attention, auto.loss) == ("auto", "auto")
+    assert estimate(shape, auto).term("attention").bytes == b.term("attention").bytes
+    short = replace(auto, max_seq_length=1024)
+    assert estimate(shape, short).term("attention").bytes == estimate(shape, replace(short, attention="stock")).term(
+        "attention").bytes
+    # gemma 2 computes its own attention: the stock path whatever the recipe says
+    g = _shape("gemma-2-2b-it")
+    assert estimate(g, replace(light, max_seq_length=2048)).term("attention").bytes == estimate(
+        g, replace(stock, max_seq_length=2048)).term("attention").bytes
+
+
+def test_auto_fit_proposes_memory_light_attention_before_shorter_sequences():
+    """After checkpointing (the seeds' first step, already on here), before cutting the sequences."""
+    from macfinetune.core.autofit import auto_fit
+    from macfinetune.core.estimator import Settings, estimate
+    from macfinetune.core.hardware import machine_from_memory
+
+    shape = _shape("Qwen3-1.7B")
+    s = Settings(batch_size=1, max_seq_length=8192, attention="stock", loss="stock", quantize=4,
+                 grad_checkpoint=True)
+    light = Settings(**{**s.__dict__, "attention": "memory_light", "loss": "chunked"})
+    assert estimate(shape, light).total_gb < 10 < 12 < estimate(shape, s).total_gb
+    fit = auto_fit(shape, s, machine_from_memory(16))
+    assert fit.found
+    keys = [c.key for c in fit.changes]
+    assert keys[0] == "training.attention" and "data.max_seq_length" not in keys, fit.summary()
+    assert fit.settings.max_seq_length == 8192 and fit.settings.attention == "memory_light"
+    assert "memory-light attention" in fit.summary()

@@ -237,7 +237,7 @@ def token_losses(model, inputs: mx.array, targets: mx.array, mode: str = "auto")
         body, head, vocab = split
         hidden = body(inputs)
         n, dim = targets.size, hidden.shape[-1]
-        flat = _chunked_ce(head, memory_light.loss_chunk(vocab))(hidden.reshape(n, dim), targets.reshape(n))
+        flat = _chunked_ce(head, memory_light.loss_chunk(vocab, n))(hidden.reshape(n, dim), targets.reshape(n))
         return flat.reshape(targets.shape)
     return nn.losses.cross_entropy(model(inputs), targets)
 
