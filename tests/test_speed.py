@@ -243,3 +243,129 @@ def test_auto_fit_proposes_memory_light_attention_before_shorter_sequences():
     assert keys[0] == "training.attention" and "data.max_seq_length" not in keys, fit.summary()
     assert fit.settings.max_seq_length == 8192 and fit.settings.attention == "memory_light"
     assert "memory-light attention" in fit.summary()
+
+
+# --- 3. packing and length buckets -------------------------------------------------------------
+
+
+def _examples(seed=0):
+    """Rows of different lengths, one with a masked prompt of 4 tokens: (tokens, offset)."""
+    rng = np.random.default_rng(seed)
+    return [(rng.integers(1, 97, n).tolist(), off) for n, off in ((19, 0), (7, 0), (25, 4), (12, 0), (30, 0))]
+
+
+def _unpacked_loss(rows):
+    """Each row alone (no padding): cross-entropy over its own targets, summed over rows / their count."""
+    import mlx.nn as nn
+
+    def loss(model):
+        total, count = mx.array(0.0), 0
+        for tokens, offset in rows:
+            t = mx.array(tokens)[None]
+            ce = nn.losses.cross_entropy(model(t[:, :-1]), t[:, 1:])[0]
+            first = max(offset, 1) - 1
+            total = total + ce[first:].sum()
+            count += len(tokens) - max(offset, 1)
+        return total / count, mx.array(count)
+
+    return loss
+
+
+def test_a_packed_batch_has_the_loss_and_gradients_of_its_rows_trained_alone(monkeypatch):
+    """Block-diagonal causal attention (example numbers per token), rotary positions left as they are
+    (relative), and each row's own loss mask: on both attention paths and both losses."""
+    from macfinetune.backend import attention, batching
+
+    _small_blocks(monkeypatch)
+    rows = _examples()
+    tokens, weights, segments = batching.packed_arrays(rows, [[0, 1, 2], [3, 4]], max_seq_length=64)
+    assert tokens.shape == (2, 64) and segments[0, :51].tolist() == [1] * 19 + [2] * 7 + [3] * 25
+    assert int(weights.sum()) == (19 - 1) + (7 - 1) + (25 - 4) + (12 - 1) + (30 - 1)
+    packed = (mx.array(tokens), mx.array(weights), mx.array(segments))
+    model = _small_llama()
+    alone = _loss_and_grads(model, lambda model: _unpacked_loss(rows)(model))
+    for mode, loss in (("stock", "stock"), ("memory_light", "chunked")):
+        with attention.training_paths(model, mode):
+            got = _loss_and_grads(model, attention.make_packed_loss(loss), *packed)
+        assert int(got[1]) == int(alone[1])
+        _close([got[0]], [alone[0]], 1e-5)
+        _close(got[2], alone[2], 1e-4)
+    # without the block-diagonal mask (plain causal attention across rows) the loss is not the same
+    plain = _loss_and_grads(model, attention.make_packed_loss("stock"), *packed)
+    assert abs(float(plain[0]) - float(alone[0])) > 1e-3
+
+
+def _fake_dataset(lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(rng.integers(1, 50, n).tolist(), 0) for n in lengths]
+
+
+def test_packed_batches_are_reproducible_from_the_seed_and_cover_every_row_once():
+    from macfinetune.backend import batching
+
+    data = _fake_dataset(np.random.default_rng(1).integers(5, 60, 200).tolist())
+
+    def run(seed):
+        return [(np.array(b[0]).tolist(), np.array(b[2]).tolist())
+                for b in batching.packed_batches(data, 4, 128, seed=seed)]
+
+    first = run(3)
+    assert first == run(3) and first != run(4)
+    seen = []
+    for batch in batching.packed_batches(data, 4, 128, seed=3):
+        tokens, weights, segments = (np.array(x) for x in batch)
+        assert batch.real_tokens == int(weights.sum()) and tokens.shape[1] <= 128
+        for row_tokens, row_segments in zip(tokens, segments, strict=True):
+            for number in range(1, int(row_segments.max()) + 1):
+                where = np.flatnonzero(row_segments == number)
+                # a row's input positions; the last token of the sequence's last row is not an input
+                seen.append(row_tokens[where[0] : where[-1] + 1].tolist())
+    rows = [t for t, _ in data]
+    found = [next(i for i, r in enumerate(rows) if r[: len(s)] == s and len(r) - len(s) in (0, 1)) for s in seen]
+    assert len(found) == len(set(found)) > 0.9 * len(rows)  # once each; all but the last, incomplete batch
+
+
+def test_length_buckets_pad_less_than_mlx_lm_and_are_reproducible():
+    from mlx_lm.tuner.datasets import CacheDataset
+    from mlx_lm.tuner.trainer import iterate_batches
+
+    from macfinetune.backend import batching
+
+    lengths = np.random.default_rng(2).lognormal(4, 0.8, 256).astype(int).clip(8, 500).tolist()  # skewed
+    data = _fake_dataset(lengths)
+
+    class Rows:  # what mlx-lm's CacheDataset wraps: rows that 'process' into (tokens, offset)
+        def __init__(self, rows):
+            self.rows = rows
+
+        def __len__(self):
+            return len(self.rows)
+
+        def __getitem__(self, i):
+            return {"text": "row"}  # mlx-lm's itemlen measures this dict, not the tokens
+
+        def process(self, row):
+            return self.rows[self._i]
+
+    class Cached(CacheDataset):
+        def __getitem__(self, i):
+            self._data._i = i
+            return super().__getitem__(i)
+
+    np.random.seed(0)
+    theirs = batching.padding_fraction(iterate_batches(Cached(Rows(data)), 8, 512))
+    ours = batching.padding_fraction(batching.bucketed_batches(data, 8, 512, seed=0))
+    assert ours < 0.5 * theirs
+    a = [np.array(b[0]).tolist() for b in batching.bucketed_batches(data, 8, 512, seed=5)]
+    assert a == [np.array(b[0]).tolist() for b in batching.bucketed_batches(data, 8, 512, seed=5)]
+
+
+def test_a_packed_run_trains_several_rows_per_batch_slot(tiny_model, tmp_path):
+    def tokens(*overrides):
+        events = []
+        common = ("iterations=3", "max_seq_length=256", "batch_size=2", "eval_every=100", "save_every=100")
+        assert train_run(fast_recipe(tiny_model, *common, *overrides), tmp_path / "-".join(overrides or ("plain",)),
+                         events.append).state == "finished"
+        return [e for e in events if isinstance(e, TrainReport)][-1].trained_tokens
+
+    assert tokens("packing=true") > 2.5 * tokens()
