@@ -6,6 +6,7 @@ import io
 
 import mlx.core as mx
 import numpy as np
+import pytest
 from conftest import fast_recipe
 
 from macfinetune.backend import loop
@@ -369,3 +370,31 @@ def test_a_packed_run_trains_several_rows_per_batch_slot(tiny_model, tmp_path):
         return [e for e in events if isinstance(e, TrainReport)][-1].trained_tokens
 
     assert tokens("packing=true") > 2.5 * tokens()
+
+
+# --- 4. validation off the critical path ---------------------------------------------------------
+
+
+def test_validation_on_trimmed_batches_gives_mlx_lm_s_loss(tiny_model):
+    from mlx_lm.tuner.trainer import evaluate
+
+    from macfinetune.backend import models
+    from macfinetune.backend.training import _datasets, preflight
+
+    pre = preflight(fast_recipe(tiny_model, "max_seq_length=512"), tiny_model.parent / "unused-run")
+    model, tokenizer, _ = models.load_model(tiny_model)
+    _, valid = _datasets(pre, tokenizer)
+    widths = []
+
+    def counting(**kwargs):
+        for batch in loop.trimmed_batches(**kwargs):
+            widths.append(batch[0].shape[1])
+            yield batch
+
+    np.random.seed(0)
+    theirs = evaluate(model, valid, batch_size=4, num_batches=5, max_seq_length=512)
+    np.random.seed(0)
+    ours = evaluate(model, valid, batch_size=4, num_batches=5, max_seq_length=512, iterate_batches=counting)
+    assert ours == pytest.approx(theirs, rel=1e-6)
+    assert any(w % 32 != 1 for w in widths)  # narrower than mlx-lm's 32k + 1 somewhere
+    assert loop.validation_loss(model, valid, 4, 5, 512, seed=0) == pytest.approx(theirs, rel=1e-6)

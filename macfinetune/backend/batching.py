@@ -7,8 +7,9 @@ them like through mlx-lm's.
 
 ``bucketed_batches``: rows of similar length together. Each epoch the rows are shuffled, cut into
 windows of ``WINDOW_BATCHES`` batches, sorted by length inside each window and cut into batches;
-the batches of the epoch are shuffled. Each batch is padded to its own longest row (rounded up as
-mlx-lm rounds, to keep the number of distinct shapes small). Batches are mlx-lm's
+the batches of the epoch are shuffled. Each batch is padded to its own longest row (rounded up to
+a multiple of ``BUCKET_PAD_TO`` plus one, as mlx-lm rounds to 32 plus one, to bound the number of
+distinct shapes the compiled step sees). Batches are mlx-lm's
 ``(tokens, [[offset, length], ...])``, so mlx-lm's loss and prompt masking work unchanged.
 
 ``packed_batches``: several rows in each sequence of up to ``max_seq_length`` tokens. Rows are
@@ -28,7 +29,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-PAD_TO = 32  # mlx-lm's rounding of a batch's length
+PAD_TO = 32  # mlx-lm's rounding of a batch's length (packed sequences are nearly full anyway)
+BUCKET_PAD_TO = 8  # length buckets: closer to the longest row, at the cost of more distinct shapes to compile
 WINDOW_BATCHES = 16
 OPEN_SEQUENCES = 8
 
@@ -50,8 +52,8 @@ def _rows(dataset, max_seq_length: int) -> list[tuple[list[int], int]]:
     return out
 
 
-def _width(longest: int, max_seq_length: int) -> int:
-    return min(1 + PAD_TO * ((longest + PAD_TO - 1) // PAD_TO), max_seq_length)
+def _width(longest: int, max_seq_length: int, pad_to: int = PAD_TO) -> int:
+    return min(1 + pad_to * ((longest + pad_to - 1) // pad_to), max_seq_length)
 
 
 def _generator(seed: int, epoch: int) -> np.random.Generator:
@@ -91,7 +93,7 @@ def bucketed_batches(dataset, batch_size: int, max_seq_length: int, loop: bool =
     epoch = 0
     while True:
         for idx in bucket_order(lengths, batch_size, seed, epoch):
-            width = _width(max(lengths[i] for i in idx), max_seq_length)
+            width = _width(max(lengths[i] for i in idx), max_seq_length, BUCKET_PAD_TO)
             arr = np.zeros((batch_size, width), np.int32)
             for j, i in enumerate(idx):
                 arr[j, : lengths[i]] = rows[i][0]
