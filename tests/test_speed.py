@@ -372,6 +372,16 @@ def test_a_packed_run_trains_several_rows_per_batch_slot(tiny_model, tmp_path):
     assert tokens("packing=true") > 2.5 * tokens()
 
 
+def test_a_packed_run_says_what_packing_made_of_the_rows(tiny_model, tmp_path):
+    from macfinetune.core.events import Stage
+
+    events = []
+    train_run(fast_recipe(tiny_model, "iterations=1", "max_seq_length=256", "packing=true"), tmp_path / "run",
+              events.append)
+    notes = [e.message for e in events if isinstance(e, Stage) and e.message.startswith("Packing")]
+    assert len(notes) == 1 and "rows into" in notes[0] and "sequences of up to 256 tokens" in notes[0]
+
+
 # --- 4. validation off the critical path ---------------------------------------------------------
 
 

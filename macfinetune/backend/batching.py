@@ -176,6 +176,22 @@ def packed_batches(dataset, batch_size: int, max_seq_length: int, loop: bool = F
             pending = []
 
 
+def describe(dataset, recipe, seed: int) -> str | None:
+    """What packing or length buckets make of the training rows, in words (None when neither is on)."""
+    d, batch = recipe.data, recipe.training.batch_size
+    if not (d.packing or d.length_buckets):
+        return None
+    rows = _rows(dataset, d.max_seq_length)
+    lengths = [len(t) for t, _ in rows]
+    if d.packing:
+        sequences = sum(1 for _ in pack_sequences(lengths, d.max_seq_length, _stream(len(rows), seed, False)))
+        return (f"Packing {len(rows)} rows into {sequences} sequences of up to {d.max_seq_length} tokens "
+                f"({len(rows) / max(sequences, 1):.1f} rows each): an iteration trains {batch} sequences, so an "
+                f"epoch is about {max(1, sequences // batch)} iterations")
+    padding = padding_fraction(bucketed_batches(dataset, batch, d.max_seq_length, seed=seed))
+    return f"Length buckets: batches of rows of similar length, {padding:.0%} padding"
+
+
 def batch_source(recipe, seed: int):
     """The batch source a recipe asks for (None: mlx-lm's iterate_batches), bound to ``seed``."""
     from functools import partial

@@ -407,6 +407,9 @@ def _run_trainer(ctx: _Context, model, optimizer, train_set, start, state, say) 
 
     r, plan, run, control = ctx.recipe, ctx.plan, ctx.run, ctx.control
     train_loss = attention.make_packed_loss(r.training.loss) if r.data.packing else ctx.loss
+    note = batching.describe(train_set, r, r.training.seed)
+    if note:
+        run.emit(Stage("train", note))
     if start is None:
         with quiet.quiet_trainer(say):
             ctx.hook.validate_and_maybe_save(0, save=False)
