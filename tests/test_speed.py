@@ -408,3 +408,24 @@ def test_validation_on_trimmed_batches_gives_mlx_lm_s_loss(tiny_model):
     assert ours == pytest.approx(theirs, rel=1e-6)
     assert any(w % 32 != 1 for w in widths)  # narrower than mlx-lm's 32k + 1 somewhere
     assert loop.validation_loss(model, valid, 4, 5, 512, seed=0) == pytest.approx(theirs, rel=1e-6)
+
+
+def test_the_estimate_of_the_memory_light_path_is_close_to_its_measured_peaks():
+    """bench/attention_memory.py's measurements (resources/estimator/memory_light.jsonl)."""
+    import json
+
+    from macfinetune.core.estimator import Settings, estimate
+    from macfinetune.core.modelshape import shape_from_config
+    from macfinetune.core.paths import shipped
+
+    rows = [json.loads(line) for line in shipped("resources", "estimator", "memory_light.jsonl").read_text().splitlines()]
+    light = [r for r in rows if r["path"] == "light"]
+    assert len(light) >= 4 and max(r["sequence_length"] for r in light) >= 8192
+    for r in light:
+        s = Settings(method=r["method"], rank=r["rank"], num_layers=r["num_layers"], batch_size=r["batch_size"],
+                     max_seq_length=r["sequence_length"], device=r["device"], attention="memory_light", loss="chunked",
+                     val_batch_size=1)
+        est = estimate(shape_from_config(r["config"]), s).total_gb
+        assert est == pytest.approx(r["measured_gb"], rel=0.08), r["sequence_length"]
+    stock = {r["sequence_length"]: r["measured_gb"] for r in rows if r["path"] == "stock"}
+    assert {n: r["measured_gb"] / stock[n] for r in light if (n := r["sequence_length"]) in stock}[4096] <= 0.5
