@@ -296,6 +296,32 @@ def test_a_packed_batch_has_the_loss_and_gradients_of_its_rows_trained_alone(mon
     assert abs(float(plain[0]) - float(alone[0])) > 1e-3
 
 
+def test_packing_with_gradient_checkpointing_recomputes_with_the_same_masks(monkeypatch):
+    """mlx-lm's checkpointing runs each block again in the backward pass, after the loss returned:
+    the recomputed attention must still keep to each row."""
+    from mlx_lm.tuner.trainer import grad_checkpoint
+
+    from macfinetune.backend import attention, batching
+
+    _small_blocks(monkeypatch)
+    rows = _examples()
+    packed = tuple(mx.array(a) for a in batching.packed_arrays(rows, [[0, 1, 2], [3, 4]], max_seq_length=64))
+    model = _small_llama()
+    alone = _loss_and_grads(model, lambda model: _unpacked_loss(rows)(model))
+    layer_class = type(model.layers[0])
+    original = layer_class.__call__
+    grad_checkpoint(model.layers[0])
+    try:
+        for mode in ("stock", "memory_light"):
+            with attention.training_paths(model, mode):
+                got = _loss_and_grads(model, attention.make_packed_loss("stock"), *packed)
+                attention.make_loss("stock")(model, packed[0], mx.array([[0, 64]] * 2))  # validation in between
+            _close([got[0]], [alone[0]], 1e-5)
+            _close(got[2], alone[2], 1e-4)
+    finally:
+        layer_class.__call__ = original
+
+
 def _fake_dataset(lengths, seed=0):
     rng = np.random.default_rng(seed)
     return [(rng.integers(1, 50, n).tolist(), 0) for n in lengths]
