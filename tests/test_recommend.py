@@ -36,7 +36,7 @@ def test_auto_fit_tries_checkpointing_first_and_says_what_it_costs():
 
 
 def test_auto_fit_follows_the_seeds_order():
-    order = ["training.grad_checkpoint", "data.max_seq_length", "training.batch_size", "method.num_layers",
+    order = ["training.grad_checkpoint", "training.attention", "training.loss", "data.max_seq_length", "training.batch_size", "method.num_layers",
              "method.rank", "model.quantize", "method.type"]
     shape, mac = shape_of("Qwen3-14B"), machine_from_memory(16)
     fit = auto_fit(shape, Settings(method="full", num_layers=-1, batch_size=4, max_seq_length=4096), mac)

@@ -6,6 +6,7 @@ import io
 
 import mlx.core as mx
 import numpy as np
+import pytest
 from conftest import fast_recipe
 
 from macfinetune.backend import loop
@@ -87,7 +88,7 @@ def _small_blocks(monkeypatch):
     from macfinetune.core import memory_light
 
     monkeypatch.setattr(memory_light, "attention_block", lambda b, h, n: 16)
-    monkeypatch.setattr(memory_light, "loss_chunk", lambda vocab: 24)
+    monkeypatch.setattr(memory_light, "loss_chunk", lambda vocab, tokens=None: 24)
 
 
 def test_blockwise_attention_equals_stock_causal_with_grouped_heads(monkeypatch):
@@ -190,3 +191,267 @@ def test_a_run_with_memory_light_attention_and_chunked_loss_trains_as_the_stock_
     light = losses("training.attention=memory_light", "training.loss=chunked")
     assert np.allclose(stock[0], light[0], rtol=1e-4) and np.allclose(stock[1], light[1], rtol=1e-4)
     assert len(stock[1]) >= 2
+
+
+def _shape(name="Meta-Llama-3-8B"):
+    from macfinetune.core.modelshape import read_shape
+    from macfinetune.core.paths import shipped
+
+    return read_shape(shipped("resources", "estimator", "configs", name))
+
+
+def test_the_estimator_models_the_path_the_run_takes():
+    from dataclasses import replace
+
+    from macfinetune.core.estimator import Settings, estimate, settings_from_recipe
+    from macfinetune.core.recipe import Recipe, apply_overrides
+
+    shape = _shape()
+    stock = Settings(batch_size=1, max_seq_length=4096, attention="stock", loss="stock")
+    light = replace(stock, attention="memory_light", loss="chunked")
+    a, b = estimate(shape, stock), estimate(shape, light)
+    assert b.term("attention").bytes < 0.05 * a.term("attention").bytes
+    assert b.term("logits").bytes < 0.2 * a.term("logits").bytes
+    assert "memory-light attention" in b.term("attention").detail and "chunked loss" in b.term("logits").detail
+    assert "memory-light" not in a.term("attention").detail
+    # auto: memory-light from 2048 tokens, mlx's below; the recipe's keys reach the estimator
+    auto = settings_from_recipe(apply_overrides(Recipe(), ["batch_size=1", "max_seq_length=4096"]))
+    assert (auto.attention, auto.loss) == ("auto", "auto")
+    assert estimate(shape, auto).term("attention").bytes == b.term("attention").bytes
+    short = replace(auto, max_seq_length=1024)
+    assert estimate(shape, short).term("attention").bytes == estimate(shape, replace(short, attention="stock")).term(
+        "attention").bytes
+    # gemma 2 computes its own attention: the stock path whatever the recipe says
+    g = _shape("gemma-2-2b-it")
+    assert estimate(g, replace(light, max_seq_length=2048)).term("attention").bytes == estimate(
+        g, replace(stock, max_seq_length=2048)).term("attention").bytes
+
+
+def test_auto_fit_proposes_memory_light_attention_before_shorter_sequences():
+    """After checkpointing (the seeds' first step, already on here), before cutting the sequences."""
+    from macfinetune.core.autofit import auto_fit
+    from macfinetune.core.estimator import Settings, estimate
+    from macfinetune.core.hardware import machine_from_memory
+
+    shape = _shape("Qwen3-1.7B")
+    s = Settings(batch_size=1, max_seq_length=8192, attention="stock", loss="stock", quantize=4,
+                 grad_checkpoint=True)
+    light = Settings(**{**s.__dict__, "attention": "memory_light", "loss": "chunked"})
+    assert estimate(shape, light).total_gb < 10 < 12 < estimate(shape, s).total_gb
+    fit = auto_fit(shape, s, machine_from_memory(16))
+    assert fit.found
+    keys = [c.key for c in fit.changes]
+    assert keys[0] == "training.attention" and "data.max_seq_length" not in keys, fit.summary()
+    assert fit.settings.max_seq_length == 8192 and fit.settings.attention == "memory_light"
+    assert "memory-light attention" in fit.summary()
+
+
+# --- 3. packing and length buckets -------------------------------------------------------------
+
+
+def _examples(seed=0):
+    """Rows of different lengths, one with a masked prompt of 4 tokens: (tokens, offset)."""
+    rng = np.random.default_rng(seed)
+    return [(rng.integers(1, 97, n).tolist(), off) for n, off in ((19, 0), (7, 0), (25, 4), (12, 0), (30, 0))]
+
+
+def _unpacked_loss(rows):
+    """Each row alone (no padding): cross-entropy over its own targets, summed over rows / their count."""
+    import mlx.nn as nn
+
+    def loss(model):
+        total, count = mx.array(0.0), 0
+        for tokens, offset in rows:
+            t = mx.array(tokens)[None]
+            ce = nn.losses.cross_entropy(model(t[:, :-1]), t[:, 1:])[0]
+            first = max(offset, 1) - 1
+            total = total + ce[first:].sum()
+            count += len(tokens) - max(offset, 1)
+        return total / count, mx.array(count)
+
+    return loss
+
+
+def test_a_packed_batch_has_the_loss_and_gradients_of_its_rows_trained_alone(monkeypatch):
+    """Block-diagonal causal attention (example numbers per token), rotary positions left as they are
+    (relative), and each row's own loss mask: on both attention paths and both losses."""
+    from macfinetune.backend import attention, batching
+
+    _small_blocks(monkeypatch)
+    rows = _examples()
+    tokens, weights, segments = batching.packed_arrays(rows, [[0, 1, 2], [3, 4]], max_seq_length=64)
+    assert tokens.shape == (2, 64) and segments[0, :51].tolist() == [1] * 19 + [2] * 7 + [3] * 25
+    assert int(weights.sum()) == (19 - 1) + (7 - 1) + (25 - 4) + (12 - 1) + (30 - 1)
+    packed = (mx.array(tokens), mx.array(weights), mx.array(segments))
+    model = _small_llama()
+    alone = _loss_and_grads(model, lambda model: _unpacked_loss(rows)(model))
+    for mode, loss in (("stock", "stock"), ("memory_light", "chunked")):
+        with attention.training_paths(model, mode):
+            got = _loss_and_grads(model, attention.make_packed_loss(loss), *packed)
+        assert int(got[1]) == int(alone[1])
+        _close([got[0]], [alone[0]], 1e-5)
+        _close(got[2], alone[2], 1e-4)
+    # without the block-diagonal mask (plain causal attention across rows) the loss is not the same
+    plain = _loss_and_grads(model, attention.make_packed_loss("stock"), *packed)
+    assert abs(float(plain[0]) - float(alone[0])) > 1e-3
+
+
+def test_packing_with_gradient_checkpointing_recomputes_with_the_same_masks(monkeypatch):
+    """mlx-lm's checkpointing runs each block again in the backward pass, after the loss returned:
+    the recomputed attention must still keep to each row."""
+    from mlx_lm.tuner.trainer import grad_checkpoint
+
+    from macfinetune.backend import attention, batching
+
+    _small_blocks(monkeypatch)
+    rows = _examples()
+    packed = tuple(mx.array(a) for a in batching.packed_arrays(rows, [[0, 1, 2], [3, 4]], max_seq_length=64))
+    model = _small_llama()
+    alone = _loss_and_grads(model, lambda model: _unpacked_loss(rows)(model))
+    layer_class = type(model.layers[0])
+    original = layer_class.__call__
+    grad_checkpoint(model.layers[0])
+    try:
+        for mode in ("stock", "memory_light"):
+            with attention.training_paths(model, mode):
+                got = _loss_and_grads(model, attention.make_packed_loss("stock"), *packed)
+                attention.make_loss("stock")(model, packed[0], mx.array([[0, 64]] * 2))  # validation in between
+            _close([got[0]], [alone[0]], 1e-5)
+            _close(got[2], alone[2], 1e-4)
+    finally:
+        layer_class.__call__ = original
+
+
+def _fake_dataset(lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(rng.integers(1, 50, n).tolist(), 0) for n in lengths]
+
+
+def test_packed_batches_are_reproducible_from_the_seed_and_cover_every_row_once():
+    from macfinetune.backend import batching
+
+    data = _fake_dataset(np.random.default_rng(1).integers(5, 60, 200).tolist())
+
+    def run(seed):
+        return [(np.array(b[0]).tolist(), np.array(b[2]).tolist())
+                for b in batching.packed_batches(data, 4, 128, seed=seed)]
+
+    first = run(3)
+    assert first == run(3) and first != run(4)
+    seen = []
+    for batch in batching.packed_batches(data, 4, 128, seed=3):
+        tokens, weights, segments = (np.array(x) for x in batch)
+        assert batch.real_tokens == int(weights.sum()) and tokens.shape[1] <= 128
+        for row_tokens, row_segments in zip(tokens, segments, strict=True):
+            for number in range(1, int(row_segments.max()) + 1):
+                where = np.flatnonzero(row_segments == number)
+                # a row's input positions; the last token of the sequence's last row is not an input
+                seen.append(row_tokens[where[0] : where[-1] + 1].tolist())
+    rows = [t for t, _ in data]
+    found = [next(i for i, r in enumerate(rows) if r[: len(s)] == s and len(r) - len(s) in (0, 1)) for s in seen]
+    assert len(found) == len(set(found)) > 0.9 * len(rows)  # once each; all but the last, incomplete batch
+
+
+def test_length_buckets_pad_less_than_mlx_lm_and_are_reproducible():
+    from mlx_lm.tuner.datasets import CacheDataset
+    from mlx_lm.tuner.trainer import iterate_batches
+
+    from macfinetune.backend import batching
+
+    lengths = np.random.default_rng(2).lognormal(4, 0.8, 256).astype(int).clip(8, 500).tolist()  # skewed
+    data = _fake_dataset(lengths)
+
+    class Rows:  # what mlx-lm's CacheDataset wraps: rows that 'process' into (tokens, offset)
+        def __init__(self, rows):
+            self.rows = rows
+
+        def __len__(self):
+            return len(self.rows)
+
+        def __getitem__(self, i):
+            return {"text": "row"}  # mlx-lm's itemlen measures this dict, not the tokens
+
+        def process(self, row):
+            return self.rows[self._i]
+
+    class Cached(CacheDataset):
+        def __getitem__(self, i):
+            self._data._i = i
+            return super().__getitem__(i)
+
+    np.random.seed(0)
+    theirs = batching.padding_fraction(iterate_batches(Cached(Rows(data)), 8, 512))
+    ours = batching.padding_fraction(batching.bucketed_batches(data, 8, 512, seed=0))
+    assert ours < 0.5 * theirs
+    a = [np.array(b[0]).tolist() for b in batching.bucketed_batches(data, 8, 512, seed=5)]
+    assert a == [np.array(b[0]).tolist() for b in batching.bucketed_batches(data, 8, 512, seed=5)]
+
+
+def test_a_packed_run_trains_several_rows_per_batch_slot(tiny_model, tmp_path):
+    def tokens(*overrides):
+        events = []
+        common = ("iterations=3", "max_seq_length=256", "batch_size=2", "eval_every=100", "save_every=100")
+        assert train_run(fast_recipe(tiny_model, *common, *overrides), tmp_path / "-".join(overrides or ("plain",)),
+                         events.append).state == "finished"
+        return [e for e in events if isinstance(e, TrainReport)][-1].trained_tokens
+
+    assert tokens("packing=true") > 2.5 * tokens()
+
+
+def test_a_packed_run_says_what_packing_made_of_the_rows(tiny_model, tmp_path):
+    from macfinetune.core.events import Stage
+
+    events = []
+    train_run(fast_recipe(tiny_model, "iterations=1", "max_seq_length=256", "packing=true"), tmp_path / "run",
+              events.append)
+    notes = [e.message for e in events if isinstance(e, Stage) and e.message.startswith("Packing")]
+    assert len(notes) == 1 and "rows into" in notes[0] and "sequences of up to 256 tokens" in notes[0]
+
+
+# --- 4. validation off the critical path ---------------------------------------------------------
+
+
+def test_validation_on_trimmed_batches_gives_mlx_lm_s_loss(tiny_model):
+    from mlx_lm.tuner.trainer import evaluate
+
+    from macfinetune.backend import models
+    from macfinetune.backend.training import _datasets, preflight
+
+    pre = preflight(fast_recipe(tiny_model, "max_seq_length=512"), tiny_model.parent / "unused-run")
+    model, tokenizer, _ = models.load_model(tiny_model)
+    _, valid = _datasets(pre, tokenizer)
+    widths = []
+
+    def counting(**kwargs):
+        for batch in loop.trimmed_batches(**kwargs):
+            widths.append(batch[0].shape[1])
+            yield batch
+
+    np.random.seed(0)
+    theirs = evaluate(model, valid, batch_size=4, num_batches=5, max_seq_length=512)
+    np.random.seed(0)
+    ours = evaluate(model, valid, batch_size=4, num_batches=5, max_seq_length=512, iterate_batches=counting)
+    assert ours == pytest.approx(theirs, rel=1e-6)
+    assert any(w % 32 != 1 for w in widths)  # narrower than mlx-lm's 32k + 1 somewhere
+    assert loop.validation_loss(model, valid, 4, 5, 512, seed=0) == pytest.approx(theirs, rel=1e-6)
+
+
+def test_the_estimate_of_the_memory_light_path_is_close_to_its_measured_peaks():
+    """bench/attention_memory.py's measurements (resources/estimator/memory_light.jsonl)."""
+    import json
+
+    from macfinetune.core.estimator import Settings, estimate
+    from macfinetune.core.modelshape import shape_from_config
+    from macfinetune.core.paths import shipped
+
+    rows = [json.loads(line) for line in shipped("resources", "estimator", "memory_light.jsonl").read_text().splitlines()]
+    light = [r for r in rows if r["path"] == "light"]
+    assert len(light) >= 4 and max(r["sequence_length"] for r in light) >= 8192
+    for r in light:
+        s = Settings(method=r["method"], rank=r["rank"], num_layers=r["num_layers"], batch_size=r["batch_size"],
+                     max_seq_length=r["sequence_length"], device=r["device"], attention="memory_light", loss="chunked",
+                     val_batch_size=1)
+        est = estimate(shape_from_config(r["config"]), s).total_gb
+        assert est == pytest.approx(r["measured_gb"], rel=0.08), r["sequence_length"]
+    stock = {r["sequence_length"]: r["measured_gb"] for r in rows if r["path"] == "stock"}
+    assert {n: r["measured_gb"] / stock[n] for r in light if (n := r["sequence_length"]) in stock}[4096] <= 0.5

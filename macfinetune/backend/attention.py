@@ -69,14 +69,11 @@ def training_paths(model, attention: str = "auto"):
             module.scaled_dot_product_attention = _ORIGINAL
 
 
-@contextmanager
-def packed_segments(segments: mx.array | None):
-    """The example number of each input token, for the attention calls made within."""
-    previous, _STATE.segments = _STATE.segments, segments
-    try:
-        yield
-    finally:
-        _STATE.segments = previous
+def use_segments(segments: mx.array | None) -> None:
+    """The example number of each input token, for this thread's attention calls from now on: the
+    loss sets it for its batch and leaves it set, because gradient checkpointing runs the blocks
+    again in the backward pass, after the loss has returned (a test proves the gradients)."""
+    _STATE.segments = segments
 
 
 def _sdpa(queries, keys, values, cache=None, scale: float = 1.0, mask=None, sinks=None):
@@ -237,7 +234,7 @@ def token_losses(model, inputs: mx.array, targets: mx.array, mode: str = "auto")
         body, head, vocab = split
         hidden = body(inputs)
         n, dim = targets.size, hidden.shape[-1]
-        flat = _chunked_ce(head, memory_light.loss_chunk(vocab))(hidden.reshape(n, dim), targets.reshape(n))
+        flat = _chunked_ce(head, memory_light.loss_chunk(vocab, n))(hidden.reshape(n, dim), targets.reshape(n))
         return flat.reshape(targets.shape)
     return nn.losses.cross_entropy(model(inputs), targets)
 
@@ -284,6 +281,7 @@ def make_loss(mode: str = "auto"):
     """mlx-lm's default_loss (same batches, same mask, same value) with the logits chunked when it helps."""
 
     def loss(model, batch, lengths):
+        use_segments(None)
         inputs, targets = batch[:, :-1], batch[:, 1:]
         ce = token_losses(model, inputs, targets, mode)
         steps = mx.arange(1, targets.shape[1] + 1)
@@ -299,9 +297,9 @@ def make_packed_loss(mode: str = "auto"):
     own targets only, and attention that stays inside each example."""
 
     def loss(model, batch, weights, segments):
+        use_segments(segments)
         inputs, targets = batch[:, :-1], batch[:, 1:]
-        with packed_segments(segments):
-            ce = token_losses(model, inputs, targets, mode)
+        ce = token_losses(model, inputs, targets, mode)
         ntoks = weights.sum()
         return (ce * weights).astype(mx.float32).sum() / ntoks, ntoks
 

@@ -426,9 +426,13 @@ def _training_paths(model, r: Recipe, run: _Run):
 def _run_trainer(ctx: _Context, model, optimizer, train_set, start, state, say) -> RunResult:
     from mlx_lm.tuner.trainer import TrainingArgs, train
 
-    from macfinetune.backend import hardware, loop, quiet
+    from macfinetune.backend import attention, batching, hardware, loop, quiet
 
     r, plan, run, control = ctx.recipe, ctx.plan, ctx.run, ctx.control
+    train_loss = attention.make_packed_loss(r.training.loss) if r.data.packing else ctx.loss
+    note = batching.describe(train_set, r, r.training.seed)
+    if note:
+        run.emit(Stage("train", note))
     if start is None:
         with quiet.quiet_trainer(say):
             ctx.hook.validate_and_maybe_save(0, save=False)
@@ -447,14 +451,15 @@ def _run_trainer(ctx: _Context, model, optimizer, train_set, start, state, say) 
     batches = loop.controlled_batches(control, *loop.pause_events(ctx), skip=state.iteration,
                                       accumulation=plan.grad_accumulation, on_step=ctx.watch.step_began,
                                       agree=loop.agree_on_stop if plan.hosts > 1 else None,
-                                      on_batch=ctx.hook.batch_taken)
+                                      on_batch=ctx.hook.batch_taken,
+                                      source=batching.batch_source(r, r.training.seed))
     layer_class = type(model.layers[0])
     original_call = layer_class.__call__
     hardware.apply_cache_limit(hardware.apply_memory_limit(), calibration.read_run_estimate(run.dir))
     try:
         with quiet.quiet_trainer(say), hardware.keep_awake(), ctx.watch:
             if args.iters > 0:
-                train(model, optimizer, train_set, None, args, loss=ctx.loss, iterate_batches=batches,
+                train(model, optimizer, train_set, None, args, loss=train_loss, iterate_batches=batches,
                       training_callback=ctx.hook)
     finally:
         layer_class.__call__ = original_call  # mlx-lm patches the block class for checkpointing

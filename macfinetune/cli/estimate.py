@@ -26,7 +26,7 @@ from macfinetune.core.estimator import (
 from macfinetune.core.hardware import GB, Machine, machine_from_memory
 from macfinetune.core.paths import calibration_home, runs_home
 from macfinetune.core.problems import Problem, ProblemError
-from macfinetune.core.recipe import load_recipe, save_recipe
+from macfinetune.core.recipe import Recipe, load_recipe, save_recipe
 from macfinetune.core.recommend import recommend
 
 _BAR = 40
@@ -156,7 +156,7 @@ def _read_recipe(name: str):
 
 
 def _settings(args, recipe) -> Settings:
-    s = settings_from_recipe(recipe) if recipe else Settings()
+    s = settings_from_recipe(recipe) if recipe else settings_from_recipe(Recipe())  # a recipe's defaults
     given = {
         "method": args.method, "quantize": args.quantize, "batch_size": args.batch_size,
         "max_seq_length": args.max_seq_length, "num_layers": args.num_layers, "rank": args.rank,

@@ -1,7 +1,8 @@
 """Auto-fit: when a configuration will not fit, the changes that make it fit, cheapest first.
 
 The order is the seeds' (000 "Memory Management Strategies", 001 "Out of Memory Errors", 002
-"Out of Memory? Try These", 003 "Memory-Efficient Strategies"): gradient checkpointing, shorter
+"Out of Memory? Try These", 003 "Memory-Efficient Strategies"): gradient checkpointing, then
+macfinetune's memory-light attention and chunked loss (issue 14; before cutting the data), shorter
 sequences, a smaller batch with gradient accumulation (same effective batch), fewer adapted layers,
 a lower rank, a quantized base, LoRA instead of full fine-tuning. Each step goes only as far as it
 must, and each change says what it costs.
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
+from macfinetune.core import memory_light
 from macfinetune.core.estimator import (
     Estimate,
     Settings,
@@ -61,6 +63,25 @@ class Fit:
 Step = Callable[[ModelShape, Settings], Iterator[Settings]]
 
 
+def _light_attention_on(shape: ModelShape, s: Settings) -> bool:
+    return shape.model_type not in memory_light.OWN_ATTENTION and memory_light.light_attention(s.attention,
+                                                                                               s.max_seq_length)
+
+
+def _chunked_loss_on(shape: ModelShape, s: Settings) -> bool:
+    return shape.model_type in memory_light.CHUNKED_LOSS_TYPES and memory_light.chunked_loss(
+        s.loss, s.batch_size * s.max_seq_length, shape.vocab)
+
+
+def _memory_light(shape: ModelShape, s: Settings):
+    """The memory-light attention, then the chunked loss, where the run would not use them already."""
+    if shape.model_type not in memory_light.OWN_ATTENTION and not _light_attention_on(shape, s):
+        s = replace(s, attention="memory_light")
+        yield s
+    if shape.model_type in memory_light.CHUNKED_LOSS_TYPES and not _chunked_loss_on(shape, s):
+        yield replace(s, loss="chunked")
+
+
 def _checkpointing(shape: ModelShape, s: Settings):
     if not s.grad_checkpoint:
         yield replace(s, grad_checkpoint=True)
@@ -107,7 +128,7 @@ def _lora_instead(shape: ModelShape, s: Settings):
         yield replace(s, method="lora")
 
 
-LADDER: tuple[Step, ...] = (_checkpointing, _shorter_sequences, _smaller_batch, _fewer_layers, _lower_rank,
+LADDER: tuple[Step, ...] = (_checkpointing, _memory_light, _shorter_sequences, _smaller_batch, _fewer_layers, _lower_rank,
                             _quantized_base, _lora_instead, _lower_rank, _quantized_base)
 
 
@@ -139,7 +160,7 @@ def _reached(shape: ModelShape, s: Settings, machine: Machine, target: str) -> b
 def _relax(shape: ModelShape, original: Settings, current: Settings, machine: Machine, target: str) -> Settings:
     if not _reached(shape, current, machine, target):
         return current
-    for candidates in (_back_quantize, _back_rank, _back_layers, _back_batch, _back_sequences):
+    for candidates in (_back_quantize, _back_rank, _back_layers, _back_batch, _back_sequences, _back_memory_light):
         for candidate in candidates(shape, original, current):
             if _reached(shape, candidate, machine, target):
                 current = candidate
@@ -170,6 +191,13 @@ def _back_batch(shape, original, current):
     effective = original.batch_size * original.grad_accumulation
     for batch in _halvings(original.batch_size, current.batch_size):
         yield replace(current, batch_size=batch, grad_accumulation=max(1, effective // batch))
+
+
+def _back_memory_light(shape, original, current):
+    if current.loss != original.loss:
+        yield replace(current, loss=original.loss)
+    if current.attention != original.attention:
+        yield replace(current, attention=original.attention)
 
 
 def _back_sequences(shape, original, current):
@@ -237,8 +265,24 @@ def prequantized(model_id: str, shape: ModelShape, settings: Settings, machine: 
 
 def describe(shape: ModelShape, old: Settings, new: Settings) -> tuple[Change, ...]:
     """One Change per setting that differs, in the ladder's order, each with its cost."""
-    texts = (_say_checkpoint, _say_sequences, _say_batch, _say_layers, _say_rank, _say_quantize, _say_method)
+    texts = (_say_checkpoint, _say_attention, _say_loss, _say_sequences, _say_batch, _say_layers, _say_rank, _say_quantize, _say_method)
     return tuple(change for say in texts if (change := say(shape, old, new)) is not None)
+
+
+def _say_attention(shape, old, new):
+    if new.attention == old.attention or _light_attention_on(shape, old) == _light_attention_on(shape, new):
+        return None
+    return Change("training.attention", old.attention, new.attention, "memory-light attention",
+                  "no L x L attention scores kept for the backward pass (recomputed): about the same speed from "
+                  f"{memory_light.AUTO_ATTENTION_LENGTH} tokens, slower on shorter sequences (docs/benchmarks.md)")
+
+
+def _say_loss(shape, old, new):
+    if new.loss == old.loss or _chunked_loss_on(shape, old) == _chunked_loss_on(shape, new):
+        return None
+    return Change("training.loss", old.loss, new.loss, "chunked loss",
+                  "the logits are computed a chunk of tokens at a time and again in the backward pass: "
+                  "a few percent slower (docs/benchmarks.md)")
 
 
 def _say_checkpoint(shape, old, new):

@@ -18,6 +18,10 @@ The model follows what mlx-lm does (checked in its source and measured, see docs
 6. Gradient checkpointing keeps one hidden-size tensor per token per block and recomputes one block
    at a time in the backward pass.
 7. The longest batch sets the peak; validation (forward only) and loading are phases of their own.
+8. The memory-light paths (core/memory_light.py decides, as the run does): memory-light attention
+   keeps one float32 log-sum-exp per query row per adapted block, and one block of query rows'
+   float32 scores at a time; the chunked loss keeps a float32 loss per token and one chunk's
+   float32 logits at a time. Terms 4 and 5 then use these instead (their detail says which path).
 
 Coefficients (how many copies of each tensor mlx really keeps) are measured on small models and
 stored with their provenance in ``resources/estimator/memory_model.yaml``.
@@ -30,6 +34,7 @@ from functools import lru_cache
 
 import yaml
 
+from macfinetune.core import memory_light
 from macfinetune.core.hardware import GB, GIB, Machine
 from macfinetune.core.modelshape import Linear, ModelShape
 from macfinetune.core.paths import shipped
@@ -67,6 +72,8 @@ class Settings:
     quantize_group_size: int = 64
     val_batch_size: int | None = None  # None: the training batch size
     device: str = "gpu"  # 'gpu' (Metal's fused norm and loss kernels) or 'cpu' (MLX's CPU backend)
+    attention: str = "stock"  # training.attention: auto, stock or memory_light (mlx-lm's own is stock)
+    loss: str = "stock"  # training.loss: auto, stock or chunked
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,10 @@ class Coefficients:
     load_full_copies: float  # full-precision copies held while quantizing on the fly
     provenance: dict
     metal: dict = None  # the Metal mode's terms, each with its mechanism and source (memory_model.yaml 'metal')
+    light_lse: float = 4.0  # bytes per query row per head per adapted block kept by the memory-light attention
+    light_transient: float = 4.0  # float32 copies of one block's scores alive in its backward pass
+    chunk_token_bytes: float = 4.0  # bytes per token the chunked loss keeps (its float32 loss)
+    chunk_transient: float = 3.0  # float32 copies of one chunk's logits alive in its backward pass
 
     def block_for(self, family_name: str) -> dict:
         return self.block.get(family_name) or self.block["default"]
@@ -375,10 +386,28 @@ def _adapter_gradients(ctx: _Context) -> int:
     return ctx.trainable * 4
 
 
+def light_attention(ctx: _Context) -> bool:
+    """Whether the run trains its longest batch with the memory-light attention."""
+    if ctx.shape.model_type in memory_light.OWN_ATTENTION:
+        return False
+    return memory_light.light_attention(ctx.s.attention, ctx.length)
+
+
+def chunked_loss(ctx: _Context, tokens: int) -> bool:
+    """Whether the run computes the loss of its longest batch in chunks."""
+    if ctx.shape.model_type not in memory_light.CHUNKED_LOSS_TYPES:
+        return False
+    return memory_light.chunked_loss(ctx.s.loss, tokens, ctx.shape.vocab)
+
+
 def _logits_bytes(ctx: _Context, tokens: int) -> int:
     """The output head's logits and the loss (and what surrounds the blocks per token)."""
     c, shape = ctx.c, ctx.shape
     final_norm = _norm_copy(ctx) * shape.hidden
+    if chunked_loss(ctx, tokens):
+        chunk = memory_light.loss_chunk(shape.vocab, tokens)
+        per_token = ctx.dtype * c.head * shape.hidden + c.token_bytes + c.chunk_token_bytes
+        return int((per_token + final_norm) * tokens + c.chunk_transient * 4 * chunk * shape.vocab)
     per_token = ctx.dtype * (c.logits[ctx.s.device] * shape.vocab + c.head * shape.hidden) + c.token_bytes
     return int((per_token + final_norm) * tokens)
 
@@ -474,6 +503,11 @@ def _dora_weights(ctx: _Context) -> int:
 
 def _attention_bytes(ctx: _Context, batch: int, saved_blocks: int) -> int:
     shape, length = ctx.shape, ctx.length
+    if light_attention(ctx):
+        rows = batch * shape.heads * length  # query rows of all heads
+        block = memory_light.attention_block(batch, shape.heads, length)
+        transient = ctx.c.light_transient * 4 * batch * shape.heads * block * length
+        return int(saved_blocks * ctx.c.light_lse * rows + transient)
     scores = batch * shape.heads * length * length
     return int(saved_blocks * (ctx.c.attention * ctx.dtype * scores + ctx.c.mask * length * length))
 
@@ -490,9 +524,17 @@ def _validation_terms(ctx: _Context) -> dict[str, int]:
         trainable=_state_bytes(ctx),
         activations=per_token_block_bytes(ctx) * tokens,
         attention=_attention_bytes(ctx, batch, saved_blocks=1),
-        logits=tokens * ctx.shape.vocab * (ctx.dtype + 4),  # logits and the loss's float32 reduction
+        logits=_validation_logits(ctx, tokens),
         overhead=ctx.c.overhead_bytes,
     )
+
+
+def _validation_logits(ctx: _Context, tokens: int) -> int:
+    """The logits and the loss's float32 reduction of a forward pass (one chunk of them when chunked)."""
+    if chunked_loss(ctx, tokens):
+        chunk = memory_light.loss_chunk(ctx.shape.vocab, tokens)
+        return int(chunk * ctx.shape.vocab * (ctx.dtype + 4) + ctx.c.chunk_token_bytes * tokens)
+    return tokens * ctx.shape.vocab * (ctx.dtype + 4)
 
 
 def _loading_terms(ctx: _Context) -> dict[str, int]:
@@ -508,8 +550,14 @@ def _detail(ctx: _Context, key: str) -> str:
         "trainable": f"{ctx.trainable:,} trainable ({s.method}, {s.optimizer})",
         "activations": f"{ctx.n} adapted blocks x {ctx.tokens:,} tokens"
                        + (" (checkpointed)" if s.grad_checkpoint else ""),
-        "attention": f"batch {s.batch_size} x {shape.heads} heads x {ctx.length}^2 per block kept",
-        "logits": f"batch {s.batch_size} x {ctx.length} x vocab {shape.vocab:,}",
+        "attention": (f"memory-light attention: batch {s.batch_size} x {shape.heads} heads x {ctx.length} "
+                      f"log-sum-exps per block kept, one block of "
+                      f"{memory_light.attention_block(s.batch_size, shape.heads, ctx.length)} query rows at a time"
+                      if light_attention(ctx) else
+                      f"batch {s.batch_size} x {shape.heads} heads x {ctx.length}^2 per block kept"),
+        "logits": (f"chunked loss: {memory_light.loss_chunk(shape.vocab, ctx.tokens):,} tokens x vocab "
+                   f"{shape.vocab:,} at a time" if chunked_loss(ctx, ctx.tokens) else
+                   f"batch {s.batch_size} x {ctx.length} x vocab {shape.vocab:,}"),
         "overhead": "MLX runtime and batch arrays",
     }
     return texts[key]
@@ -552,5 +600,5 @@ def settings_from_recipe(recipe) -> Settings:
         method=m.type, num_layers=m.num_layers, rank=m.rank, target_modules=tuple(m.target_modules),
         batch_size=t.batch_size, max_seq_length=d.max_seq_length, grad_checkpoint=t.grad_checkpoint,
         optimizer=t.optimizer, grad_accumulation=t.grad_accumulation, quantize=recipe.model.quantize,
-        quantize_group_size=recipe.model.quantize_group_size,
+        quantize_group_size=recipe.model.quantize_group_size, attention=t.attention, loss=t.loss,
     )

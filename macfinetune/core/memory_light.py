@@ -18,6 +18,11 @@ from __future__ import annotations
 ATTENTION_MODES = ("auto", "stock", "memory_light")
 LOSS_MODES = ("auto", "stock", "chunked")
 
+# Model types whose attention is their own (not mlx-lm's base function): the stock path always.
+OWN_ATTENTION = ("gemma2",)
+# Model types whose output head the chunked loss knows how to split off (backend/attention.split_head).
+CHUNKED_LOSS_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+
 AUTO_ATTENTION_LENGTH = 2048
 AUTO_LOSS_BYTES = 256 * 2**20
 BLOCK_BYTES = 64 * 2**20  # float32 scores of one block of query rows (all heads, all keys)
@@ -52,11 +57,16 @@ def _power_of_two_at_most(n: float) -> int:
 
 
 def attention_block(batch: int, heads: int, length: int) -> int:
-    """Query rows per block: the float32 scores of a block stay near BLOCK_BYTES."""
-    rows = _power_of_two_at_most(BLOCK_BYTES / max(1, 4 * batch * heads * length))
+    """Query rows per block: at least 8 blocks, and the float32 scores of a block near BLOCK_BYTES."""
+    rows = min(_power_of_two_at_most(BLOCK_BYTES / max(1, 4 * batch * heads * length)),
+               _power_of_two_at_most(length / 8))
     return max(MIN_BLOCK, min(MAX_BLOCK, rows))
 
 
-def loss_chunk(vocab: int) -> int:
-    """Tokens per chunk of the chunked loss: float32 logits of a chunk stay near CHUNK_BYTES."""
-    return max(MIN_CHUNK, min(MAX_CHUNK, _power_of_two_at_most(CHUNK_BYTES / max(1, 4 * vocab))))
+def loss_chunk(vocab: int, tokens: int | None = None) -> int:
+    """Tokens per chunk of the chunked loss: at least 8 chunks of a batch of ``tokens``, and the
+    float32 logits of a chunk near CHUNK_BYTES."""
+    rows = _power_of_two_at_most(CHUNK_BYTES / max(1, 4 * vocab))
+    if tokens:
+        rows = min(rows, _power_of_two_at_most(tokens / 8))
+    return max(MIN_CHUNK, min(MAX_CHUNK, rows))

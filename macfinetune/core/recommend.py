@@ -82,7 +82,7 @@ def _base_settings(shape: ModelShape, band: dict, method: str, quantize: int | N
         method=method, quantize=quantize, batch_size=band["batch_size"], max_seq_length=length,
         num_layers=min(band[f"{prefix}_layers"], shape.layers) if method != "full" else -1,
         rank=band[f"{prefix}_rank"], grad_checkpoint=band["grad_checkpoint"],
-        optimizer="adamw" if method == "full" else "adam",
+        optimizer="adamw" if method == "full" else "adam", attention="auto", loss="auto",
     )
 
 
@@ -212,7 +212,7 @@ def _recipe(choices: list[Choice], model_path: str, data_path: str, s: Settings)
         grad_accumulation=s.grad_accumulation, learning_rate=values["training.learning_rate"],
         lr_schedule=values["training.lr_schedule"], warmup_ratio=values["training.warmup_ratio"],
         optimizer=values["training.optimizer"], weight_decay=values.get("training.weight_decay", 0.0),
-        grad_checkpoint=s.grad_checkpoint)
+        grad_checkpoint=s.grad_checkpoint, attention=s.attention, loss=s.loss)
     return Recipe(name="recommended", description="Recommended by macfinetune for this model and machine.",
                   model=model, data=replace(DataSection(), path=data_path, max_seq_length=s.max_seq_length),
                   method=method, training=training,

@@ -25,8 +25,9 @@ def sample_events(run_dir: str = "demo-run", total: int = 1000, upto: int | None
         t = T0 + it * 0.45
         loss = 2.6 * math.exp(-it / 260) + 0.9 + rng.gauss(0, 0.08)
         lr = 1e-4 * min(1.0, it / 50) * (0.5 + 0.5 * math.cos(math.pi * it / total))
-        out.append(events.TrainReport(it, total, loss, lr, 2.2 + rng.gauss(0, 0.05), 1800 + rng.gauss(0, 40),
-                                      it * 4 * 180, 6.1 + 0.2 * min(1, it / 100), time=t))
+        its, tps = 2.2 + rng.gauss(0, 0.05), 1800 + rng.gauss(0, 40)
+        out.append(events.TrainReport(it, total, loss, lr, its, tps, it * 4 * 180, 6.1 + 0.2 * min(1, it / 100), time=t,
+                                      real_tokens_per_second=0.85 * tps))
         out.append(_memory(it, t, rng))
         if it % eval_every == 0:
             val = 2.5 * math.exp(-it / 300) + 1.0 + 0.002 * max(0, it - 700) / 10

@@ -229,7 +229,7 @@ class ThroughputPanel(Panel):
     def __init__(self, parent=None):
         super().__init__("throughputPanel", parent)
         self.add_curve("tokens_per_second", "tokens/s (left)")
-        self.add_curve("real_tokens_per_second", "real tokens/s: no padding, only trained (left)")
+        self.add_curve("real_tokens_per_second", "real tokens/s (left)")  # non-padding tokens the loss trains on
         self.its = pg.ViewBox()
         self.plot.getPlotItem().showAxis("right")
         self.plot.getPlotItem().scene().addItem(self.its)
