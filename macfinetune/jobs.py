@@ -230,8 +230,33 @@ def estimate(emit: Emit, control: JobControl, *, recipe: Recipe, machine=None):
                                                                 token_chunks=training.document_chunks(recipe))
         longest = training.longest_row_tokens(train_rows + valid_rows, folder)
     machine = machine or probe_machine(emit, control)
-    verdict = gate.check(recipe, shape, machine, longest, allow_over_budget=True)
+    from macfinetune.core import calibration, paths
+
+    rows = calibration.this_mac_rows(paths.runs_home(), paths.calibration_home())
+    verdict = gate.check(recipe, shape, machine, longest, allow_over_budget=True, mac_rows=rows)
     return dataclasses.replace(verdict, overridden=False)  # asked, not overridden
+
+
+@mlx_job
+def measure_mac(emit: Emit, control: JobControl, *, recipe: Recipe):
+    """'Measure this Mac': a few real steps of the recipe's model and settings at two sequence lengths that
+    fit (``backend.probe``), recorded as calibration rows for this Mac's correction; returns the rows."""
+    from macfinetune.backend import models, probe
+    from macfinetune.core.estimator import estimate as estimate_of
+    from macfinetune.core.estimator import judge, settings_from_recipe
+    from macfinetune.core.modelshape import read_shape
+
+    _check_stop(control)
+    release_models(emit, "measuring")
+    folder = models.resolve_model_path(recipe.model.path)
+    shape, machine = read_shape(folder), probe_machine(emit, control)
+    settings = dataclasses.replace(settings_from_recipe(recipe), device=machine.device)
+
+    def fits(length: int) -> bool:
+        return judge(estimate_of(shape, dataclasses.replace(settings, max_seq_length=length)), machine).fits
+
+    lengths = probe.probe_lengths(settings.max_seq_length, fits)
+    return probe.measure(str(folder), probe.overrides_for(settings), lengths, emit)
 
 
 @mlx_job

@@ -72,3 +72,19 @@ def test_metrics_log_keeps_the_time_the_event_was_made_and_replays(tmp_path):
     (record,) = runs.read_metrics(tmp_path)
     assert record["time"] == 1234.568
     assert record["event"] == "train" and record["iteration"] == 1 and record["train_loss"] == 2.0
+
+
+def test_measure_mac_probes_the_recipes_model_at_two_lengths_and_records_rows(tiny_model, tmp_path, monkeypatch):
+    """The wizard's Measure this Mac: the engine job trains the probe and leaves calibration rows that the
+    next estimate of the same family and method is corrected by."""
+    from macfinetune.core import calibration, paths
+    from macfinetune.core.events import Stage
+
+    monkeypatch.setenv("MACFINETUNE_HOME", str(tmp_path))
+    events = []
+    rows = jobs.measure_mac(events.append, JobControl(),
+                            recipe=fast_recipe(tiny_model, "max_seq_length=128", "batch_size=2"))
+    assert [r.sequence_length for r in rows] == [64, 128] and all(r.measured_gb > 0 for r in rows)
+    assert any(isinstance(e, Stage) and e.job == "measure" and "128 tokens per row" in e.message for e in events)
+    mac = calibration.this_mac_rows(paths.runs_home(), paths.calibration_home())
+    assert sorted(r.run for r in mac) == sorted(r.run for r in rows) and {r.family for r in mac} == {"llama"}

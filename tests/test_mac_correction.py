@@ -130,9 +130,14 @@ def test_measure_this_mac_records_two_probes_that_correct_the_next_estimate(tiny
     assert report["correction"]["runs"] == 2  # the probes correct the estimate printed after them
     assert report["mode"] == lines[0]["mode"]
     assert not list((tmp_path / "runs").glob("*")) and not run_index.remembered()  # not among the user's runs
-    # the run held MLX's buffer cache to what the budget leaves beside the estimate
+    # the run held MLX's buffer cache to what the budget leaves beside its estimate, which the memory gate
+    # corrected by the first probe (this Mac's correction reaches the gate, not only `estimate`)
+    second = json.loads((tmp_path / "calibration" / lines[1]["run"] / "estimate.json").read_text())
+    assert second["correction"].startswith("corrected ") and "from 1 run on this Mac" in second["correction"]
+    assert second["raw_total_gb"] == pytest.approx(lines[1]["estimate_gb"], abs=1e-4)
+    assert second["total_gb"] != second["raw_total_gb"]
     budget = hardware.memory_budget_bytes()
-    assert mx.set_cache_limit(0) == int(budget - lines[1]["estimate_gb"] * 1e9)
+    assert mx.set_cache_limit(0) == int(budget - second["total_gb"] * 1e9)
 
 
 def test_probe_lengths_halve_until_the_longer_one_fits():
@@ -140,3 +145,45 @@ def test_probe_lengths_halve_until_the_longer_one_fits():
 
     assert probe_lengths(2048, lambda n: True) == [1024, 2048]
     assert probe_lengths(4096, lambda n: n <= 1000) == [256, 512]
+
+
+def test_the_memory_gate_judges_the_corrected_estimate(tmp_path):
+    """The gate that lets a run start uses the same corrected figure `estimate` and the wizard show: a
+    configuration that fits by the model alone is refused once this Mac's runs say it needs 15% more."""
+    from macfinetune.core import gate
+    from macfinetune.core.estimator import judge, settings_from_recipe
+    from macfinetune.core.hardware import machine_from_memory
+    from macfinetune.core.problems import ProblemError
+    from macfinetune.core.recipe import Recipe, apply_overrides
+
+    recipe = apply_overrides(Recipe(), ["batch_size=2", "max_seq_length=1024", "num_layers=16", "rank=8"])
+    shape = qwen()
+    plain = estimate(shape, replace(settings_from_recipe(recipe), device="gpu"))
+    # a machine whose budget sits just above the plain estimate
+    machine = next(m for tenth in range(40, 2000) if judge(plain, m := machine_from_memory(tenth / 10)).status
+                   != "will not fit")
+    assert gate.check(recipe, shape, machine).estimate.total_bytes == plain.total_bytes  # starts
+    for i in range(6):
+        make_run(tmp_path, f"run{i}", plain, plain.total_gb * 1.6)
+    rows = calibration.mac_rows(runs_of(tmp_path))
+    judged = gate.check(recipe, shape, machine, mac_rows=rows, allow_over_budget=True)
+    assert judged.correction is not None and judged.correction.runs == 6
+    assert judged.estimate.total_bytes == pytest.approx(plain.total_bytes * (1 + CORRECTION_BOUND), rel=1e-3)
+    assert judged.verdict.status == "will not fit"
+    with pytest.raises(ProblemError) as refused:
+        gate.check(recipe, shape, machine, mac_rows=rows)
+    assert "corrected +15% from 6 runs on this Mac" in str(refused.value)
+    # other families' runs do not move it
+    other = gate.check(recipe, read_shape(CONFIGS / "Meta-Llama-3-8B"), machine_from_memory(128), mac_rows=rows)
+    assert other.correction is None
+
+
+def test_this_mac_rows_read_the_runs_and_the_probes(tmp_path):
+    est = estimate(qwen(), SETTINGS)
+    make_run(tmp_path, "a", est, est.total_gb * 1.1)
+    probe = make_run(tmp_path, "p", est, est.total_gb * 1.1)
+    (tmp_path / "calibration").mkdir()
+    probe.rename(tmp_path / "calibration" / "p")
+    rows = calibration.this_mac_rows(tmp_path / "runs", tmp_path / "calibration")
+    assert sorted(r.run for r in rows) == ["a", "p"]
+    assert calibration.this_mac_rows(tmp_path / "none", tmp_path / "none2") == []

@@ -46,6 +46,14 @@ def probe_lengths(longest: int, fits) -> list[int]:
     return [max(32, longest // 2), longest]
 
 
+def overrides_for(s) -> list[str]:
+    """The recipe overrides that make a probe train with estimator settings ``s`` (core.estimator.Settings)."""
+    keys = f"[{', '.join(s.target_modules)}]" if s.target_modules else "[]"
+    return [f"type={s.method}", f"batch_size={s.batch_size}", f"num_layers={s.num_layers}", f"rank={s.rank}",
+            f"alpha={2 * s.rank}", f"target_modules={keys}", f"optimizer={s.optimizer}",
+            f"grad_checkpoint={str(s.grad_checkpoint).lower()}", f"quantize={s.quantize or 'null'}"]
+
+
 def write_probe_data(folder: Path, longest: int) -> Path:
     """train/valid rows of plain text, each longer than ``longest`` tokens (every word is one token or more)."""
     folder.mkdir(parents=True, exist_ok=True)

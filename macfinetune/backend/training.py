@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from macfinetune.core import calibration, dataset, formats, gate, modelinfo, run_index, runs
+from macfinetune.core import calibration, dataset, formats, gate, modelinfo, paths, run_index, runs
 from macfinetune.core import hosts as hosts_mod
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import RunContinued, RunFailed, RunFinished, RunStarted, Stage
@@ -142,13 +142,14 @@ def memory_gate(pre: Preflight, folder: Path, allow_over_budget: bool = False,
     except ProblemError as e:
         return gate.Gate(None, None, None, None, note=str(e))
     longest, machine = _longest_row_tokens(pre, folder), probe_machine()
+    rows = calibration.this_mac_rows(paths.runs_home(), paths.calibration_home())  # this Mac's correction
     try:
-        return gate.check(pre.recipe, shape, machine, longest, allow_over_budget)
+        return gate.check(pre.recipe, shape, machine, longest, allow_over_budget, mac_rows=rows)
     except ProblemError as e:
         refusal = next((p for p in e.problems if p.field == "memory"), None)
         if refusal is not None:
             if confirm is not None and confirm(refusal):
-                return gate.check(pre.recipe, shape, machine, longest, allow_over_budget=True)
+                return gate.check(pre.recipe, shape, machine, longest, allow_over_budget=True, mac_rows=rows)
             raise
         # the estimator's own doubts about the settings; the checks against the loaded model decide
         return gate.Gate(None, None, None, None, note=str(e))

@@ -15,7 +15,7 @@ from pathlib import Path
 from macfinetune.cli.common import EXIT_OK
 from macfinetune.core import catalog, timing
 from macfinetune.core.autofit import auto_fit, prequantized
-from macfinetune.core.calibration import collect_rows, correct_for_this_mac, machine_rate
+from macfinetune.core.calibration import collect_rows, machine_rate
 from macfinetune.core.estimator import (
     Settings,
     estimate,
@@ -106,11 +106,9 @@ def cmd_estimate(args) -> int:
 
 def _corrected(est):
     """The estimate corrected by this Mac's finished runs and probes of the same family and method."""
-    from macfinetune.core import run_index, runs
+    from macfinetune.core.calibration import correct_with_rows, this_mac_rows
 
-    folders = [summary.path for summary in run_index.all_runs(runs_home())]
-    folders += [summary.path for summary in runs.list_runs(calibration_home())]
-    return correct_for_this_mac(est, sorted({folder.resolve() for folder in folders}))
+    return correct_with_rows(est, this_mac_rows(runs_home(), calibration_home()))
 
 
 def _measure(args, shape, settings, machine) -> list[dict]:
@@ -121,7 +119,7 @@ def _measure(args, shape, settings, machine) -> list[dict]:
         return judge(estimate(shape, replace(settings, max_seq_length=length)), machine).fits
 
     lengths = probe.probe_lengths(settings.max_seq_length, fits)
-    rows = probe.measure(args.model, _probe_overrides(settings), lengths)
+    rows = probe.measure(args.model, probe.overrides_for(settings), lengths)
     out = [{"sequence_length": r.sequence_length, "estimate_gb": round(r.estimate_gb, 4),
             "measured_gb": round(r.measured_gb, 4), "error": round(r.error, 4), "run": r.run} for r in rows]
     if not args.json:
@@ -129,13 +127,6 @@ def _measure(args, shape, settings, machine) -> list[dict]:
             print(f"measured at {r['sequence_length']} tokens: {r['measured_gb']:.3f} GB, estimated "
                   f"{r['estimate_gb']:.3f} GB ({r['error']:+.1%}); recorded in {calibration_home()}")
     return out
-
-
-def _probe_overrides(s: Settings) -> list[str]:
-    keys = f"[{', '.join(s.target_modules)}]" if s.target_modules else "[]"
-    return [f"type={s.method}", f"batch_size={s.batch_size}", f"num_layers={s.num_layers}", f"rank={s.rank}",
-            f"alpha={2 * s.rank}", f"target_modules={keys}", f"optimizer={s.optimizer}",
-            f"grad_checkpoint={str(s.grad_checkpoint).lower()}", f"quantize={s.quantize or 'null'}"]
 
 
 _MODE_TEXT = {"metal": "Metal (MLX on this Mac's GPU)", "cpu": "CPU (MLX's CPU backend: this machine is not a Mac)"}

@@ -201,6 +201,39 @@ def correct(est: Estimate, correction: Correction | None) -> Estimate:
     return replace(est, terms=terms, correction=correction.label, uncorrected_bytes=est.total_bytes)
 
 
+MAC_ROWS_LIMIT = 60  # the most recent run folders read for the correction (each read is a metrics file)
+
+
+def this_mac_run_dirs(runs_home: Path, calibration_home: Path, limit: int = MAC_ROWS_LIMIT) -> list[Path]:
+    """The finished-run candidates for this Mac's correction: the data folder's runs, the runs opened from
+    elsewhere, and the 'measure this Mac' probes; the ``limit`` most recently changed, each once."""
+    from macfinetune.core import run_index
+
+    folders = {s.path.resolve() for s in run_index.all_runs(Path(runs_home))}
+    folders |= {s.path.resolve() for s in runs.list_runs(Path(calibration_home))}
+
+    def changed(folder: Path) -> float:
+        try:
+            return folder.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    return sorted(folders, key=changed, reverse=True)[:limit]
+
+
+def this_mac_rows(runs_home: Path, calibration_home: Path) -> list[MacRow]:
+    """Correction rows from this Mac's runs and probes (``this_mac_run_dirs``); [] when there are none."""
+    return mac_rows(this_mac_run_dirs(runs_home, calibration_home))
+
+
+def correct_with_rows(est: Estimate, rows: list[MacRow] | None) -> tuple[Estimate, Correction | None]:
+    """``est`` corrected by the rows of its family, method and mode (unchanged without rows)."""
+    if not rows:
+        return est, None
+    correction = mac_correction(rows, est.family, est.settings.method, est.mode)
+    return correct(est, correction), correction
+
+
 def correct_for_this_mac(est: Estimate, run_dirs) -> tuple[Estimate, Correction | None]:
     """``est`` corrected by the finished runs in ``run_dirs`` (those of its family, method and mode)."""
     correction = mac_correction(mac_rows(run_dirs), est.family, est.settings.method, est.mode)

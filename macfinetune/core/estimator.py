@@ -348,13 +348,27 @@ def _metal_backward_terms(ctx: _Context) -> dict[str, int]:
     scores = s.batch_size * ctx.shape.heads * ctx.length * ctx.length
     mask = ctx.length * ctx.length  # the causal mask MLX builds per block: one byte per query x key
     block = per_token_block_bytes(ctx) * ctx.tokens
+    light = light_attention(ctx)  # the memory-light attention keeps a float32 log-sum-exp per query row
+    if light:
+        rows = s.batch_size * ctx.shape.heads * ctx.length
+        block_rows = memory_light.attention_block(s.batch_size, ctx.shape.heads, ctx.length)
+        kept_scores = ctx.c.light_lse * rows
+        backward_scores = ctx.c.light_transient * 4 * s.batch_size * ctx.shape.heads * block_rows * ctx.length
+    else:
+        kept_scores = m["attention_kept"] * d * scores + mask
+        backward_scores = m["attention_backward"] * d * scores + mask
     if s.grad_checkpoint:
         kept_acts = m["checkpoint"] * d * ctx.shape.hidden * ctx.tokens * ctx.n
         kept_attention, block_acts = 0, block
     else:
-        kept_acts, kept_attention, block_acts = ctx.n * block, ctx.n * (m["attention_kept"] * d * scores + mask), 0
-    loss = (m["logits"] * ctx.shape.vocab + ctx.c.head * ctx.shape.hidden) * d * ctx.tokens
-    block_backward = block_acts + m["attention_backward"] * d * scores + mask
+        kept_acts, kept_attention, block_acts = ctx.n * block, ctx.n * kept_scores, 0
+    if chunked_loss(ctx, ctx.tokens):  # one chunk of logits at a time, a float32 loss per token kept
+        chunk = memory_light.loss_chunk(ctx.shape.vocab, ctx.tokens)
+        loss = ((ctx.c.head * ctx.shape.hidden * d + ctx.c.chunk_token_bytes) * ctx.tokens
+                + ctx.c.chunk_transient * 4 * chunk * ctx.shape.vocab)
+    else:
+        loss = (m["logits"] * ctx.shape.vocab + ctx.c.head * ctx.shape.hidden) * d * ctx.tokens
+    block_backward = block_acts + backward_scores
     in_loss = loss >= block_backward
     return _terms(
         weights=weight_bytes(ctx.shape, ctx.bits, ctx.group),

@@ -42,6 +42,7 @@ class Gate:
     overridden: bool = False
     note: str = ""  # why there is no estimate
     shape: ModelShape | None = None
+    correction: object = None  # core.calibration.Correction applied to the estimate, or None
 
     @property
     def warning(self) -> str:
@@ -69,18 +70,25 @@ def sequence_length(max_seq_length: int, longest_row_tokens: int | None, model_m
 
 
 def check(recipe, shape: ModelShape, machine: Machine, longest_row_tokens: int | None = None,
-          allow_over_budget: bool = False) -> Gate:
-    """The gate for a run about to start; raises ProblemError when it will not fit and nobody confirmed."""
+          allow_over_budget: bool = False, mac_rows: list | None = None) -> Gate:
+    """The gate for a run about to start; raises ProblemError when it will not fit and nobody confirmed.
+
+    ``mac_rows`` (``calibration.this_mac_rows``): this Mac's finished runs; the estimate is judged after
+    their correction for the run's family and method (bounded, ``calibration.mac_correction``), the same
+    figure ``macfinetune estimate`` and the wizard show.
+    """
+    from macfinetune.core.calibration import correct_with_rows
+
     settings = replace(settings_from_recipe(recipe), device=machine.device)
     settings = replace(settings, max_seq_length=sequence_length(settings.max_seq_length, longest_row_tokens,
                                                                 shape.max_positions))
-    est = estimate(shape, settings)
+    est, correction = correct_with_rows(estimate(shape, settings), mac_rows)
     verdict = judge(est, machine)
     if verdict.status != "will not fit":
-        return Gate(est, verdict, None, settings, shape=shape)
+        return Gate(est, verdict, None, settings, shape=shape, correction=correction)
     fit = auto_fit(shape, settings, machine)
     if allow_over_budget:
-        return Gate(est, verdict, fit, settings, overridden=True, shape=shape)
+        return Gate(est, verdict, fit, settings, overridden=True, shape=shape, correction=correction)
     raise ProblemError(refusal(est, verdict, fit, machine, prequantized(recipe.model.path, shape, settings, machine)))
 
 
@@ -92,6 +100,7 @@ def refusal(est: Estimate, verdict: Verdict, fit: Fit, machine: Machine, pre: Pr
         advice += f". Or {pre.summary()}"
     return Problem(
         f"this run will not fit in memory: the estimate is {est.total_gb:.1f} GB at its peak "
+        + (f"({est.correction}) " if est.correction else "") +
         f"(largest part: {biggest.key} {biggest.bytes / GB:.1f} GB) and {machine.usable_bytes / GB:.1f} GB is usable "
         f"on {machine.source or 'this machine'}. {advice}. To start anyway, confirm the override "
         "(--force on the command line)",

@@ -170,11 +170,22 @@ class Review:
     duration: str
     yaml: str
     command: str
+    correction: object = None  # core.calibration.Correction from this Mac's runs, or None
+
+    @property
+    def correction_text(self) -> str:
+        """'Corrected +6% from 4 runs on this Mac (...; confidence high)', or why there is none."""
+        if self.correction is None:
+            return ("Not corrected: no finished run of this model family and method on this Mac yet "
+                    "(Measure this Mac runs a short probe).")
+        return self.correction.label[0].upper() + self.correction.label[1:] + "."
 
 
-def gauge(est: Estimate, verdict: Verdict) -> Gauge:
+def gauge(est: Estimate, verdict: Verdict, correction=None) -> Gauge:
     segments = tuple(Segment(t.key, t.label, t.bytes / GB) for t in est.terms if t.key in TERMS)
     text = f"{est.total_gb:.1f} of {verdict.usable_bytes / GB:.1f} GB · {verdict.status}"
+    if correction is not None and correction.factor != 1.0:
+        text += f" · corrected {correction.percent:+.0f}% on this Mac"
     return Gauge(segments, est.total_gb, verdict.usable_bytes / GB, verdict.status, text)
 
 
@@ -185,17 +196,28 @@ def settings_for(recipe: Recipe, shape: ModelShape, machine: Machine, longest_ro
     return replace(s, max_seq_length=length)
 
 
-def quick_gauge(recipe: Recipe, shape: ModelShape, machine: Machine, longest_row_tokens: int | None = None) -> Gauge:
-    est = estimate(shape, settings_for(recipe, shape, machine, longest_row_tokens))
-    return gauge(est, judge(est, machine))
+def quick_gauge(recipe: Recipe, shape: ModelShape, machine: Machine, longest_row_tokens: int | None = None,
+                mac_rows: list | None = None) -> Gauge:
+    est, correction = _corrected(estimate(shape, settings_for(recipe, shape, machine, longest_row_tokens)), mac_rows)
+    return gauge(est, judge(est, machine), correction)
+
+
+def _corrected(est: Estimate, mac_rows: list | None):
+    """The estimate after this Mac's correction, as the memory gate will judge it (``gate.check``)."""
+    if not mac_rows:
+        return est, None
+    from macfinetune.core.calibration import correct_with_rows
+
+    return correct_with_rows(est, mac_rows)
 
 
 def review(recipe: Recipe, shape: ModelShape, machine: Machine, rate: timing.Rate, *,
            train_rows: int | None = None, valid_rows: int = 0, tokens_per_row: float | None = None,
-           longest_row_tokens: int | None = None, run_dir: str = "") -> Review:
-    """Everything the Review step shows; raises ProblemError for settings the estimator refuses."""
+           longest_row_tokens: int | None = None, run_dir: str = "", mac_rows: list | None = None) -> Review:
+    """Everything the Review step shows; raises ProblemError for settings the estimator refuses.
+    ``mac_rows``: this Mac's finished runs (``calibration.this_mac_rows``), for its correction."""
     s = settings_for(recipe, shape, machine, longest_row_tokens)
-    est = estimate(shape, s)
+    est, correction = _corrected(estimate(shape, s), mac_rows)
     verdict = judge(est, machine)
     fit = auto_fit(shape, s, machine) if verdict.status == "will not fit" else None
     iterations, per_epoch = _iterations(recipe, train_rows, valid_rows)
@@ -203,9 +225,10 @@ def review(recipe: Recipe, shape: ModelShape, machine: Machine, rate: timing.Rat
                              tokens_per_row=tokens_per_row)
     from macfinetune.core.recipe import dump_recipe
 
-    return Review(recipe, est, verdict, fit, gauge(est, verdict), iterations, per_epoch,
+    return Review(recipe, est, verdict, fit, gauge(est, verdict, correction), iterations, per_epoch,
                   recipe.training.batch_size * recipe.training.grad_accumulation, t.tokens_per_iteration,
-                  duration_text(t), dump_recipe(recipe), train_command(recipe, run_dir, verdict.status))
+                  duration_text(t), dump_recipe(recipe), train_command(recipe, run_dir, verdict.status),
+                  correction)
 
 
 def _iterations(recipe: Recipe, train_rows: int | None, valid_rows: int) -> tuple[int | None, int | None]:

@@ -34,6 +34,8 @@ def wizard_page(session, settings, parent=None) -> WizardPage:
         supported_types=data_jobs.supported_model_types, hub_cache_scanner=data_jobs.cached_models,
         runs_home=session.data_folder)
     services.download, services.cancel_download = _downloads(session)
+    services.mac_rows = lambda: _mac_rows(session)
+    services.measure = lambda recipe: _measure(session, recipe)
     page = WizardPage(services, parent)
     page.setObjectName("newRunPage")
     session.jobEvent.connect(page.on_event)
@@ -56,6 +58,19 @@ def _downloads(session):
             session.cancel(job_id)
 
     return download, cancel
+
+
+def _mac_rows(session) -> list:
+    """This Mac's correction rows: the session's runs folder and the 'Measure this Mac' probes."""
+    from macfinetune.core import calibration, paths
+
+    return calibration.this_mac_rows(session.data_folder(), paths.calibration_home())
+
+
+def _measure(session, recipe: Recipe) -> int:
+    from macfinetune import jobs  # imports no MLX until the job runs on the engine
+
+    return session.submit("measure", jobs.measure_mac, recipe=recipe).id
 
 
 def this_machine() -> Machine:

@@ -52,6 +52,8 @@ class WizardPage(QWidget):
         self.errors: dict[str, str] = {}
         self.recommended = False  # the settings are the recommendation's, untouched since
         self.rate = services.rate or timing.seed_rate(services.machine.chip)
+        self.mac_rows: list = []  # this Mac's finished runs: the estimate's correction (read on a worker)
+        self._workers: list = []
         self.gauge = MemoryGauge(self)
         self.gauge.setObjectName("gauge")
         self.steps = {"model": ModelStep(self), "data": DataStep(self), "method": MethodStep(self),
@@ -61,6 +63,22 @@ class WizardPage(QWidget):
         app = QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self.shutdown)  # the window closes pages without asking them
+        self.refresh()
+        self.reload_mac_rows()
+
+    def reload_mac_rows(self) -> None:
+        """Read this Mac's finished runs on a worker (each is a metrics file), then redraw the estimate."""
+        if self.services.mac_rows is None:
+            return
+        from macfinetune.ui.wizard.worker import Worker
+
+        worker = Worker(lambda report, cancelled: self.services.mac_rows())
+        self._workers.append(worker)
+        worker.done.connect(self._on_mac_rows_done)
+        worker.start()
+
+    def _on_mac_rows_done(self, rows) -> None:
+        self.mac_rows = list(rows or [])
         self.refresh()
 
     # --- layout ----------------------------------------------------------------------------
@@ -144,7 +162,8 @@ class WizardPage(QWidget):
             return
         longest = self.state.data.longest_tokens if self.state.data else None
         try:
-            self.gauge.set_gauge(wizard.quick_gauge(recipe, shape, self.services.machine, longest))
+            self.gauge.set_gauge(wizard.quick_gauge(recipe, shape, self.services.machine, longest,
+                                                    mac_rows=self.mac_rows))
         except ProblemError:
             self.gauge.set_gauge(None)
 
@@ -158,7 +177,8 @@ class WizardPage(QWidget):
                                  train_rows=data.train_rows if data else None,
                                  valid_rows=data.valid_rows if data else 0,
                                  tokens_per_row=data.mean_tokens if data else None,
-                                 longest_row_tokens=data.longest_tokens if data else None)
+                                 longest_row_tokens=data.longest_tokens if data else None,
+                                 mac_rows=self.mac_rows)
         except ProblemError:
             return None
 
@@ -218,13 +238,17 @@ class WizardPage(QWidget):
         return run_dir
 
     def on_event(self, event) -> None:
-        """Events the session routes here (download progress)."""
+        """Events the session routes here (download progress, Measure this Mac)."""
         self.steps["model"].on_event(event)
+        self.steps["review"].on_event(event)
 
     def shutdown(self) -> None:
         """Stop this page's worker threads (the window calls it before closing)."""
         for step in self.steps.values():
             step.shutdown()
+        from macfinetune.ui.wizard.worker import stop_all
+
+        stop_all(self._workers)
 
     def closeEvent(self, event) -> None:
         self.shutdown()

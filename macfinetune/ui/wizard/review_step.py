@@ -58,7 +58,24 @@ class ReviewStep(Step):
         for w in (self.bar, self.legend, self.verdict):
             self.layout_.addWidget(w)
         self.layout_.addLayout(row)
+        self.layout_.addLayout(self._build_correction())
         self.layout_.addWidget(self.numbers)
+
+    def _build_correction(self) -> QHBoxLayout:
+        """This Mac's correction of the estimate (from its finished runs) and Measure this Mac."""
+        self._measure_job: int | None = None
+        self.correction = QLabel(self)
+        self.correction.setObjectName("correction")
+        self.correction.setWordWrap(True)
+        self.measure = QPushButton("Measure this Mac", self)
+        self.measure.setObjectName("measureMac")
+        self.measure.setToolTip("Train a few steps of this model and settings at two sequence lengths and keep the "
+                                "measured peaks as this Mac's calibration (about a minute for small models)")
+        self.measure.clicked.connect(self._on_measure_clicked)
+        row = QHBoxLayout()
+        row.addWidget(self.correction, 1)
+        row.addWidget(self.measure)
+        return row
 
     def _build_outputs(self) -> None:
         mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
@@ -98,6 +115,8 @@ class ReviewStep(Step):
         blocked = bool(self.page.errors)
         self.train.setEnabled(not blocked)
         self.save.setEnabled(self.page.recipe is not None)
+        self.measure.setEnabled(self.page.services.measure is not None and self._measure_job is None
+                                and not blocked and self.page.state.shape is not None)
         self.train.setToolTip(self.page.blockers.text() if blocked else "Start the run on the engine")
 
     def refresh(self) -> None:
@@ -108,6 +127,8 @@ class ReviewStep(Step):
             return
         self.legend.setText(legend_html(plan.gauge, self.palette()))
         self.verdict.setText(f"<b>{plan.verdict.status.capitalize()}</b>: {html.escape(plan.verdict.message)}")
+        if self._measure_job is None:
+            self.correction.setText(plan.correction_text)
         self._draw_fit(plan)
         self.numbers.setText(_numbers_html(plan))
         self.yaml.setPlainText(plan.yaml)
@@ -115,7 +136,7 @@ class ReviewStep(Step):
         self.command.setCursorPosition(0)
 
     def _draw_empty(self) -> None:
-        for w in (self.legend, self.fit_text):
+        for w in (self.legend, self.fit_text) + ((self.correction,) if self._measure_job is None else ()):
             w.setText("")
         self.verdict.setText("Choose a model and fix the fields marked in red to see the estimate.")
         self.numbers.setText("")
@@ -134,6 +155,37 @@ class ReviewStep(Step):
             self.fit_text.setText("No setting found that fits this Mac: " + html.escape(fit.summary()))
 
     # --- intent ----------------------------------------------------------------------------
+
+    def _on_measure_clicked(self) -> None:
+        recipe = self.page.recipe
+        if recipe is None or self.page.services.measure is None:
+            return
+        self._measure_job = self.page.services.measure(recipe)
+        self.measure.setEnabled(False)
+        self.correction.setText("Measuring this Mac: a few steps at two sequence lengths (waits for a run that "
+                                "is training)…")
+
+    def on_event(self, envelope) -> None:
+        """The Measure this Mac job's events (JobEvent envelopes of job 'measure')."""
+        from macfinetune.core.events import JobCancelled, JobFailed, JobFinished, Stage
+
+        if getattr(envelope, "job", None) != "measure" or envelope.job_id != self._measure_job:
+            return
+        event = envelope.event
+        if isinstance(event, Stage) and event.job == "measure":
+            self.correction.setText(f"Measuring this Mac: {event.message}…")
+        elif isinstance(event, (JobFinished, JobFailed, JobCancelled)):
+            self._measure_job = None
+            if isinstance(event, JobFinished):
+                rows = event.result or []
+                done = "; ".join(f"{r.sequence_length} tokens: measured {r.measured_gb:.2f} GB, estimated "
+                                 f"{r.estimate_gb:.2f} GB ({r.error:+.0%})" for r in rows)
+                self.correction.setText(f"Measured: {done}. Updating the correction…")
+                self.page.reload_mac_rows()
+            else:
+                reason = event.message if isinstance(event, JobFailed) else "cancelled"
+                self.correction.setText(f"Measuring this Mac did not finish: {reason}")
+            self.show_state()
 
     def apply_autofit(self) -> None:
         if self.plan is None or self.plan.fit is None or not self.plan.fit.found:

@@ -40,3 +40,6 @@ class WizardServices:
     cancel_download: Callable[[], None] | None = None
     runs_home: Callable[[], Path] | None = None  # where new runs go (default: core.paths.runs_home)
     rate: timing.Rate | None = None  # training throughput for the duration (default: the seeds', this chip)
+    mac_rows: Callable[[], list] | None = None  # this Mac's finished runs as correction rows
+    #        (core.calibration.this_mac_rows; called on a worker thread: it reads run folders)
+    measure: Callable[[Recipe], int] | None = None  # starts 'Measure this Mac' (jobs.measure_mac), returns its id

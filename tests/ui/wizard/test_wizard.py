@@ -312,3 +312,52 @@ def test_reading_pauses_the_collector_and_freezes_what_was_read():
         assert not gc.isenabled()
         raise ValueError("a broken file")
     assert gc.isenabled() and gc.get_freeze_count() >= frozen + len(rows)
+
+
+def test_review_shows_this_macs_correction_and_measure_this_mac_updates_it(qtbot, make_page):
+    """Issue 13: the wizard shows this Mac's correction and its confidence, and Measure this Mac runs the
+    probe job and then reads the runs again (the gauge, the verdict and Train use the corrected figure)."""
+    from macfinetune.backend.probe import ProbeRow
+    from macfinetune.core.calibration import MacRow
+    from macfinetune.core.events import JobEvent, JobFinished, Stage
+
+    rows: list = []
+    asked: list = []
+
+    def measure(recipe):
+        asked.append(recipe)
+        return 7
+
+    page = make_page(memory_gb=64, mac_rows=lambda: list(rows), measure=measure)
+    page.steps["model"].choose_path(QWEN)
+    page.state.set("data.path", "somewhere.jsonl")
+    page.go("review")
+    label = page.findChild(QLabel, "correction")
+    qtbot.waitUntil(lambda: label.text().startswith("Not corrected"), timeout=10_000)
+    plain = page.steps["review"].plan.estimate
+    assert "corrected" not in page.findChild(MemoryGauge, "gauge").text.text()
+    rows += [MacRow(f"run{i}", plain.family, plain.settings.method, plain.mode, 10.0, 10.8) for i in range(4)]
+    page.reload_mac_rows()
+    qtbot.waitUntil(lambda: len(page.mac_rows) == 4, timeout=10_000)
+    assert label.text().startswith("Corrected +6% from 4 runs on this Mac"), label.text()
+    assert "confidence high" in label.text()
+    plan = page.steps["review"].plan
+    assert plan.estimate.total_bytes == round(plain.total_bytes * 1.064, -3) or \
+        abs(plan.estimate.total_bytes / plain.total_bytes - 1.064) < 1e-3
+    assert "corrected +6% on this Mac" in page.findChild(MemoryGauge, "gauge").text.text()
+
+    measure_button = button(page, "measureMac")
+    assert measure_button.isEnabled()
+    qtbot.mouseClick(measure_button, Qt.MouseButton.LeftButton)
+    assert len(asked) == 1 and asked[0].model.path == QWEN and not measure_button.isEnabled()
+    assert label.text().startswith("Measuring this Mac")
+    page.on_event(JobEvent(7, "measure", Stage("measure", "probe: 512 tokens per row, 2 rows per batch")))
+    assert "probe: 512 tokens per row" in label.text()
+    page.on_event(JobEvent(8, "measure", JobFinished([])))  # another job's end: not ours
+    assert not measure_button.isEnabled()
+    rows.append(MacRow("probe", plain.family, plain.settings.method, plain.mode, 10.0, 10.8))
+    page.on_event(JobEvent(7, "measure", JobFinished([ProbeRow("probe", 512, 3.8, 4.0)])))
+    assert label.text().startswith("Measured: 512 tokens: measured 4.00 GB, estimated 3.80 GB (-5%)")
+    qtbot.waitUntil(lambda: len(page.mac_rows) == 5, timeout=10_000)
+    assert label.text().startswith("Corrected +7% from 5 runs on this Mac"), label.text()
+    assert measure_button.isEnabled()
