@@ -72,7 +72,7 @@ class Engine(QThread):
 
     # --- intent from the GUI thread -------------------------------------------------
 
-    def submit(self, name: str, fn: Callable, **args) -> JobHandle:
+    def submit(self, name: str, fn: Callable, /, **args) -> JobHandle:
         """Queue ``fn(emit, control, **args)``; JobQueued is emitted now, JobStarted when it runs."""
         handle = JobHandle(next(self._ids), name, JobControl())
         self._send(handle, JobQueued())  # before the worker can see it, so JobQueued always comes first

@@ -68,6 +68,13 @@ def plan_export(run_dir: Path, checkpoint: str | int, target: str, dest: str | P
     return ExportPlan(target, run_dir, str(checkpoint), iteration, location, name, dict(options))
 
 
+def plan_export_name(run_dir: Path, checkpoint: str | int, target: str) -> str:
+    """The folder name an export of ``checkpoint`` gets by default (``<run>-<iteration>-<target>``)."""
+    _, iteration = runs.resolve_checkpoint(Path(run_dir), str(checkpoint))
+    label = iteration if iteration is not None else "final"
+    return f"{_slug(f'{_run_root(Path(run_dir)).name}-{label}')}-{target}"
+
+
 def _run_root(run_dir: Path) -> Path:
     adapters = runs.adapters_dir(run_dir)
     return adapters.parent if adapters.name == runs.ADAPTERS else adapters

@@ -88,7 +88,7 @@ class Session(QObject):
         out_dir = runs.default_run_dir(paths.demo_home(), "demo", "tiny")
         self._begin(self.engine.submit("demo", jobs.demo, out_dir=out_dir), str(out_dir / "demo-tiny-lora"))
 
-    def submit(self, name: str, fn: Callable, **args):
+    def submit(self, name: str, fn: Callable, /, **args):
         """Queue any other job (download, fuse, export, generate...) on the engine; its JobEvents come back on
         ``jobEvent`` with the returned handle's ``id``."""
         return self.engine.submit(name, fn, **args)

@@ -61,7 +61,7 @@ class FakeEngine(QObject):
         self.allow_over_budget = allow_over_budget
         return self._job("train", recipe, run_dir)
 
-    def submit(self, name, fn, **args):
+    def submit(self, name, fn, /, **args):
         return self._job(name, fn, args)
 
     def cancel(self, job_id):

@@ -152,6 +152,72 @@ def test_export_is_disabled_without_export_model_and_submits_with_it(page, engin
                                                          "target": "gguf", "dest": str(tmp_path)})
 
 
+def test_export_dialog_shows_each_targets_options_and_refuses_what_core_refuses(page, tmp_path, qtbot):
+    from PySide6.QtWidgets import QDialog
+
+    from macfinetune.ui.checkpoints.export_dialog import ExportDialog
+
+    (page.data.run_dir / runs.ADAPTERS / "adapter_config.json").write_text("{}")  # the sample run has none
+    dialog = ExportDialog(page.data.run_dir, "300", "hub", parent=page)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert dialog.repo.isVisible() and dialog.private.isChecked() and not dialog.dest.isVisible()
+    assert not dialog.dtype.isVisible() and "keychain" in dialog.help.text()
+    dialog.repo.setText("not a repo id")
+    dialog.export.click()
+    assert dialog.error.text().startswith("The hub export needs a repository id like") and dialog.result() != QDialog.Accepted
+    dialog.repo.setText("me/tuned")
+    dialog.contents.setCurrentIndex(dialog.contents.findData("adapters"))
+    dialog.export.click()
+    assert dialog.result() == QDialog.Accepted and dialog.error.text() == ""
+    assert dialog.request() == ("hub", "me/tuned", {"private": True, "contents": "adapters"})
+
+    dialog = ExportDialog(page.data.run_dir, "300", "gguf", parent=page)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.target.setCurrentIndex(dialog.target.findData("ollama"))  # the user switches target
+    assert dialog.dest.isVisible() and dialog.name.isVisible() and dialog.system.isVisible()
+    assert not dialog.repo.isVisible() and not dialog.dequantize.isVisible()
+    dialog.name.setText("My Model")
+    dialog.dtype.setCurrentText("f32")
+    dialog.export.click()
+    assert "Name must be lower-case letters" in dialog.error.text() and dialog.result() != QDialog.Accepted
+    existing = tmp_path / "taken"
+    existing.mkdir()
+    (existing / "file").write_text("x")
+    dialog.name.setText("my-model")
+    dialog.dest.setText(str(existing))
+    dialog.export.click()
+    assert str(existing) in dialog.error.text() and dialog.result() != QDialog.Accepted
+    dialog.dest.setText(str(tmp_path / "new-folder"))
+    dialog.system.setPlainText("Answer briefly.")
+    dialog.export.click()
+    assert dialog.result() == QDialog.Accepted
+    assert dialog.request() == ("ollama", str(tmp_path / "new-folder"),
+                                {"dtype": "f32", "name": "my-model", "system": "Answer briefly."})
+
+
+def test_export_menu_asks_the_dialog_and_submits_its_options(page, engine, tmp_path, monkeypatch):
+    asked = []
+
+    def ask(target, checkpoint):
+        asked.append((target, checkpoint))
+        return ("ollama", str(tmp_path / "out"), {"dtype": "f32", "name": "mine"}) if len(asked) == 1 else None
+
+    monkeypatch.setattr(page, "ask_export", ask)
+    page.select_iteration(300)
+    action = next(a for a in page.export_menu.actions() if a.text().startswith("Ollama"))
+    action.trigger()
+    assert asked == [("ollama", "300")]
+    name, fn, args = engine.calls[-1]
+    assert name == "export" and args == {"run_dir": page.data.run_dir, "checkpoint": "300", "target": "ollama",
+                                         "dest": str(tmp_path / "out"), "dtype": "f32", "name": "mine"}
+    calls = len(engine.calls)
+    page.jobs._done("done")  # the first export ended; a cancelled dialog submits nothing
+    next(a for a in page.export_menu.actions() if a.text().startswith("Hugging Face")).trigger()
+    assert asked[-1] == ("hub", "300") and len(engine.calls) == calls
+
+
 def test_test_prompt_opens_the_playground_with_the_checkpoint(page, window, qtbot):
     page.select_iteration(800)
     with qtbot.waitSignal(window.session.testPrompt) as signal:

@@ -37,7 +37,8 @@ from macfinetune.ui.checkpoints.samples_view import SamplesView
 from macfinetune.ui.checkpoints.tasks import JobPanel
 
 EXPORT_TARGETS = (("gguf", "GGUF file (llama.cpp)…", True), ("ollama", "Ollama (GGUF + Modelfile)…", True),
-                  ("lmstudio", "LM Studio", False), ("mlx", "MLX model folder…", True))
+                  ("lmstudio", "LM Studio…", False), ("hub", "Hugging Face hub…", False),
+                  ("mlx", "MLX model folder…", True))
 NO_EXPORT = "Export needs macfinetune.jobs.export_model, which this build does not have."
 
 
@@ -313,18 +314,37 @@ class CheckpointsPage(QWidget):
         self.jobs.start(f"Fusing checkpoint {row.iteration:,}", "fuse", jobs.fuse, path=self.data.run_dir,
                         which=str(row.iteration), out_dir=out_dir, dequantize=self.dequantize.isChecked())
 
-    def export_selected(self, target: str, dest: str | None = None) -> None:
+    def export_selected(self, target: str, dest: str | None = None, **options) -> None:
+        """Export the selected checkpoint: with ``dest`` given (tests, scripts) at once; otherwise the
+        export dialog asks where and how (``ask_export``), checked by ``core.exports`` before it runs."""
         row, job = self.selected_row(), _export_job()
         if row is None or job is None or self.jobs.busy:
             return
         self.exportRequested.emit(str(self.data.run_dir), row.iteration, target)
-        needs_folder = next(n for t, _, n in EXPORT_TARGETS if t == target)
-        if needs_folder:
-            dest = dest or self.choose_folder(f"Export checkpoint {row.iteration:,} into…")
-            if not dest:
+        if dest is None and not options:
+            asked = self.ask_export(target, str(row.iteration))
+            if asked is None:
                 return
+            target, dest, options = asked
         self.jobs.start(f"Exporting checkpoint {row.iteration:,} ({target})", "export", job,
-                        run_dir=self.data.run_dir, checkpoint=str(row.iteration), target=target, dest=dest)
+                        run_dir=self.data.run_dir, checkpoint=str(row.iteration), target=target, dest=dest,
+                        **options)
+
+    def ask_export(self, target: str, checkpoint: str):
+        """The export dialog: (target, dest, options), or None when cancelled; tests replace it."""
+        from macfinetune.ui.checkpoints.export_dialog import ExportDialog
+
+        dialog = ExportDialog(self.data.run_dir, checkpoint, target,
+                              str(self.settings.value("checkpoints/last_folder", "") or ""), self)
+        try:
+            if dialog.exec() != ExportDialog.DialogCode.Accepted:
+                return None
+            target, dest, options = dialog.request()
+            if dest and target in ("gguf", "ollama", "mlx"):
+                self.settings.setValue("checkpoints/last_folder", str(Path(dest).parent))
+            return target, dest, options
+        finally:
+            dialog.deleteLater()
 
     def test_selected(self) -> None:
         row = self.selected_row()

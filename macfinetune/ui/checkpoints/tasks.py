@@ -65,7 +65,7 @@ class JobPanel(QWidget):
     def busy(self) -> bool:
         return self.job_id is not None
 
-    def start(self, title: str, name: str, fn: Callable, **args) -> None:
+    def start(self, title: str, name: str, fn: Callable, /, **args) -> None:
         handle = self.session.submit(name, fn, **args)
         self.job_id, self.folder, self.title = getattr(handle, "id", None), None, title
         self.label.setText(f"{title}…")

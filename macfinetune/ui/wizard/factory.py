@@ -61,10 +61,11 @@ def _downloads(session):
 
 
 def _mac_rows(session) -> list:
-    """This Mac's correction rows: the session's runs folder and the 'Measure this Mac' probes."""
-    from macfinetune.core import calibration, paths
+    """This Mac's correction rows: the session's runs folder and the 'Measure this Mac' probes beside it
+    (the data folder's calibration/, paths.calibration_home() unless Preferences moved the data folder)."""
+    from macfinetune.core import calibration
 
-    return calibration.this_mac_rows(session.data_folder(), paths.calibration_home())
+    return calibration.this_mac_rows(session.data_folder(), session.data_folder().parent / "calibration")
 
 
 def _measure(session, recipe: Recipe) -> int:
