@@ -2,7 +2,8 @@
 
 One module per command group, each with ``add_parsers(subparsers)`` and ``COMMANDS``:
 ``train`` (train, runs, demo), ``use`` (fuse, generate), ``data`` (data, models), ``estimate``
-(estimate, recommend, recipes), ``account`` (login, logout), ``export`` (export); ``common`` holds exit codes and the
+(estimate, recommend, recipes), ``account`` (login, logout), ``export`` (export), ``hosts`` (hosts check,
+hosts probe); ``common`` holds exit codes and the
 stop handler. No Qt here (an import contract checks it).
 
 Exit codes: 0 done, 1 the job failed while running, 2 bad input (nothing written), 130 stopped
@@ -16,7 +17,7 @@ import os
 import sys
 
 from macfinetune import __version__
-from macfinetune.cli import account, data, estimate, export, train, use
+from macfinetune.cli import account, data, estimate, export, hosts, train, use
 from macfinetune.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -26,7 +27,7 @@ from macfinetune.cli.common import (
 )
 from macfinetune.core.problems import ProblemError
 
-_GROUPS = (train, use, estimate, data, account, export)
+_GROUPS = (train, use, estimate, data, account, export, hosts)
 
 
 def build_parser() -> argparse.ArgumentParser:

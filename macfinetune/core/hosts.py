@@ -69,7 +69,7 @@ def _hostfile(data, path: str, text: str) -> Hostfile:
         backend, envs, entries = data.get("backend") or "ring", data.get("envs", []), data.get("hosts")
     problems = []
     if backend not in BACKENDS:
-        problems.append(Problem(f"unknown backend; use one of {', '.join(BACKENDS)}", file=path,
+        problems.append(Problem(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}", file=path,
                                 line=_line_of(text, "backend"), field="backend", value=backend))
     if not isinstance(entries, list) or not entries:
         problems.append(Problem('expected a list of hosts, e.g. [{"ssh": "studio.local", "ips": ["10.0.0.2"]}]',
@@ -209,6 +209,9 @@ def judge_hosts(reports: list[HostReport], need_gb: float | None = None, need_di
             problems.append(f"{r.host}: not reachable by SSH without a password ({r.error or 'no answer'}); "
                             f"add your key with `ssh-copy-id {r.host}`")
             continue
+        if r.error:  # reachable, but macfinetune there did not answer
+            problems.append(f"{r.host}: {r.error}")
+            continue
         for package, version in reference.items():
             if r.versions.get(package) != version:
                 problems.append(f"{r.host}: {package} {r.versions.get(package) or 'missing'}, "
@@ -221,3 +224,14 @@ def judge_hosts(reports: list[HostReport], need_gb: float | None = None, need_di
         problems += [f"{r.host}: {path} is not there; copy it or use `macfinetune hosts check --copy`"
                      for path in r.missing]
     return problems
+
+
+def report_from_json(host: str, data: dict) -> HostReport:
+    """A HostReport from what ``macfinetune hosts probe --json`` printed on ``host``."""
+    return HostReport(host, True, "", dict(data.get("versions") or {}), data.get("usable_gb"),
+                      data.get("free_disk_gb"), tuple(data.get("missing") or ()))
+
+
+def is_local(host: Host) -> bool:
+    """This machine itself (what ``mlx.launch`` starts without SSH)."""
+    return host.name in ("127.0.0.1", "localhost", "::1")

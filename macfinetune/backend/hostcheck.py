@@ -1,0 +1,111 @@
+"""Check the hosts of a hostfile before a multi-Mac run, and copy the model and data to them.
+
+Every host is asked over SSH (``ssh -o BatchMode=yes``: a password prompt counts as not reachable)
+to run ``macfinetune hosts probe --json`` with the same Python as this one (what ``mlx.launch``
+assumes too); the answers are judged in ``core.hosts.judge_hosts``. This machine's own entries
+(127.0.0.1, localhost) are probed without SSH. ``MACFINETUNE_SSH`` replaces the ssh command (for
+example ``ssh -i ~/.ssh/studio``). No MLX runs here except in the local probe's machine facts.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from macfinetune.core import paths
+from macfinetune.core.hardware import GB
+from macfinetune.core.hosts import Host, Hostfile, HostReport, is_local, report_from_json
+
+PROBE_TIMEOUT_S = 90
+PACKAGES = ("macfinetune", "mlx", "mlx-lm")
+
+
+def ssh_command() -> list[str]:
+    return [*shlex.split(os.environ.get("MACFINETUNE_SSH", "ssh")), "-o", "BatchMode=yes", "-o", "ConnectTimeout=8"]
+
+
+def probe_here(needs: list[str]) -> dict:
+    """What ``hosts probe --json`` prints: versions, the memory MLX may use, free disk, missing paths."""
+    from macfinetune.backend.machine_probe import probe_machine
+
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    machine = probe_machine()
+    home = paths.data_home()
+    existing = next((p for p in (home, *home.parents) if p.exists()), Path.home())
+    return {"versions": versions, "usable_gb": round(machine.usable_bytes / GB, 2),
+            "free_disk_gb": round(shutil.disk_usage(existing).free / GB, 2),
+            "missing": [p for p in needs if not Path(p).expanduser().exists()],
+            "machine": machine.source}
+
+
+def probe_host(host: Host, needs: list[str], python: str | None = None) -> HostReport:
+    """Ask one host about itself; never raises (a failure is the report's words)."""
+    command = [python or sys.executable, "-m", "macfinetune", "hosts", "probe", "--json"]
+    for need in needs:
+        command += ["--need", need]
+    argv = command if is_local(host) else [*ssh_command(), host.ssh, shlex.join(command)]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S,
+                              stdin=subprocess.DEVNULL)
+    except FileNotFoundError as e:
+        return HostReport(host.ssh, False, f"cannot run {e.filename}")
+    except subprocess.TimeoutExpired:
+        return HostReport(host.ssh, False, f"no answer within {PROBE_TIMEOUT_S} s")
+    said = _last_line(done.stderr)
+    if done.returncode == 255 and not is_local(host):  # ssh's own failure: no connection, no key, host unknown
+        return HostReport(host.ssh, False, said or "ssh failed")
+    if done.returncode != 0:
+        return HostReport(host.ssh, True, f"`{shlex.join(command[:3])}` failed there ({said or f'exit {done.returncode}'}); "
+                                          "install macfinetune at the same path on every Mac")
+    try:
+        return report_from_json(host.ssh, json.loads(done.stdout.strip().splitlines()[-1]))
+    except (ValueError, IndexError, AttributeError):
+        return HostReport(host.ssh, True, f"answered something that is not a probe: {_last_line(done.stdout)!r}")
+
+
+def probe_hosts(hostfile: Hostfile, needs: list[str], python: str | None = None,
+                on_report: Callable[[HostReport], None] = lambda r: None) -> list[HostReport]:
+    reports = []
+    for host in hostfile.hosts:
+        report = probe_host(host, needs, python)
+        on_report(report)
+        reports.append(report)
+    return reports
+
+
+def copy_to(host: Host, path: str, say: Callable[[str], None] = print) -> None:
+    """Copy ``path`` (a model folder or data) to the same absolute path on ``host`` with rsync (resumable,
+    progress on the terminal); raises RuntimeError with rsync's words when it fails."""
+    if is_local(host):
+        return
+    source = Path(path).expanduser().resolve()
+    rsync = shutil.which("rsync")
+    if rsync is None:
+        raise RuntimeError("copying needs rsync on this Mac (it ships with macOS)")
+    say(f"copying {source} to {host.ssh}:{source}")
+    mkdir = [*ssh_command(), host.ssh, shlex.join(["mkdir", "-p", str(source.parent)])]
+    made = subprocess.run(mkdir, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if made.returncode != 0:
+        raise RuntimeError(f"{host.ssh}: cannot make {source.parent}: {_last_line(made.stderr)}")
+    target = f"{host.ssh}:{source.parent}/"
+    done = subprocess.run([rsync, "-a", "--partial", "--progress", "-e", shlex.join(ssh_command()),
+                           str(source), target], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{host.ssh}: copying {source} failed: {_last_line(done.stderr)}")
+
+
+def _last_line(text: str | None) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""

@@ -1,0 +1,120 @@
+"""`macfinetune hosts check`: every host asked over SSH, what is wrong said per host; `--copy` copies.
+
+SSH is replaced by a script (``MACFINETUNE_SSH``) that runs the command on this machine as if it were
+the host, so the probe really runs (`macfinetune hosts probe --json`); hosts named ``bad*`` refuse the
+key as ssh does (exit 255), ``old`` answers with another MLX version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from macfinetune import cli
+
+FAKE_SSH = r"""#!/bin/sh
+while [ "$1" = "-o" ]; do shift 2; done
+host=$1; shift
+echo "$host $*" >> "{log}"
+case "$host" in
+  bad*) echo "$host: Permission denied (publickey)." >&2; exit 255;;
+  old) sh -c "$*" | sed 's/"mlx": "[^"]*"/"mlx": "0.1.0"/'; exit 0;;
+  far) sh -c "$*" | sed "s|\"missing\": \[\]|\"missing\": [\"$FAKE_MISSING\"]|"; exit 0;;
+esac
+exec sh -c "$*"
+"""
+FAKE_RSYNC = """#!/bin/sh
+echo "rsync $*" >> "{log}"
+"""
+
+
+@pytest.fixture
+def fake_ssh(tmp_path, monkeypatch):
+    log = tmp_path / "ssh.log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("ssh", FAKE_SSH), ("rsync", FAKE_RSYNC)):
+        script = bin_dir / name
+        script.write_text(text.format(log=log))
+        script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("MACFINETUNE_SSH", str(bin_dir / "ssh"))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))  # the probe runs this checkout
+    return log
+
+
+def hostfile(tmp_path, *names) -> Path:
+    path = tmp_path / "hosts.json"
+    path.write_text(json.dumps({"backend": "ring", "hosts": [{"ssh": n, "ips": ["10.0.0.1"]} for n in names]},
+                               indent=2))
+    return path
+
+
+def test_ready_hosts_answer_over_ssh_with_their_versions_and_memory(fake_ssh, tmp_path, tiny_model, capsys):
+    data = Path(__file__).parent / "data"
+    code = cli.main(["hosts", "check", str(hostfile(tmp_path, "me@studio.local", "laptop")), "--model",
+                     str(tiny_model), "--data", str(data), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    out = json.loads(captured.out)
+    assert out["problems"] == []
+    assert [h["host"] for h in out["hosts"]] == ["me@studio.local", "laptop"]
+    assert all(h["versions"]["mlx"] and h["usable_gb"] > 0 and h["free_disk_gb"] > 0 for h in out["hosts"])
+    assert out["need_gb"] > 0  # the estimate for the tiny model, per Mac
+    asked = fake_ssh.read_text().splitlines()
+    assert asked[0].startswith(f"me@studio.local {sys.executable} -m macfinetune hosts probe --json --need ")
+    assert str(tiny_model) in asked[0]
+
+
+def test_each_problem_names_its_host(fake_ssh, tmp_path, tiny_model, capsys):
+    code = cli.main(["hosts", "check", str(hostfile(tmp_path, "studio", "bad-mini", "old")), "--model",
+                     str(tiny_model), "--data", str(tmp_path / "not-here.jsonl")])
+    text = capsys.readouterr().out
+    assert code == 2
+    assert "problem: bad-mini: not reachable by SSH without a password (bad-mini: Permission denied (publickey).)" \
+        in text and "ssh-copy-id bad-mini" in text
+    assert "problem: old: mlx 0.1.0, but studio has" in text
+    assert f"problem: studio: {tmp_path / 'not-here.jsonl'} is not there" in text
+    assert "ready:" not in text
+
+
+def test_not_enough_memory_on_a_host_is_said_with_both_figures(fake_ssh, tmp_path, capsys):
+    # Qwen3-14B full fine-tuning: far beyond what this machine lets MLX use
+    code = cli.main(["hosts", "check", str(hostfile(tmp_path, "studio")), "--model", "Qwen/Qwen3-14B",
+                     "--recipe", "qwen3-14b-full"])
+    text = capsys.readouterr().out
+    assert code == 2 and "problem: studio: the run needs about" in text and "this Mac can give MLX" in text
+
+
+def test_copy_sends_what_a_host_is_missing_with_rsync_to_the_same_path(fake_ssh, tmp_path, capsys, monkeypatch):
+    data = tmp_path / "mydata.jsonl"
+    data.write_text('{"text": "hi"}\n')
+    monkeypatch.setenv("FAKE_MISSING", str(data))  # the host 'far' answers that it lacks the data
+    hosts = str(hostfile(tmp_path, "studio", "far"))
+    assert cli.main(["hosts", "check", hosts, "--data", str(data)]) == 2
+    assert f"problem: far: {data} is not there; copy it or use `macfinetune hosts check --copy`" in \
+        capsys.readouterr().out
+    assert "rsync" not in fake_ssh.read_text()  # nothing is copied unless asked
+    cli.main(["hosts", "check", hosts, "--data", str(data), "--copy"])
+    log = fake_ssh.read_text()
+    assert f"far mkdir -p {tmp_path}" in log and "studio mkdir" not in log  # only the host that lacks it
+    assert "rsync -a --partial --progress -e" in log and f"{data} far:{tmp_path}/" in log
+
+
+def test_a_broken_hostfile_names_the_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "hosts.json"
+    bad.write_text('{"backend": "carrier-pigeon", "hosts": ["a"]}')
+    assert cli.main(["hosts", "check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "line 1" in err and "carrier-pigeon" in err
+
+
+def test_probe_prints_this_machines_facts(capsys, tmp_path):
+    assert cli.main(["hosts", "probe", "--json", "--need", str(tmp_path / "nope")]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert set(facts["versions"]) == {"macfinetune", "mlx", "mlx-lm"} and facts["missing"] == [str(tmp_path / "nope")]
