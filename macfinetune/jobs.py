@@ -80,6 +80,23 @@ def train_hosts(emit: Emit, control: JobControl, *, recipe: Recipe, run_dir: Pat
     return launch.train_on_hosts(recipe, Path(run_dir), emit, control, hostfile, allow_over_budget, confirm)
 
 
+def check_hosts(emit: Emit, control: JobControl, *, hostfile, recipe: Recipe | None = None):
+    """Preferences -> Machines -> Check: every host asked over SSH (``backend.hostcheck``), judged in
+    ``core.hosts.judge_hosts``; returns (reports, problems). No MLX runs here beyond this Mac's probe."""
+    from macfinetune.backend import hostcheck
+    from macfinetune.core import hosts as hosts_mod
+
+    needs = [p for p in ((recipe.model.path, recipe.data.path) if recipe else ()) if p and Path(p).is_absolute()]
+
+    def answered(report) -> None:
+        _check_stop(control)
+        state = "answered" if report.reachable and not report.error else "did not answer"
+        emit(Stage("check_hosts", f"{report.host}: {state}"))
+
+    reports = hostcheck.probe_hosts(hostfile, needs, on_report=answered)
+    return reports, hosts_mod.judge_hosts(reports)
+
+
 def resume_hosts(emit: Emit, control: JobControl, *, run_dir: Path, hostfile):
     """Continue a run on these hosts (as many as started it, fewer, or one)."""
     from macfinetune.backend import launch

@@ -235,3 +235,31 @@ def report_from_json(host: str, data: dict) -> HostReport:
 def is_local(host: Host) -> bool:
     """This machine itself (what ``mlx.launch`` starts without SSH)."""
     return host.name in ("127.0.0.1", "localhost", "::1")
+
+
+# --- this Mac's machines (Preferences -> Machines) ---------------------------------------------
+
+MACHINES_FILE = "machines.json"  # in the data folder: the app's hostfile, in MLX's format
+
+
+def machines_file(data_folder: Path) -> Path:
+    return Path(data_folder) / MACHINES_FILE
+
+
+def parse_hostfile(data, path: str = "") -> Hostfile:
+    """A hostfile from already-read JSON data (the Machines editor), checked as ``load_hostfile`` checks one."""
+    return _hostfile(data, path, json.dumps(data, indent=2))
+
+
+def save_hostfile(path: Path, hostfile: Hostfile) -> None:
+    """Write ``hostfile`` atomically in MLX's format (``mlx.launch --hostfile`` reads it as it is)."""
+    from macfinetune.core import atomic
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(Path(path), hostfile.to_json(), label="hostfile")
+
+
+def read_machines(data_folder: Path) -> Hostfile | None:
+    """The app's machines, or None when there is no machines file (a broken one raises ProblemError)."""
+    path = machines_file(data_folder)
+    return load_hostfile(path) if path.exists() else None

@@ -213,14 +213,15 @@ def _corrected(est: Estimate, mac_rows: list | None):
 
 def review(recipe: Recipe, shape: ModelShape, machine: Machine, rate: timing.Rate, *,
            train_rows: int | None = None, valid_rows: int = 0, tokens_per_row: float | None = None,
-           longest_row_tokens: int | None = None, run_dir: str = "", mac_rows: list | None = None) -> Review:
+           longest_row_tokens: int | None = None, run_dir: str = "", mac_rows: list | None = None,
+           hosts: int = 1) -> Review:
     """Everything the Review step shows; raises ProblemError for settings the estimator refuses.
     ``mac_rows``: this Mac's finished runs (``calibration.this_mac_rows``), for its correction."""
     s = settings_for(recipe, shape, machine, longest_row_tokens)
     est, correction = _corrected(estimate(shape, s), mac_rows)
     verdict = judge(est, machine)
     fit = auto_fit(shape, s, machine) if verdict.status == "will not fit" else None
-    iterations, per_epoch = _iterations(recipe, train_rows, valid_rows)
+    iterations, per_epoch = _iterations(recipe, train_rows, valid_rows, hosts)
     t = timing.estimate_time(shape, s, rate, iterations=iterations, train_rows=train_rows,
                              tokens_per_row=tokens_per_row)
     from macfinetune.core.recipe import dump_recipe
@@ -231,14 +232,16 @@ def review(recipe: Recipe, shape: ModelShape, machine: Machine, rate: timing.Rat
                   correction)
 
 
-def _iterations(recipe: Recipe, train_rows: int | None, valid_rows: int) -> tuple[int | None, int | None]:
+def _iterations(recipe: Recipe, train_rows: int | None, valid_rows: int,
+                hosts: int = 1) -> tuple[int | None, int | None]:
+    """(iterations, per epoch); on several hosts both count global steps (each takes its own rows)."""
     if not train_rows:
         return recipe.training.iterations, None
     try:
-        p = plan.make_plan(recipe, train_rows, valid_rows)
+        p = plan.make_plan(recipe, train_rows, valid_rows, hosts=hosts)
     except ProblemError:
         return recipe.training.iterations, None
-    return p.iterations, train_rows // recipe.training.batch_size
+    return p.iterations, train_rows // (recipe.training.batch_size * hosts)
 
 
 def duration_text(t: timing.TimeEstimate) -> str:

@@ -252,7 +252,7 @@ class MainWindow(QMainWindow):
     def open_preferences(self) -> None:
         from macfinetune.ui.preferences import PreferencesDialog
 
-        dialog = PreferencesDialog(self.settings, self)
+        dialog = PreferencesDialog(self.settings, self, session=self.session)
         if dialog.exec():
             self.pages["runs"].refresh()
         dialog.deleteLater()

@@ -63,8 +63,13 @@ class Session(QObject):
         self.prepared = (recipe, Path(run_dir))
         self.preparedChanged.emit()
 
-    def start(self, allow_over_budget: bool = False) -> None:
-        """Start the prepared run; ``allow_over_budget`` is the user's explicit "start anyway"."""
+    def machines_file(self) -> Path:
+        """Preferences -> Machines: the app's hostfile (MLX's format) in the data folder."""
+        return self.data_folder().parent / "machines.json"
+
+    def start(self, allow_over_budget: bool = False, hostfile=None) -> None:
+        """Start the prepared run; ``allow_over_budget`` is the user's explicit "start anyway"; with a
+        ``hostfile`` (``core.hosts.Hostfile`` of two or more Macs) the run trains on all of them."""
         if self.prepared is None or self.is_training:
             return
         recipe, run_dir = self.prepared
@@ -77,6 +82,13 @@ class Session(QObject):
             recipe = apply_overrides(recipe, [f"report_every={interval}"])
         self.prepared = None
         self.preparedChanged.emit()
+        if hostfile is not None and hostfile.size > 1:
+            from macfinetune import jobs  # the job module imports no MLX at import time
+
+            handle = self.engine.submit("train_hosts", jobs.train_hosts, recipe=recipe, run_dir=run_dir,
+                                        hostfile=hostfile, allow_over_budget=allow_over_budget)
+            self._begin(handle, str(run_dir))
+            return
         self._begin(self.engine.train(recipe, run_dir, allow_over_budget=allow_over_budget), str(run_dir))
 
     def start_demo(self) -> None:

@@ -36,6 +36,8 @@ def wizard_page(session, settings, parent=None) -> WizardPage:
     services.download, services.cancel_download = _downloads(session)
     services.mac_rows = lambda: _mac_rows(session)
     services.measure = lambda recipe: _measure(session, recipe)
+    services.machines = lambda: _machines(session)
+    services.start_on_hosts = lambda recipe, run_dir, allow, hostfile: start(session, recipe, run_dir, allow, hostfile)
     page = WizardPage(services, parent)
     page.setObjectName("newRunPage")
     session.jobEvent.connect(page.on_event)
@@ -82,9 +84,20 @@ def this_machine() -> Machine:
     return machine_from_memory(round(memory, 1), source=f"this computer: {memory:.0f} GB of memory", device=device)
 
 
-def start(session, recipe: Recipe, run_dir: Path, allow_over_budget: bool) -> None:
+def _machines(session):
+    """Preferences -> Machines, or None (no file, or one that cannot be read: the wizard offers this Mac)."""
+    from macfinetune.core import hosts
+    from macfinetune.core.problems import ProblemError
+
+    try:
+        return hosts.read_machines(session.machines_file().parent)
+    except ProblemError:
+        return None
+
+
+def start(session, recipe: Recipe, run_dir: Path, allow_over_budget: bool, hostfile=None) -> None:
     if session.is_training:
         raise ProblemError(Problem("a run is training: stop it or wait for it to end, then press Train",
                                    field="train"))
     session.prepare(recipe, run_dir)
-    session.start(allow_over_budget=allow_over_budget)
+    session.start(allow_over_budget=allow_over_budget, hostfile=hostfile)

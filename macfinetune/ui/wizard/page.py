@@ -167,7 +167,7 @@ class WizardPage(QWidget):
         except ProblemError:
             self.gauge.set_gauge(None)
 
-    def review(self) -> wizard.Review | None:
+    def review(self, hosts: int = 1) -> wizard.Review | None:
         """The review plan for the current values; None while a field is wrong or no model is chosen."""
         if self.recipe is None or self.state.shape is None or _field_errors(self.errors):
             return None
@@ -178,7 +178,7 @@ class WizardPage(QWidget):
                                  valid_rows=data.valid_rows if data else 0,
                                  tokens_per_row=data.mean_tokens if data else None,
                                  longest_row_tokens=data.longest_tokens if data else None,
-                                 mac_rows=self.mac_rows)
+                                 mac_rows=self.mac_rows, hosts=hosts)
         except ProblemError:
             return None
 
@@ -226,11 +226,15 @@ class WizardPage(QWidget):
         home = self.services.runs_home() if self.services.runs_home else paths.runs_home()
         return default_run_dir(home, self.state.values["model"]["path"], self.state.values["method"]["type"])
 
-    def start_training(self, allow_over_budget: bool) -> Path | None:
-        """Hand the run to the engine; None (and the reason below the steps) when it cannot start."""
+    def start_training(self, allow_over_budget: bool, hostfile=None) -> Path | None:
+        """Hand the run to the engine (on ``hostfile``'s Macs when given); None (and the reason below the
+        steps) when it cannot start."""
         run_dir = self.new_run_dir()
         try:
-            self.services.start_training(self.recipe, run_dir, allow_over_budget)
+            if hostfile is not None and self.services.start_on_hosts is not None:
+                self.services.start_on_hosts(self.recipe, run_dir, allow_over_budget, hostfile)
+            else:
+                self.services.start_training(self.recipe, run_dir, allow_over_budget)
         except ProblemError as e:
             self.blockers.setText(str(e))
             return None

@@ -5,10 +5,12 @@ command, Save as recipe, and Train (with an explicit confirmation when it will n
 from __future__ import annotations
 
 import html
+import shlex
 from pathlib import Path
 
 from PySide6.QtGui import QFontDatabase, QGuiApplication
 from PySide6.QtWidgets import (
+    QComboBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -101,8 +103,15 @@ class ReviewStep(Step):
         self.train.setObjectName("train")
         self.train.setDefault(True)
         self.train.clicked.connect(self.start)
+        self.train_on = QComboBox(self)
+        self.train_on.setObjectName("trainOn")
+        self.train_on.setToolTip("Preferences → Machines lists the Macs a run can train on")
+        self.train_on.currentIndexChanged.connect(self._on_train_on_changed)
+        self.train_on_label = QLabel("Train on:", self)
         buttons.addStretch(1)
         buttons.addWidget(self.save)
+        buttons.addWidget(self.train_on_label)
+        buttons.addWidget(self.train_on)
         buttons.addWidget(self.train)
         self.layout_.addWidget(self.yaml, 1)
         self.layout_.addWidget(QLabel("The same run from the command line:", self))
@@ -119,8 +128,33 @@ class ReviewStep(Step):
                                 and not blocked and self.page.state.shape is not None)
         self.train.setToolTip(self.page.blockers.text() if blocked else "Start the run on the engine")
 
+    def _fill_train_on(self) -> None:
+        """This Mac, and the Machines of Preferences when they are two or more Macs."""
+        machines = self.page.services.machines() if self.page.services.machines else None
+        keep = self.train_on.currentIndex()
+        self.train_on.blockSignals(True)
+        self.train_on.clear()
+        self.train_on.addItem("This Mac", None)
+        if machines is not None and machines.size > 1 and self.page.services.start_on_hosts is not None:
+            names = ", ".join(h.name for h in machines.hosts[:3]) + (", …" if machines.size > 3 else "")
+            self.train_on.addItem(f"{machines.size} Macs ({names})", machines)
+        self.train_on.setCurrentIndex(keep if 0 <= keep < self.train_on.count() else 0)
+        self.train_on.blockSignals(False)
+        shown = self.train_on.count() > 1
+        self.train_on.setVisible(shown)
+        self.train_on_label.setVisible(shown)
+
+    def hostfile(self):
+        """The Macs chosen in Train on (a core.hosts.Hostfile), or None for this Mac."""
+        return self.train_on.currentData()
+
+    def _on_train_on_changed(self, *args) -> None:
+        self.refresh()
+
     def refresh(self) -> None:
-        self.plan = plan = self.page.review()
+        self._fill_train_on()
+        hostfile = self.hostfile()
+        self.plan = plan = self.page.review(hosts=hostfile.size if hostfile is not None else 1)
         self.bar.set_gauge(plan.gauge if plan else None)
         if plan is None:
             self._draw_empty()
@@ -130,9 +164,10 @@ class ReviewStep(Step):
         if self._measure_job is None:
             self.correction.setText(plan.correction_text)
         self._draw_fit(plan)
-        self.numbers.setText(_numbers_html(plan))
+        self.numbers.setText(_numbers_html(plan, self.hostfile()))
         self.yaml.setPlainText(plan.yaml)
-        self.command.setText(plan.command)
+        hostfile = self.hostfile()
+        self.command.setText(plan.command + (f" --hosts {shlex.quote(hostfile.path)}" if hostfile is not None else ""))
         self.command.setCursorPosition(0)
 
     def _draw_empty(self) -> None:
@@ -199,7 +234,7 @@ class ReviewStep(Step):
         over = self.plan is not None and self.plan.verdict.status == "will not fit"
         if over and not self.confirm_over_budget(OVER_BUDGET):
             return None
-        return self.page.start_training(allow_over_budget=over)
+        return self.page.start_training(allow_over_budget=over, hostfile=self.hostfile())
 
     def _ask_over_budget(self, text: str) -> bool:
         box = QMessageBox(QMessageBox.Icon.Warning, "Start anyway?", text, parent=self)
@@ -222,9 +257,18 @@ class ReviewStep(Step):
         save_recipe(path, self.page.recipe, header="Saved from the New-run wizard.")
 
 
-def _numbers_html(plan: wizard.Review) -> str:
+def _numbers_html(plan: wizard.Review, hostfile=None) -> str:
     its = f"{plan.iterations:,}" if plan.iterations else "from the data's size"
     per_epoch = f"{plan.iterations_per_epoch:,}" if plan.iterations_per_epoch else "—"
-    return (f"Iterations: <b>{its}</b> · per epoch: <b>{per_epoch}</b> · effective batch: "
+    text = (f"Iterations: <b>{its}</b> · per epoch: <b>{per_epoch}</b> · effective batch: "
             f"<b>{plan.effective_batch}</b> · tokens per iteration: <b>{plan.tokens_per_iteration:,}</b> · "
             f"duration: <b>{html.escape(plan.duration)}</b>")
+    if hostfile is not None and hostfile.size > 1:
+        from macfinetune.core import hosts
+
+        layout = hosts.layout(plan.recipe.training.batch_size, hostfile.size)
+        text += (f"<br><b>On {hostfile.size} Macs</b> ({hostfile.backend} backend): "
+                 f"{html.escape(layout.explain(plan.recipe.training.learning_rate))}. The memory verdict above is "
+                 "per Mac, against this Mac's budget; Preferences → Machines → Check judges the others. Iterations "
+                 "count global steps; the duration is estimated for one Mac.")
+    return text

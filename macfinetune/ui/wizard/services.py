@@ -43,3 +43,5 @@ class WizardServices:
     mac_rows: Callable[[], list] | None = None  # this Mac's finished runs as correction rows
     #        (core.calibration.this_mac_rows; called on a worker thread: it reads run folders)
     measure: Callable[[Recipe], int] | None = None  # starts 'Measure this Mac' (jobs.measure_mac), returns its id
+    machines: Callable[[], object] | None = None  # the Machines of Preferences (core.hosts.Hostfile or None)
+    start_on_hosts: Callable[[Recipe, Path, bool, object], object] | None = None  # a run on those Macs

@@ -126,7 +126,7 @@ def test_auto_fit_makes_an_over_budget_configuration_fit(qtbot, make_page):
     page.steps["model"].choose_path(QWEN)
     page.state.set("data.path", "somewhere.jsonl")  # not read: no data yet
     page.go("settings")
-    type_into(field(page, "training.batch_size"), "8")
+    type_into(field(page, "training.batch_size"), "16")
     type_into(field(page, "data.max_seq_length"), "4096")
     page.go("review")
     assert page.findChild(QLabel, "verdict").text().startswith("<b>Will not fit</b>")
@@ -137,12 +137,13 @@ def test_auto_fit_makes_an_over_budget_configuration_fit(qtbot, make_page):
     fit = page.steps["review"].plan.fit
     # at 4096 and 2048 tokens the run already uses the memory-light attention (training.attention: auto),
     # so cutting the sequences is enough; before it, a smaller batch was needed too (issue 14)
-    assert summary.startswith("Auto-fit would change: sequences cut at 1024 tokens") and "fits in" in summary
+    assert summary.startswith("Auto-fit would change: sequences cut at 1024 tokens") and "fits in" in summary, summary
     qtbot.mouseClick(autofit, Qt.MouseButton.LeftButton)
     assert page.findChild(QLabel, "verdict").text().startswith("<b>Fits</b>")
     r = page.recipe
     assert (r.data.max_seq_length, r.training.batch_size, r.training.grad_accumulation) == \
-        (fit.settings.max_seq_length, fit.settings.batch_size, fit.settings.grad_accumulation) == (1024, 8, 1)
+        (fit.settings.max_seq_length, fit.settings.batch_size, fit.settings.grad_accumulation) == (1024, 16, 1), \
+        (fit.settings.max_seq_length, fit.settings.batch_size, fit.settings.grad_accumulation)
     assert field(page, "data.max_seq_length").text() == str(page.recipe.data.max_seq_length)
     assert page.findChild(QLabel, "fitSummary").text() == "Fits as it is: nothing to change."
 
@@ -361,3 +362,45 @@ def test_review_shows_this_macs_correction_and_measure_this_mac_updates_it(qtbot
     qtbot.waitUntil(lambda: len(page.mac_rows) == 5, timeout=10_000)
     assert label.text().startswith("Corrected +7% from 5 runs on this Mac"), label.text()
     assert measure_button.isEnabled()
+
+
+def test_train_on_the_machines_of_preferences(qtbot, make_page, tiny_model):
+    """Issue 16: with two or more Macs in Preferences -> Machines the review offers them; the plan counts
+    global steps and explains the global batch; Train hands the hostfile to the engine."""
+    from PySide6.QtWidgets import QComboBox
+
+    from macfinetune.core import hosts
+
+    machines = hosts.Hostfile((hosts.Host("127.0.0.1"), hosts.Host("me@studio.local")), "ring", (),
+                              "/data/machines.json")
+    started = []
+    page = make_page(memory_gb=64, folders=[tiny_model.parent], machines=lambda: machines,
+                     start_on_hosts=lambda recipe, run_dir, allow, hostfile: started.append((run_dir, hostfile)))
+    choose_tiny(qtbot, page, tiny_model)
+    page.go("data")
+    page.steps["data"].choose_path(str(SAMPLE_DATA))
+    wait_data(qtbot, page)
+    page.go("review")
+    combo = page.findChild(QComboBox, "trainOn")
+    assert combo.isVisible() and [combo.itemText(i) for i in range(combo.count())] == [
+        "This Mac", "2 Macs (127.0.0.1, studio.local)"]
+    numbers = page.findChild(QLabel, "plan")
+    assert "On 2 Macs" not in numbers.text() and "--hosts" not in page.findChild(QLineEdit, "command").text()
+    one_mac = page.steps["review"].plan.iterations_per_epoch
+    combo.setCurrentIndex(1)
+    batch = page.recipe.training.batch_size
+    assert page.steps["review"].plan.iterations_per_epoch == 306 // (2 * batch) < one_mac  # global steps
+    assert f"2 Macs × batch {batch} = global batch {2 * batch} per step" in numbers.text()
+    assert page.findChild(QLineEdit, "command").text().endswith("--hosts /data/machines.json")
+    assert page.errors == {}, page.errors
+    qtbot.mouseClick(button(page, "train"), Qt.MouseButton.LeftButton)
+    assert len(started) == 1 and started[0][1] is machines
+
+
+def test_train_on_is_hidden_without_machines(qtbot, make_page):
+    from PySide6.QtWidgets import QComboBox
+
+    page = make_page(memory_gb=64, machines=lambda: None, start_on_hosts=lambda *a: None)
+    page.steps["model"].choose_path(QWEN)
+    page.go("review")
+    assert not page.findChild(QComboBox, "trainOn").isVisible()
