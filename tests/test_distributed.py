@@ -2,6 +2,7 @@
 
 import json
 import random
+import threading
 import time
 
 import pytest
@@ -12,7 +13,7 @@ from macfinetune.backend.training import resume_run, train_run
 from macfinetune.cli import main
 from macfinetune.core import hosts, runs, wire
 from macfinetune.core.control import JobControl
-from macfinetune.core.events import CheckpointSaved, RunFailed, TrainReport, ValReport
+from macfinetune.core.events import CheckpointSaved, HostSample, RunFailed, TrainReport, ValReport
 from macfinetune.core.plan import make_plan
 from macfinetune.core.problems import Problem, ProblemError
 from macfinetune.core.recipe import Recipe, apply_overrides, with_paths
@@ -140,6 +141,11 @@ def test_two_ranks_train_like_one_process_with_the_same_global_batch(tiny_model,
     assert result.state == "finished" and result.iteration == 8
     reports = [e for e in events if isinstance(e, TrainReport)]
     assert [r.iteration for r in reports] == list(range(1, 9))  # rank 0's events, each once
+    samples = [e for e in events if isinstance(e, HostSample)]  # every rank's row for the Monitor
+    for rank in (0, 1):
+        mine = [s for s in samples if s.rank == rank]
+        assert [s.iteration for s in mine] == list(range(1, 9)) and all(s.tokens_per_second > 0 for s in mine)
+        assert all(s.peak_memory_gb > 0 and s.system_total_gb for s in mine[1:])
     two, one = runs.read_metrics(tmp_path / "run"), runs.read_metrics(single)
     assert _losses(two) == pytest.approx(_losses(one), abs=1e-4)
     assert runs.best_checkpoint(tmp_path / "run")[1] == pytest.approx(runs.best_checkpoint(single)[1], abs=1e-4)
@@ -192,3 +198,68 @@ def test_train_with_ranks_on_the_command_line_refuses_an_uneven_resume(tiny_mode
     assert "global batch is 4; it can continue on 1, 2, 4 host(s), not 3" in capsys.readouterr().err
     assert main(["train", "--resume", str(run_dir), "--ranks", "2", "--hosts", "h.json"]) == 2
     assert "--hosts or --ranks, not both" in capsys.readouterr().err
+
+
+def test_a_pause_wanted_by_any_host_pauses_every_host_until_none_wants_it():
+    """controlled_batches with a stand-in for the all-reduce: this host is not paused, another host votes
+    pause for three rounds; this host pauses too (told why), votes about once a second, then goes on."""
+    from macfinetune.backend import loop
+
+    loop.PAUSE_VOTE_S, saved = 0.01, loop.PAUSE_VOTE_S
+    try:
+        control, calls, votes = JobControl(), [], iter([(False, True)] * 3 + [(False, False)] * 10)
+
+        def agree(stop, pause):
+            calls.append(("vote", stop, pause))
+            return next(votes)
+
+        batches = loop.controlled_batches(control, lambda: calls.append("pause"), lambda: calls.append("unpause"),
+                                          agree=agree, source=lambda **kw: iter(range(4)),
+                                          on_remote_pause=lambda: calls.append("remote"))
+        assert list(batches()) == [0, 1, 2, 3]
+        assert calls[:7] == [("vote", False, False), "remote", "pause", ("vote", False, False),
+                             ("vote", False, False), ("vote", False, False), "unpause"]
+        # this host paused itself (memory pressure, or the app's pause): it waits in the votes until resumed
+        control, calls = JobControl(), []
+        control.pause()
+        seen = []
+
+        def agree_local(stop, pause):
+            seen.append(pause)
+            if len(seen) == 3:
+                control.resume()  # "resume" arrived on stdin
+            return stop, pause
+
+        batches = loop.controlled_batches(control, lambda: calls.append("pause"), lambda: calls.append("unpause"),
+                                          agree=agree_local, source=lambda **kw: iter(range(2)),
+                                          on_remote_pause=lambda: calls.append("remote"))
+        assert list(batches()) == [0, 1]
+        assert seen[:4] == [True, True, True, False] and calls == ["pause", "unpause"]  # not 'remote'
+    finally:
+        loop.PAUSE_VOTE_S = saved
+
+
+@pytest.mark.slow
+def test_a_pause_from_the_app_pauses_every_rank_and_the_run_ends_as_if_never_paused(tiny_model, even_data, single,
+                                                                                    tmp_path):
+    from macfinetune.core.events import RunPaused, RunResumed
+
+    control, seen = JobControl(), []
+
+    def emit(event):
+        seen.append(event)
+        if isinstance(event, TrainReport) and event.iteration == 2:
+            control.pause()  # the app's Pause: the launcher sends "pause" to every rank
+        if isinstance(event, RunPaused):
+            threading.Timer(1.5, control.resume).start()
+
+    result = launch.train_on_hosts(_recipe(tiny_model, even_data, 2), tmp_path / "run", emit, control,
+                                   hosts.local_hostfile(2))
+    assert result.state == "finished" and result.iteration == 8
+    kinds = [type(e).__name__ for e in seen if isinstance(e, (RunPaused, RunResumed))]
+    assert kinds == ["RunPaused", "RunResumed"]
+    paused_at = next(e.iteration for e in seen if isinstance(e, RunPaused))
+    after = [e.iteration for e in seen if isinstance(e, HostSample) and e.time > next(
+        x.time for x in seen if isinstance(x, RunResumed))]
+    assert 2 <= paused_at < 8 and after and min(after) > paused_at  # both ranks went on after the resume
+    assert _losses(runs.read_metrics(tmp_path / "run")) == pytest.approx(_losses(runs.read_metrics(single)), abs=1e-4)

@@ -178,7 +178,8 @@ def test_the_memory_gate_judges_the_corrected_estimate(tmp_path):
     assert other.correction is None
 
 
-def test_this_mac_rows_read_the_runs_and_the_probes(tmp_path):
+def test_this_mac_rows_read_the_runs_and_the_probes(tmp_path, monkeypatch):
+    monkeypatch.setenv("MACFINETUNE_HOME", str(tmp_path / "home"))  # an empty index of runs opened elsewhere
     est = estimate(qwen(), SETTINGS)
     make_run(tmp_path, "a", est, est.total_gb * 1.1)
     probe = make_run(tmp_path, "p", est, est.total_gb * 1.1)

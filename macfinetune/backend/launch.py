@@ -51,7 +51,7 @@ def train_on_hosts(recipe: Recipe, run_dir: Path, emit, control: JobControl, hos
         recipe_file = Path(tmp) / "recipe.yaml"
         save_recipe(recipe_file, training.resolved_recipe(recipe, folder))
         command = ["--run-dir", str(Path(run_dir).resolve()), "--recipe", str(recipe_file)]
-        return _launch(command, Path(run_dir), emit, control, hostfile, python)
+        return _launch(command + _trouble_flag(control), Path(run_dir), emit, control, hostfile, python)
 
 
 def resume_on_hosts(run_dir: Path, emit, control: JobControl, hostfile: Hostfile, python: str | None = None):
@@ -60,7 +60,12 @@ def resume_on_hosts(run_dir: Path, emit, control: JobControl, hostfile: Hostfile
     global_batch = hosts_mod.read_global_batch(run_dir)
     if global_batch:
         hosts_mod.resumed_layout(global_batch, hostfile.size, str(run_dir))
-    return _launch(["--run-dir", str(run_dir)], run_dir, emit, control, hostfile, python)
+    return _launch(["--run-dir", str(run_dir), *_trouble_flag(control)], run_dir, emit, control, hostfile, python)
+
+
+def _trouble_flag(control: JobControl) -> list[str]:
+    """In the app (someone can resume) memory pressure on any host pauses them all; headless it stops."""
+    return ["--pause-on-trouble"] if control.pause_on_trouble else []
 
 
 def launch_command(hostfile: Hostfile, hostfile_path: Path, python: str, rank_args: list[str]) -> list[str]:
@@ -90,11 +95,14 @@ def _follow(process: subprocess.Popen, emit, control: JobControl) -> deque:
     for reader in readers:
         reader.start()
     log: deque = deque(maxlen=200)
-    stop_sent = None
+    stop_sent, paused_sent = None, False
     while process.poll() is None or any(r.is_alive() for r in readers) or not lines.empty():
         if control.stop_requested and stop_sent is None:
             stop_sent = time.monotonic()
             _send(process, "stop\n")
+        if control.paused != paused_sent and stop_sent is None:  # the app's Pause and Resume, to every rank
+            paused_sent = control.paused
+            _send(process, "pause\n" if paused_sent else "resume\n")
         if stop_sent is not None and time.monotonic() - stop_sent > _STOP_GRACE_S and process.poll() is None:
             process.terminate()
         try:

@@ -78,15 +78,19 @@ def real_tokens(batch) -> int:
 
 def controlled_batches(control: JobControl, on_pause: Callable[[], None], on_unpause: Callable[[], None],
                        skip: int = 0, accumulation: int = 1, on_step: Callable[[], None] = lambda: None,
-                       agree: Callable[[bool], bool] | None = None,
-                       on_batch: Callable[[object], None] = lambda batch: None, source=None):
+                       agree: Callable[[bool, bool], tuple[bool, bool]] | None = None,
+                       on_batch: Callable[[object], None] = lambda batch: None, source=None,
+                       on_remote_pause: Callable[[], None] = lambda: None):
     """mlx-lm's iterate_batches, honouring pause and stop between steps; skips ``skip`` batches.
 
     A stop ends the loop only at an update boundary (``accumulation``); ``on_step`` is called
     when a step begins (the next batch is asked for), ``on_batch`` with each batch trained on.
     ``source`` replaces mlx-lm's iterate_batches (packing, length buckets: backend/batching.py).
-    With several hosts, ``agree`` turns this host's wish to stop into everyone's decision at every
-    boundary, so all stop at the same step."""
+    With several hosts, ``agree`` turns this host's wishes to stop and to pause (memory pressure here,
+    or the user's pause) into everyone's decision at every boundary, so all stop at the same step, and
+    all pause together: while paused every host votes again about once a second (a collective that
+    keeps the connections alive) until no host wants the pause any more; ``on_remote_pause`` is called
+    on a host that pauses for another's sake."""
     from mlx_lm.tuner import trainer
 
     source = source or trainer.iterate_batches
@@ -96,14 +100,22 @@ def controlled_batches(control: JobControl, on_pause: Callable[[], None], on_unp
         for n, batch in enumerate(source(**kwargs)):
             if n < skip:
                 continue
-            if control.paused:
+            if control.paused and agree is None:
                 on_pause()
                 control.wait_while_paused()
                 on_unpause()
             at_boundary = n % accumulation == 0
             stop = control.stop_requested
             if agree is not None and at_boundary:
-                stop = agree(stop)
+                stop, pause = agree(stop, control.paused)
+                if pause and not stop:
+                    if not control.paused:
+                        on_remote_pause()
+                    on_pause()
+                    while pause and not stop:
+                        control.wait_while_paused(timeout=PAUSE_VOTE_S)
+                        stop, pause = agree(control.stop_requested, control.paused)
+                    on_unpause()
                 if stop:
                     control.request_stop()
             if stop and at_boundary:
@@ -115,12 +127,15 @@ def controlled_batches(control: JobControl, on_pause: Callable[[], None], on_unp
     return batches
 
 
-def agree_on_stop(wish: bool) -> bool:
-    """True on every host when any host wants to stop (one scalar all-reduce per update)."""
+PAUSE_VOTE_S = 1.0  # while a multi-host run is paused, every host votes again this often
+
+
+def agree_on_stop(stop: bool, pause: bool = False) -> tuple[bool, bool]:
+    """(stop, pause) on every host: true when any host wants it (one two-value all-reduce per update)."""
     import mlx.core as mx
 
-    votes = mx.distributed.all_sum(mx.array(1 if wish else 0, dtype=mx.int32), stream=mx.cpu)
-    return bool(votes.item())
+    votes = mx.distributed.all_sum(mx.array([int(stop), int(pause)], dtype=mx.int32), stream=mx.cpu).tolist()
+    return bool(votes[0]), bool(votes[1])
 
 
 def validation_loss(model, valid_set, batch_size: int, num_batches: int, max_seq_length: int, seed: int,

@@ -3,10 +3,13 @@
 mlx-lm's trainer does the distributed part itself once ``mx.distributed.init()`` finds a group:
 each host takes its share of every batch and the gradients are averaged. Around it:
 1. rank 0 trains into the run folder and prints every event as one line (``core.wire``) for the
-   launcher; the other ranks train the same steps in a private scratch folder and print nothing.
+   launcher; the other ranks train the same steps in a private scratch folder. Every rank prints a
+   ``HostSample`` (its tokens/s and memory) at each train report, for the Monitor's row per Mac.
 2. a stop (a "stop" line on stdin, which ``mlx.launch`` gives to every rank, SIGTERM or SIGINT)
    is agreed by all ranks at the next update boundary (``loop.agree_on_stop``): all stop together
-   and rank 0 saves a checkpoint.
+   and rank 0 saves a checkpoint. A pause ("pause" on stdin, or memory pressure on any host with
+   ``--pause-on-trouble``) is agreed the same way: every host pauses until none wants the pause
+   ("resume" on stdin).
 3. if a peer is gone, a collective raises ("connection to a peer was lost") and the run is
    recorded as failed with its last checkpoint; a rank that cannot finish within ``_GRACE_S``
    after a stop leaves (the watchdog), so no rank is left hanging.
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     group = mx.distributed.init()
     rank, size = group.rank(), group.size()
     _arm_faults_for(rank)
-    control = JobControl(pause_on_trouble=False)
+    control = JobControl(pause_on_trouble=args.pause_on_trouble)
     _listen_for_stop(control, rank)
     scratch = None if rank == 0 else Path(tempfile.mkdtemp(prefix=f"macfinetune-rank{rank}-"))
     try:
@@ -60,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="macfinetune-rank")
     p.add_argument("--run-dir", type=Path, required=True)
     p.add_argument("--recipe", type=Path, help="a new run's resolved recipe (absent: resume --run-dir)")
+    p.add_argument("--pause-on-trouble", action="store_true", help="memory pressure pauses every host (the app "
+                   "can resume them); without it, it stops the run (the command line)")
     return p
 
 
@@ -67,7 +72,7 @@ def _run(args, rank: int, size: int, control: JobControl, scratch: Path | None):
     from macfinetune.backend import training
     from macfinetune.core.recipe import load_recipe
 
-    emit = _print_event if rank == 0 else _drop
+    emit = _HostReporter(rank, socket.gethostname(), _print_event if rank == 0 else _drop)
     if args.recipe is None:
         run_dir = args.run_dir if rank == 0 else _copy_for_resume(args.run_dir, scratch)
         _barrier()  # the copies are taken before rank 0 marks the run as running again
@@ -92,12 +97,38 @@ def _barrier() -> None:
     mx.eval(mx.distributed.all_sum(mx.array(1), stream=mx.cpu))
 
 
+_PRINT_LOCK = threading.Lock()  # events come from the training thread and the memory watch thread
+
+
 def _print_event(event) -> None:
-    print(wire.encode(event), flush=True)
+    with _PRINT_LOCK:
+        sys.stdout.write(wire.encode(event) + "\n")
+        sys.stdout.flush()
 
 
 def _drop(event) -> None:
     pass
+
+
+class _HostReporter:
+    """Every rank's emit: passes events on (rank 0 prints them all) and prints a ``HostSample`` of its own
+    at each train report, with the memory of its latest sample, so the Monitor has a row per Mac."""
+
+    def __init__(self, rank: int, host: str, emit):
+        self.rank, self.host, self.emit, self.memory = rank, host, emit, None
+
+    def __call__(self, event) -> None:
+        from macfinetune.core import events
+
+        self.emit(event)
+        if isinstance(event, events.MemorySample):
+            self.memory = event
+        elif isinstance(event, events.TrainReport):
+            m = self.memory
+            _print_event(events.HostSample(
+                self.rank, self.host, event.iteration, event.tokens_per_second, event.peak_memory_gb,
+                m.process_gb if m else None, m.system_used_gb if m else None, m.system_total_gb if m else None,
+                m.swap_used_gb if m else None))
 
 
 def _copy_for_resume(run_dir: Path, scratch: Path) -> Path:
@@ -120,8 +151,13 @@ def _listen_for_stop(control: JobControl, rank: int) -> None:
 
     def read_stdin():
         for line in sys.stdin:
-            if line.strip() == "stop":
+            word = line.strip()
+            if word == "stop":
                 stop()
+            elif word == "pause":
+                control.pause()
+            elif word == "resume":
+                control.resume()
 
     threading.Thread(target=read_stdin, name="rank-stdin", daemon=True).start()
 

@@ -453,7 +453,8 @@ def _run_trainer(ctx: _Context, model, optimizer, train_set, start, state, say) 
                                       accumulation=plan.grad_accumulation, on_step=ctx.watch.step_began,
                                       agree=loop.agree_on_stop if plan.hosts > 1 else None,
                                       on_batch=ctx.hook.batch_taken,
-                                      source=batching.batch_source(r, r.training.seed))
+                                      source=batching.batch_source(r, r.training.seed),
+                                      on_remote_pause=lambda: _paused_for_another_mac(ctx))
     layer_class = type(model.layers[0])
     original_call = layer_class.__call__
     hardware.apply_cache_limit(hardware.apply_memory_limit(), calibration.read_run_estimate(run.dir))
@@ -535,3 +536,9 @@ def _finish(ctx: _Context, stopped: bool) -> RunResult:
     run.update(state=state, iteration=it, message=s.stop_reason)
     run.emit(RunFinished(str(run.dir), it, state == "stopped", s.best_iteration, s.best_val_loss, s.stop_reason))
     return RunResult(run.dir, state, it, s.best_iteration, s.best_val_loss, s.stop_reason)
+
+
+def _paused_for_another_mac(ctx) -> None:
+    """A multi-Mac run paused because another Mac asked (its memory pressure, or a pause sent to all)."""
+    if not ctx.trouble:
+        ctx.trouble = "paused on every Mac of the run: one of them is short of memory or was paused"

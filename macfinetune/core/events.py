@@ -215,6 +215,23 @@ class MemorySample:  # at every train report AND from the ~1 s time-based pressu
 
 
 @dataclass(frozen=True)
+class HostSample:
+    """A run on several Macs: one rank's throughput and memory at its train report (every rank sends
+    them; the Monitor shows one row per Mac). Figures the rank did not sample are None."""
+
+    rank: int
+    host: str
+    iteration: int
+    tokens_per_second: float
+    peak_memory_gb: float
+    process_gb: float | None = None
+    system_used_gb: float | None = None
+    system_total_gb: float | None = None
+    swap_used_gb: float | None = None
+    time: float = field(default_factory=time.time, compare=False)
+
+
+@dataclass(frozen=True)
 class Heartbeat:  # every ~2 s while a training step is in progress (time-based, not per iteration)
     iteration: int  # last completed iteration
     step_elapsed_s: float  # seconds since the current step began

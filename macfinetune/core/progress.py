@@ -102,3 +102,13 @@ _DESCRIBE = {
     events.RunFinished: _finished,
     events.RunFailed: lambda e: f"Failed: {e.message}",
 }
+
+
+def host_line(s) -> str:
+    """One Mac of a multi-Mac run (``events.HostSample``) for the Monitor's row per Mac."""
+    parts = [f"rank {s.rank} · {s.host}", f"{s.tokens_per_second:,.0f} tok/s", f"peak {s.peak_memory_gb:.1f} GB"]
+    if s.system_used_gb is not None and s.system_total_gb:
+        parts.append(f"memory {s.system_used_gb:.1f} of {s.system_total_gb:.1f} GB")
+    if s.swap_used_gb:
+        parts.append(f"swap {s.swap_used_gb:.1f} GB")
+    return " · ".join(parts) + f" · at iteration {s.iteration:,}"

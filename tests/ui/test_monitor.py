@@ -144,3 +144,18 @@ def test_export_csv_writes_the_runs_metrics(window, runs_dir, monitor, tmp_path)
     assert len(lines) == 1 + len((runs_dir / "stopped-run" / "metrics.jsonl").read_text().splitlines())
     png = tmp_path / "loss.png"
     assert monitor.loss.export_png(str(png)) and png.stat().st_size > 1000
+
+
+def test_a_run_on_several_macs_shows_a_line_per_mac(window, engine, monitor, qtbot):
+    start_job(engine, window.session, "demo-run")
+    engine.send(*sample_run.sample_events("demo-run", upto=20))
+    assert not monitor.hosts.isVisible()  # one Mac: no per-Mac lines
+    engine.send(events.HostSample(0, "studio.local", 20, 812.4, 5.21, 9.1, 20.3, 34.4, 0.0),
+                events.HostSample(1, "mini.local", 20, 655.0, 5.19, 7.7, 14.9, 17.2, 1.25))
+    qtbot.waitUntil(monitor.hosts.isVisible)
+    assert monitor.hosts.text().splitlines() == [
+        "rank 0 · studio.local · 812 tok/s · peak 5.2 GB · memory 20.3 of 34.4 GB · at iteration 20",
+        "rank 1 · mini.local · 655 tok/s · peak 5.2 GB · memory 14.9 of 17.2 GB · swap 1.2 GB · at iteration 20"]
+    engine.send(events.HostSample(1, "mini.local", 30, 700.0, 5.3))  # a later sample replaces the Mac's line
+    qtbot.waitUntil(lambda: "at iteration 30" in monitor.hosts.text())
+    assert monitor.hosts.text().splitlines()[1] == "rank 1 · mini.local · 700 tok/s · peak 5.3 GB · at iteration 30"

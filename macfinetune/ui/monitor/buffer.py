@@ -87,6 +87,7 @@ class MetricsBuffer:
     def reset(self) -> None:
         self.series = {name: Series() for name in SERIES}
         self.run = RunState()
+        self.hosts: dict[int, events.HostSample] = {}  # a run on several Macs: the latest sample per rank
         self.version = 0
 
     def apply(self, event, received: float | None = None) -> None:
@@ -229,6 +230,9 @@ class MetricsBuffer:
         if e.best_iteration is not None and e.best_val_loss is not None:
             r.best = (e.best_iteration, e.best_val_loss)
 
+    def _on_host(self, e) -> None:
+        self.hosts[e.rank] = e
+
     def _on_failed(self, e) -> None:
         if self.run.state == "failed" and self.run.message:
             return  # the job's failure repeats the run's
@@ -244,6 +248,7 @@ _HANDLERS = {
     events.CheckpointSaved: MetricsBuffer._on_checkpoint,
     MemorySample: MetricsBuffer._on_memory,
     Heartbeat: MetricsBuffer._on_heartbeat,
+    events.HostSample: MetricsBuffer._on_host,
     events.RunPaused: MetricsBuffer._on_paused,
     events.RunResumed: MetricsBuffer._on_resumed,
     events.RunFinished: MetricsBuffer._on_finished,

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from macfinetune.core import runs, runs_table
+from macfinetune.core import progress, runs, runs_table
 from macfinetune.core.progress import epoch_of
 from macfinetune.ui.monitor.buffer import MetricsBuffer
 from macfinetune.ui.monitor.panels import LearningRatePanel, LossPanel, MemoryPanel, ThroughputPanel
@@ -61,6 +61,8 @@ class MonitorPage(QWidget):
         self.warnings = self._label("warnings")
         self.warnings.setWordWrap(True)
         self.warnings.setFrameShape(QFrame.Shape.StyledPanel)
+        self.hosts = self._label("hostsLine")  # a run on several Macs: one line per Mac
+        self.hosts.setVisible(False)
         self.failure = QListWidget()
         self.failure.setObjectName("failureProblems")
         self.failure.setMaximumHeight(90)
@@ -78,7 +80,7 @@ class MonitorPage(QWidget):
         self.splitter.setStretchFactor(0, 4)
         self.splitter.setStretchFactor(1, 1)
         layout = QVBoxLayout(self)
-        for w in (self.progress, self.stats, self.warnings, self.failure):
+        for w in (self.progress, self.stats, self.hosts, self.warnings, self.failure):
             layout.addWidget(w)
         layout.addWidget(self.splitter, 1)
 
@@ -192,6 +194,9 @@ class MonitorPage(QWidget):
         self.stats.setText(self._stats_text())
         self.warnings.setText("\n".join(f"⚠ {w}" for w in r.warnings[-3:]) if r.warnings else "")
         self.warnings.setVisible(bool(r.warnings))
+        hosts = self.buffer.hosts
+        self.hosts.setText("\n".join(progress.host_line(hosts[rank]) for rank in sorted(hosts)))
+        self.hosts.setVisible(len(hosts) > 1)
         self._set_failure()
         self._append_log()
         has_run = bool(r.run_dir)
