@@ -71,6 +71,7 @@ class MainWindow(QMainWindow):
         session.runOpened.connect(self._on_session_run_opened)
         session.trainingEvent.connect(self._on_session_training_event)
         session.testPrompt.connect(self._on_session_test_prompt)
+        session.duplicateRun.connect(self.duplicate_run)
         self._restore()
         self._update_actions()
 
@@ -203,6 +204,16 @@ class MainWindow(QMainWindow):
         self.show_page("playground")
         if not built:  # made during this signal, after it was sent
             self.pages["playground"].select_run(run_dir, checkpoint)
+
+    def duplicate_run(self, run_dir: str) -> bool:
+        """Duplicate as new run (Runs, Monitor): the wizard filled from the run's recipe.yaml, at Review."""
+        self.show_page("new")
+        try:
+            self.pages["new"].load_recipe(Path(run_dir))
+        except ProblemError as e:
+            QMessageBox.information(self, "Could not duplicate the run", str(e))
+            return False
+        return True
 
     # --- opening folders --------------------------------------------------------------
 

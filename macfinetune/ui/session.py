@@ -31,6 +31,7 @@ class Session(QObject):
     preparedChanged = Signal()
     jobEvent = Signal(object)  # every JobEvent of a non-training job (pages filter by ``job_id``)
     testPrompt = Signal(str, str)
+    duplicateRun = Signal(str)  # a run folder: open the New-run wizard filled from its recipe.yaml
 
     def __init__(self, engine, settings, parent=None):
         super().__init__(parent)

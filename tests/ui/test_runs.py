@@ -143,3 +143,29 @@ def test_list_updates_when_a_run_starts_and_ends(page, window, engine, runs_dir,
     qtbot.waitUntil(lambda: "new-run" in _names(page))
     engine.send(JobFinished(None))
     page.wait_for_scan()
+
+
+def test_duplicate_as_new_run_from_runs_and_from_the_monitor_fills_the_wizard(page, window, runs_dir, qtbot):
+    from macfinetune.core.recipe import load_recipe
+
+    _select(page, "stopped-run")
+    page.buttons["duplicate"].click()
+    assert window.current_page() == "new"
+    wizard = window.pages["new"]
+    recipe = load_recipe(runs_dir / "stopped-run" / "recipe.yaml")
+    assert float(wizard.state.values["training"]["learning_rate"]) == recipe.training.learning_rate == 3e-4
+    assert wizard.current_step() == "review"
+    # from the Monitor, with another run opened there
+    _select(page, "interrupted-run")
+    page.buttons["open"].click()
+    monitor = window.pages["monitor"]
+    qtbot.waitUntil(monitor.duplicate_button.isEnabled)
+    monitor.duplicate_button.click()
+    assert window.current_page() == "new" and int(wizard.state.values["method"]["rank"]) == 16
+    # a folder without recipe.yaml cannot be duplicated: the button says so by being off
+    (runs_dir / "failed-run" / "recipe.yaml").unlink()
+    page.refresh()
+    page.wait_for_scan()
+    qtbot.waitUntil(lambda: page.model.rowCount() == 4)
+    _select(page, "failed-run")
+    assert not page.buttons["duplicate"].isEnabled()

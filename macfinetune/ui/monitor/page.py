@@ -128,8 +128,13 @@ class MonitorPage(QWidget):
         self.export_csv_button.setObjectName("exportCsv")
         self.export_png_button.clicked.connect(self._on_export_png_clicked)
         self.export_csv_button.clicked.connect(self._on_export_csv_clicked)
+        self.duplicate_button = QPushButton("Duplicate…")
+        self.duplicate_button.setObjectName("duplicateRun")
+        self.duplicate_button.setToolTip("Duplicate as new run: the New-run wizard filled from this run's recipe")
+        self.duplicate_button.clicked.connect(self._on_duplicate_clicked)
         row.addWidget(self.export_png_button)
         row.addWidget(self.export_csv_button)
+        row.addWidget(self.duplicate_button)
         layout.addLayout(row)
         return pane
 
@@ -202,6 +207,7 @@ class MonitorPage(QWidget):
         has_run = bool(r.run_dir)
         self.export_csv_button.setEnabled(has_run and (Path(r.run_dir) / "metrics.jsonl").exists())
         self.export_png_button.setEnabled(self.buffer.series["train_loss"].n > 0)
+        self.duplicate_button.setEnabled(has_run and (Path(r.run_dir) / "recipe.yaml").is_file())
 
     def _stats_text(self) -> str:
         r = self.buffer.run
@@ -243,6 +249,10 @@ class MonitorPage(QWidget):
         path, _ = QFileDialog.getSaveFileName(self, "Export metrics as CSV", "metrics.csv", "CSV (*.csv)")
         if path:
             self.export_csv(path)
+
+    def _on_duplicate_clicked(self) -> None:
+        if self.buffer.run.run_dir and hasattr(self.session, "duplicateRun"):
+            self.session.duplicateRun.emit(self.buffer.run.run_dir)
 
     def _on_export_png_clicked(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export the loss plot", "loss.png", "PNG (*.png)")

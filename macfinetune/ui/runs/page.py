@@ -83,6 +83,7 @@ class RunsPage(QWidget):
         self.buttons = {}
         row = QHBoxLayout()
         for name, text, slot in (("open", "Open", self.open_selected), ("resume", "Resume", self.resume_selected),
+                                 ("duplicate", "Duplicate as New Run", self.duplicate_selected),
                                  ("compare", "Compare", self.compare_selected),
                                  ("reveal", self._reveal_text(), self.reveal_selected),
                                  ("rename", "Rename…", self.rename_selected),
@@ -158,6 +159,7 @@ class RunsPage(QWidget):
         one = len(rows) == 1
         for name in ("open", "reveal", "rename"):
             self.buttons[name].setEnabled(one)
+        self.buttons["duplicate"].setEnabled(one and (rows[0].path / "recipe.yaml").is_file())
         self.buttons["delete"].setEnabled(bool(rows) and not any(r.status in ("running", "paused") for r in rows))
         self.buttons["compare"].setEnabled(len(rows) >= 2)
         self.buttons["resume"].setEnabled(one and rows[0].status in RESUMABLE and not self.session.is_training)
@@ -169,6 +171,11 @@ class RunsPage(QWidget):
         paths = self.selected_paths()
         if paths:
             self.session.open_run(paths[0])
+
+    def duplicate_selected(self) -> None:
+        paths = self.selected_paths()
+        if paths and hasattr(self.session, "duplicateRun"):
+            self.session.duplicateRun.emit(str(paths[0]))
 
     def resume_selected(self) -> None:
         paths = self.selected_paths()
