@@ -43,8 +43,11 @@ def scan_rows(home: Path, extra: list[Path] = ()) -> list[RunRow]:
     found = {s.path.resolve(): s for s in runs.list_runs(home)}
     for folder in extra:
         folder = Path(folder)
-        if (folder / runs.RECIPE).exists() and folder.resolve() not in found:
-            found[folder.resolve()] = runs.RunSummary(folder, runs.read_status(folder), runs._folder_size(folder))
+        try:  # a folder opened before may be gone, unreadable, or named beyond what the file system allows
+            if (folder / runs.RECIPE).exists() and folder.resolve() not in found:
+                found[folder.resolve()] = runs.RunSummary(folder, runs.read_status(folder), runs._folder_size(folder))
+        except OSError:
+            continue
     return [row_for(s) for s in found.values()]
 
 

@@ -159,3 +159,12 @@ def test_a_run_on_several_macs_shows_a_line_per_mac(window, engine, monitor, qtb
     engine.send(events.HostSample(1, "mini.local", 30, 700.0, 5.3))  # a later sample replaces the Mac's line
     qtbot.waitUntil(lambda: "at iteration 30" in monitor.hosts.text())
     assert monitor.hosts.text().splitlines()[1] == "rank 1 · mini.local · 700 tok/s · peak 5.3 GB · at iteration 30"
+
+
+def test_a_run_folder_name_too_long_for_the_file_system_does_not_break_the_monitor(window, engine, monitor, qtbot,
+                                                                                    tmp_path):
+    long_dir = str(tmp_path / ("r" * 300))  # one name over the 255 bytes a file system allows
+    start_job(engine, window.session, long_dir)
+    engine.send(events.RunStarted(long_dir, "lora", 100, 1.0, 10, 2, 1, 1, 10, 100))
+    qtbot.waitUntil(lambda: monitor.redraws > 0)
+    assert not monitor.export_csv_button.isEnabled() and not monitor.duplicate_button.isEnabled()

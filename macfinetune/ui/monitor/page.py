@@ -205,9 +205,9 @@ class MonitorPage(QWidget):
         self._set_failure()
         self._append_log()
         has_run = bool(r.run_dir)
-        self.export_csv_button.setEnabled(has_run and (Path(r.run_dir) / "metrics.jsonl").exists())
+        self.export_csv_button.setEnabled(has_run and _is_file(Path(r.run_dir) / "metrics.jsonl"))
         self.export_png_button.setEnabled(self.buffer.series["train_loss"].n > 0)
-        self.duplicate_button.setEnabled(has_run and (Path(r.run_dir) / "recipe.yaml").is_file())
+        self.duplicate_button.setEnabled(has_run and _is_file(Path(r.run_dir) / "recipe.yaml"))
 
     def _stats_text(self) -> str:
         r = self.buffer.run
@@ -286,3 +286,11 @@ class MonitorPage(QWidget):
         s.setValue("monitor/log_scale", self.loss.log_box.isChecked())
         s.setValue("monitor/splitter", self.splitter.saveState())
         s.setValue("monitor/plot_splitter", self.plot_splitter.saveState())
+
+
+def _is_file(path: Path) -> bool:
+    """A file check that never raises (a name too long for the file system is simply not there)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
