@@ -170,6 +170,10 @@ def test_the_memory_gate_judges_the_corrected_estimate(tmp_path):
     assert judged.correction is not None and judged.correction.runs == 6
     assert judged.estimate.total_bytes == pytest.approx(plain.total_bytes * (1 + CORRECTION_BOUND), rel=1e-3)
     assert judged.verdict.status == "will not fit"
+    # auto-fit searches with the same correction: what it proposes fits by the corrected figure
+    assert judged.fit.found and judged.fit.verdict.status == "fits"
+    assert judged.fit.estimate.total_bytes == pytest.approx(
+        estimate(shape, judged.fit.settings).total_bytes * (1 + CORRECTION_BOUND), rel=1e-3)
     with pytest.raises(ProblemError) as refused:
         gate.check(recipe, shape, machine, mac_rows=rows)
     assert "corrected +15% from 6 runs on this Mac" in str(refused.value)

@@ -87,7 +87,8 @@ def cmd_estimate(args) -> int:
     measured = _measure(args, shape, settings, machine) if getattr(args, "measure", False) else None
     est, correction = _corrected(estimate(shape, settings))
     verdict = judge(est, machine)
-    fit = auto_fit(shape, settings, machine) if verdict.status != "fits" else None
+    fit = (auto_fit(shape, settings, machine, factor=correction.factor if correction else 1.0)
+           if verdict.status != "fits" else None)
     pre = prequantized(args.model, shape, settings, machine) if verdict.status != "fits" else None
     iterations = recipe.training.iterations if recipe else None
     time = timing.estimate_time(shape, settings, _rate(machine), iterations=iterations)

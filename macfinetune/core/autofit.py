@@ -132,37 +132,47 @@ LADDER: tuple[Step, ...] = (_checkpointing, _memory_light, _shorter_sequences, _
                             _quantized_base, _lora_instead, _lower_rank, _quantized_base)
 
 
-def auto_fit(shape: ModelShape, settings: Settings, machine: Machine, target: str = "fits") -> Fit:
+def auto_fit(shape: ModelShape, settings: Settings, machine: Machine, target: str = "fits",
+             factor: float = 1.0) -> Fit:
     """The settings that fit ``machine`` with the cheapest changes (see the module docstring).
 
     1. Walk the ladder in the seeds' order, each step only as far as needed.
     2. Then give back what is no longer needed: each compromise, costliest first, is undone
        (or undone part of the way) when the run still fits without it.
-    ``target`` is 'fits' (under 90% of the usable memory) or 'tight' (under all of it)."""
+    ``target`` is 'fits' (under 90% of the usable memory) or 'tight' (under all of it). ``factor`` is this
+    Mac's correction (``calibration.Correction.factor``): every candidate is judged as the gate will judge it."""
     current = settings
     for step in LADDER:
-        if _reached(shape, current, machine, target):
+        if _reached(shape, current, machine, target, factor):
             break
         for candidate in step(shape, current):
             current = candidate
-            if _reached(shape, current, machine, target):
+            if _reached(shape, current, machine, target, factor):
                 break
-    current = _relax(shape, settings, current, machine, target)
-    est = estimate(shape, current)
+    current = _relax(shape, settings, current, machine, target, factor)
+    est = _scaled(estimate(shape, current), factor)
     return Fit(current, describe(shape, settings, current), est, judge(est, machine))
 
 
-def _reached(shape: ModelShape, s: Settings, machine: Machine, target: str) -> bool:
-    status = judge(estimate(shape, s), machine).status
+def _scaled(est, factor: float):
+    """The estimate with every term scaled alike (how this Mac's correction scales it)."""
+    if factor == 1.0:
+        return est
+    return replace(est, terms=tuple(replace(t, bytes=int(t.bytes * factor)) for t in est.terms))
+
+
+def _reached(shape: ModelShape, s: Settings, machine: Machine, target: str, factor: float = 1.0) -> bool:
+    status = judge(_scaled(estimate(shape, s), factor), machine).status
     return status == "fits" or (target == "tight" and status == "tight")
 
 
-def _relax(shape: ModelShape, original: Settings, current: Settings, machine: Machine, target: str) -> Settings:
-    if not _reached(shape, current, machine, target):
+def _relax(shape: ModelShape, original: Settings, current: Settings, machine: Machine, target: str,
+           factor: float = 1.0) -> Settings:
+    if not _reached(shape, current, machine, target, factor):
         return current
     for candidates in (_back_quantize, _back_rank, _back_layers, _back_batch, _back_sequences, _back_memory_light):
         for candidate in candidates(shape, original, current):
-            if _reached(shape, candidate, machine, target):
+            if _reached(shape, candidate, machine, target, factor):
                 current = candidate
                 break
     return current

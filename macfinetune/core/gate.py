@@ -86,7 +86,7 @@ def check(recipe, shape: ModelShape, machine: Machine, longest_row_tokens: int |
     verdict = judge(est, machine)
     if verdict.status != "will not fit":
         return Gate(est, verdict, None, settings, shape=shape, correction=correction)
-    fit = auto_fit(shape, settings, machine)
+    fit = auto_fit(shape, settings, machine, factor=correction.factor if correction else 1.0)
     if allow_over_budget:
         return Gate(est, verdict, fit, settings, overridden=True, shape=shape, correction=correction)
     raise ProblemError(refusal(est, verdict, fit, machine, prequantized(recipe.model.path, shape, settings, machine)))

@@ -220,7 +220,8 @@ def review(recipe: Recipe, shape: ModelShape, machine: Machine, rate: timing.Rat
     s = settings_for(recipe, shape, machine, longest_row_tokens)
     est, correction = _corrected(estimate(shape, s), mac_rows)
     verdict = judge(est, machine)
-    fit = auto_fit(shape, s, machine) if verdict.status == "will not fit" else None
+    fit = (auto_fit(shape, s, machine, factor=correction.factor if correction else 1.0)
+           if verdict.status == "will not fit" else None)
     iterations, per_epoch = _iterations(recipe, train_rows, valid_rows, hosts)
     t = timing.estimate_time(shape, s, rate, iterations=iterations, train_rows=train_rows,
                              tokens_per_row=tokens_per_row)
