@@ -263,3 +263,18 @@ def read_machines(data_folder: Path) -> Hostfile | None:
     """The app's machines, or None when there is no machines file (a broken one raises ProblemError)."""
     path = machines_file(data_folder)
     return load_hostfile(path) if path.exists() else None
+
+
+def resume_hosts_for(run_dir: Path, machines: Hostfile | None) -> Hostfile | None:
+    """Where the app resumes ``run_dir``: on the Machines when the run was started on several Macs and its
+    global batch divides over them; otherwise None (this Mac, which takes the whole global batch)."""
+    if machines is None or machines.size < 2:
+        return None
+    try:
+        started = json.loads((Path(run_dir) / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    global_batch = started.get("global_batch") if isinstance(started, dict) else None
+    if not isinstance(global_batch, int) or started.get("hosts", 1) < 2 or global_batch % machines.size:
+        return None
+    return machines

@@ -111,9 +111,26 @@ class Session(QObject):
         return self.engine.cancel(job_id)
 
     def resume_run(self, run_dir: Path) -> None:
-        """Continue a stopped or interrupted run from its newest checkpoint (the engine's resume job)."""
-        if not self.is_training:
-            self._begin(self.engine.resume(Path(run_dir)), str(run_dir))
+        """Continue a stopped or interrupted run from its newest checkpoint (the engine's resume job); a run
+        started on several Macs continues on the Machines of Preferences when its global batch divides over
+        them (``core.hosts.resume_hosts_for``), else on this Mac."""
+        if self.is_training:
+            return
+        from macfinetune.core import hosts
+        from macfinetune.core.problems import ProblemError
+
+        try:
+            machines = hosts.read_machines(self.machines_file().parent)
+        except ProblemError:
+            machines = None
+        on = hosts.resume_hosts_for(Path(run_dir), machines)
+        if on is not None:
+            from macfinetune import jobs  # the job module imports no MLX at import time
+
+            self._begin(self.engine.submit("resume_hosts", jobs.resume_hosts, run_dir=Path(run_dir), hostfile=on),
+                        str(run_dir))
+            return
+        self._begin(self.engine.resume(Path(run_dir)), str(run_dir))
 
     def _begin(self, handle, run_dir: str) -> None:
         self.job_id, self.run_dir = getattr(handle, "id", None), run_dir

@@ -94,3 +94,24 @@ def test_session_starts_a_prepared_run_on_the_machines(window, engine, tmp_path)
 
 def test_machines_file_sits_in_the_data_folder(window, tmp_path):
     assert Path(window.session.machines_file()).parent == tmp_path / "data"
+
+
+def test_resume_continues_a_multi_mac_run_on_the_machines_and_a_one_mac_run_here(window, engine, tmp_path):
+    machines = hosts.Hostfile((hosts.Host("127.0.0.1"), hosts.Host("studio")), "ring")
+    hosts.save_hostfile(window.session.machines_file(), machines)
+    multi, single, odd = tmp_path / "multi", tmp_path / "single", tmp_path / "odd"
+    for folder in (multi, single, odd):
+        folder.mkdir()
+    hosts.write_run_layout(multi, 2, 4)
+    hosts.write_run_layout(odd, 3, 3)  # a global batch of 3 does not divide over 2 Macs
+    window.session.resume_run(multi)
+    name, fn, args = engine.calls[-1]
+    assert (name, fn, args["run_dir"], args["hostfile"].size) == ("resume_hosts", jobs.resume_hosts, multi, 2)
+    engine.send(JobFinished(None))
+    for folder in (single, odd):
+        window.session.resume_run(folder)
+        assert engine.calls[-1] == ("resume", folder)
+        engine.send(JobFinished(None))
+    window.session.machines_file().unlink()  # no Machines: every run resumes here
+    window.session.resume_run(multi)
+    assert engine.calls[-1] == ("resume", multi)
