@@ -230,8 +230,11 @@ class StepHook:
         if not len(c.valid_set):
             return None
         tic = time.perf_counter()
-        loss = validation_loss(c.model, c.valid_set, c.plan.val_batch_size, c.recipe.eval.val_batches,
-                               c.recipe.data.max_seq_length, c.recipe.training.seed, loss=getattr(c, "loss", None))
+        if getattr(c, "preference", None) is not None:  # DPO/ORPO: held-out pairs (backend/preference.py)
+            loss = c.preference(c.model, c.valid_set, iteration, c.run.emit)
+        else:
+            loss = validation_loss(c.model, c.valid_set, c.plan.val_batch_size, c.recipe.eval.val_batches,
+                                   c.recipe.data.max_seq_length, c.recipe.training.seed, loss=getattr(c, "loss", None))
         c.model.train()
         c.run.emit(ValReport(iteration, loss, time.perf_counter() - tic))
         return loss
