@@ -231,3 +231,26 @@ def test_a_dpo_run_killed_with_sigkill_resumes_exactly(tiny_model, tmp_path):
     for it, loss in losses.items():
         assert loss == pytest.approx(expected[it], rel=1e-4, abs=1e-5), it
     assert _held_out(events)[12].loss == pytest.approx(_held_out(full)[12].loss, rel=1e-4)
+
+
+# --- the estimator ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_the_estimator_counts_both_answers_of_a_pair_and_no_reference_copy(tiny_model, method):
+    from dataclasses import replace
+
+    from macfinetune.core.estimator import estimate, settings_from_recipe
+    from macfinetune.core.modelshape import read_shape
+    from macfinetune.core.timing import Rate, estimate_time
+
+    shape = read_shape(tiny_model)
+    sft = settings_from_recipe(pair_recipe(tiny_model, "objective=sft", f"method.type={method}"))
+    dpo = settings_from_recipe(pair_recipe(tiny_model, f"method.type={method}"))
+    assert (sft.sequences_per_row, dpo.sequences_per_row) == (1, 2) and dpo.batch_size == sft.batch_size == 4
+    pairs, doubled = estimate(shape, dpo), estimate(shape, replace(sft, batch_size=8))
+    assert [t.bytes for t in pairs.terms] == [t.bytes for t in doubled.terms]  # 4 pairs cost what 8 sequences cost
+    assert pairs.total_bytes > estimate(shape, sft).total_bytes
+    assert pairs.term("weights").bytes == estimate(shape, sft).term("weights").bytes  # no second model
+    rate = Rate(1e12, 2e12, "test")
+    assert estimate_time(shape, dpo, rate).tokens_per_iteration == 2 * estimate_time(shape, sft, rate).tokens_per_iteration
