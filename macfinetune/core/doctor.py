@@ -157,6 +157,7 @@ def inspect(
 ) -> Report:
     """Examine ``data``: splits (a seeded valid split when there is none), token lengths, problems."""
     data = formats.with_valid_split(data, valid_fraction, seed)
+    mask_prompt = mask_prompt or data.mlx_format == "preference"  # pairs train only their answers
     rows = [row for s in data.splits for row in s.rows]
     refs = [ref for s in data.splits for ref in s.refs]
     findings = row_findings(rows, refs) + overlap_findings(data)
