@@ -254,3 +254,17 @@ def test_the_estimator_counts_both_answers_of_a_pair_and_no_reference_copy(tiny_
     assert pairs.term("weights").bytes == estimate(shape, sft).term("weights").bytes  # no second model
     rate = Rate(1e12, 2e12, "test")
     assert estimate_time(shape, dpo, rate).tokens_per_iteration == 2 * estimate_time(shape, sft, rate).tokens_per_iteration
+
+
+def test_the_loss_guard_judges_a_dpo_loss_on_its_own_scale(tiny_model):
+    import math
+
+    from macfinetune.backend.preference import Validator
+    from macfinetune.core import health
+
+    assert health.loss_problem(0.05, 0.004, 10, 1e-3) is not None  # a supervised loss this jumpy has exploded
+    floor = Validator(pair_recipe(tiny_model), 4).loss_floor
+    assert floor == pytest.approx(math.log(2))
+    assert health.loss_problem(0.05, 0.004, 10, 1e-3, floor) is None  # one hard pair after an easy stretch
+    assert "exploded" in health.loss_problem(2.5, 0.004, 10, 1e-3, floor)  # the model now prefers the rejected
+    assert Validator(pair_recipe(tiny_model, "objective=orpo"), 4).loss_floor == 1e-3

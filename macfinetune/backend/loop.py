@@ -293,7 +293,8 @@ class StepHook:
     def _check_loss(self, info: dict) -> None:
         loss = float(info["train_loss"])
         self._steps += 1
-        problem = health.loss_problem(loss, self._min_loss, self._steps, float(info["learning_rate"]))
+        floor = getattr(self.ctx.preference, "loss_floor", 1e-3) if getattr(self.ctx, "preference", None) else 1e-3
+        problem = health.loss_problem(loss, self._min_loss, self._steps, float(info["learning_rate"]), floor)
         if problem:
             raise TrainingStopped(problem)
         self._min_loss = loss if self._min_loss is None else min(self._min_loss, loss)

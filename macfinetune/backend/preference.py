@@ -21,6 +21,7 @@ preference run is a batch source and a loss (the rest of the loop is the supervi
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -237,6 +238,8 @@ class Validator:
         self.objective, self.beta, self.lam = t.objective, t.dpo_beta, t.orpo_lambda
         self.batch_size, self.max_seq_length = batch_size, recipe.data.max_seq_length
         self.limit = recipe.eval.val_batches
+        # the loss guard's scale: DPO starts at log 2 and heads for 0, where one hard batch may cost ten times more
+        self.loss_floor = math.log(2) if self.objective == "dpo" else 1e-3
 
     def report(self, model, dataset: PairDataset, iteration: int, split: str = "valid") -> PreferenceReport:
         subset = _first(dataset, self.limit * self.batch_size if self.limit > 0 else len(dataset))
