@@ -101,4 +101,6 @@ _DESCRIBE = {
     events.RunContinued: lambda e: f"Continuing from checkpoint {e.iteration}",
     events.RunFinished: _finished,
     events.RunFailed: lambda e: f"Failed: {e.message}",
+    events.PreferenceReport: lambda e: (f"Preference ({e.split}, {e.pairs} pairs) at {e.iteration}: accuracy "
+                                        f"{e.accuracy:.0%}, reward margin {e.reward_margin:+.3f}"),
 }

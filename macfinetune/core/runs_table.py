@@ -62,6 +62,7 @@ _RECORD_EVENTS = {
     "start": events.RunStarted, "train": events.TrainReport, "val": events.ValReport,
     "checkpoint": events.CheckpointSaved, "pause": events.RunPaused, "unpause": events.RunResumed,
     "resume": events.RunContinued, "finish": events.RunFinished, "fail": events.RunFailed,
+    "preference": events.PreferenceReport,
 }
 
 
