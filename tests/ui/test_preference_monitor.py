@@ -23,7 +23,7 @@ def test_a_preference_run_shows_rewards_and_accuracy(window, engine, qtbot):
     assert x.tolist() == [0, 100, 200] and y.tolist() == [0.0, 1.9, 3.5]
     assert monitor.rewards.curves["pref_rewards_rejected"].getData()[1].tolist() == [0.0, -0.4, -1.1]
     assert monitor.pref_accuracy.curves["pref_likelihood_accuracy"].getData()[1].tolist() == [0.3, 0.92, 1.0]
-    assert monitor.pref_accuracy.heading.text() == "Preference accuracy (held-out pairs): 100% (prefers chosen 100%)"
+    assert monitor.pref_accuracy.heading.text() == "Preference accuracy (held-out): 100%, chosen likelier 100%"
     assert "Preference (valid, 50 pairs) at 200: accuracy 100%, reward margin +3.500" in monitor.log.toPlainText()
 
 

@@ -116,6 +116,7 @@ class MonitorPage(QWidget):
         self.preference_row.addWidget(self.pref_accuracy)
         self.preference_row.setVisible(False)
         grid.addWidget(self.preference_row)
+        grid.setStretchFactor(2, 2)
         grid.setStretchFactor(0, 3)
         grid.setStretchFactor(1, 2)
         self.plot_splitter = grid

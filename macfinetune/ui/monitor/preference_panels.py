@@ -4,7 +4,8 @@ pairs, one point per validation (``PreferenceReport``). The page shows them once
 from __future__ import annotations
 
 from macfinetune.ui.monitor.buffer import MetricsBuffer
-from macfinetune.ui.monitor.panels import VAL_SYMBOLS_MAX, Panel
+from macfinetune.ui.monitor.panels import VAL_SYMBOLS_MAX, Panel, _pen
+from macfinetune.ui.widgets.theme import PlotColors
 
 
 class _PointsPanel(Panel):
@@ -14,6 +15,12 @@ class _PointsPanel(Panel):
         curve = self.add_curve(key, label)
         curve.setSymbol("o")
         curve.setSymbolSize(5)
+
+    def apply_colors(self, colors: PlotColors) -> None:
+        super().apply_colors(colors)
+        for i, curve in enumerate(self.curves.values()):
+            curve.setSymbolBrush(colors.series_color(i))
+            curve.setSymbolPen(_pen(colors.series_color(i)))
 
     def redraw(self, buffer: MetricsBuffer) -> None:
         for key, curve in self.curves.items():
@@ -39,17 +46,16 @@ class RewardsPanel(_PointsPanel):
 class PreferenceAccuracyPanel(_PointsPanel):
     """The share of held-out pairs whose chosen answer wins: by reward, and by likelihood."""
 
-    title = "Preference accuracy (held-out pairs)"
+    title = "Preference accuracy (held-out)"
 
     def __init__(self, parent=None):
         super().__init__("preferenceAccuracyPanel", parent)
         self.add_points("pref_accuracy", "reward accuracy")
-        self.add_points("pref_likelihood_accuracy", "prefers the chosen answer")
+        self.add_points("pref_likelihood_accuracy", "chosen likelier (per token)")
         self.plot.setYRange(0.0, 1.0, padding=0.05)
-        self.latest = self.heading  # the title carries the latest numbers
 
     def redraw(self, buffer: MetricsBuffer) -> None:
         super().redraw(buffer)
         accuracy, likelihood = buffer.series["pref_accuracy"].last(), buffer.series["pref_likelihood_accuracy"].last()
-        text = self.title if accuracy is None else f"{self.title}: {accuracy:.0%} (prefers chosen {likelihood:.0%})"
+        text = self.title if accuracy is None else f"{self.title}: {accuracy:.0%}, chosen likelier {likelihood:.0%}"
         self.heading.setText(text)
