@@ -201,6 +201,17 @@ def test_a_short_run_raises_held_out_preference_accuracy_above_the_base(tiny_mod
         assert (tmp_path / "run" / runs.DATA / "reference.json").exists()
 
 
+def test_early_stopping_and_the_best_checkpoint_follow_the_preference_loss(tiny_model, tmp_path):
+    from macfinetune.backend.training import train_run
+
+    events = []
+    recipe = pair_recipe(tiny_model, "objective=orpo", "early_stopping_patience=1", "early_stopping_min_delta=100")
+    result = train_run(recipe, tmp_path / "run", events.append)
+    assert (result.state, result.iteration) == ("finished", 4) and result.message.startswith("early stopping")
+    assert result.best_iteration == 4 and result.best_val_loss == pytest.approx(_held_out(events)[4].loss)
+    assert [c.iteration for c in runs.complete_checkpoints(tmp_path / "run")] == [4]
+
+
 def _train_killed_at(point, n, recipe, out):
     """`macfinetune train` in a subprocess that SIGKILLs itself the n-th time it reaches a fault point."""
     recipe_file = out.parent / f"{out.name}.recipe.yaml"
