@@ -83,6 +83,8 @@ def test_objective_and_data_must_agree(tiny_model, tmp_path):
         preflight(pair_recipe(tiny_model, data=sft_data), tmp_path / "a")
     with pytest.raises(ProblemError, match="set training.objective: dpo or orpo"):
         preflight(pair_recipe(tiny_model, "objective=sft"), tmp_path / "b")
+    with pytest.raises(ProblemError, match="trains on one Mac"):
+        preflight(pair_recipe(tiny_model), tmp_path / "c", hosts=2)
 
 
 @pytest.mark.parametrize(("key", "hint"), [("beta", "training.dpo_beta"), ("loss_type", "training.objective"),

@@ -100,6 +100,16 @@ def pair_batches(dataset, batch_size: int, max_seq_length: int, loop: bool = Fal
             return
 
 
+def describe(recipe) -> str:
+    """One line for the start of a run: the objective and its knob."""
+    t = recipe.training
+    if t.objective == "dpo":
+        return (f"Objective DPO (beta {t.dpo_beta:g}) on {recipe.method.type}: each batch of {t.batch_size} pairs "
+                f"is {2 * t.batch_size} sequences; the reference is the starting model")
+    return (f"Objective ORPO (lambda {t.orpo_lambda:g}) on {recipe.method.type}: each batch of {t.batch_size} pairs "
+            f"is {2 * t.batch_size} sequences; no reference")
+
+
 def batch_source(seed: int):
     from functools import partial
 

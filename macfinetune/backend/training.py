@@ -72,6 +72,9 @@ def preflight(recipe: Recipe, run_dir: Path, hosts: int = 1) -> Preflight:
     if not recipe.data.path:
         problems.append(Problem("no dataset given; set data.path or pass --data", field="data.path"))
     problems += runs.check_new_dir(run_dir, "run folder")
+    if hosts > 1 and recipe.training.objective != "sft":
+        problems.append(Problem(f"training.objective: {recipe.training.objective} trains on one Mac; run it without "
+                                "--hosts", field="training.objective", value=recipe.training.objective))
     local = Path(recipe.model.path).expanduser()
     if recipe.model.path and (local.exists() or not modelinfo.looks_like_repo_id(recipe.model.path)):
         problems += modelinfo.check_model_folder(local)
@@ -396,8 +399,10 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
     if start is None:
         adapters.write_adapter_config(run.dir / runs.ADAPTERS, r, keys, run.status.model)
     train_set, valid_set = _datasets(pre, tokenizer)
-    if _preference(r) and preference.attach_reference(model, train_set, valid_set, run.dir, r):
-        run.emit(Stage("train", "Reference log-probabilities of every pair computed with the starting weights"))
+    if _preference(r):
+        run.emit(Stage("train", preference.describe(r)))
+        if preference.attach_reference(model, train_set, valid_set, run.dir, r):
+            run.emit(Stage("train", "Reference log-probabilities of every pair computed with the starting weights"))
     optimizer = adapters.make_optimizer(r, schedule_spec(r, plan))
     state = loop.LoopState()
     if start is not None:
