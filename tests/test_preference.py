@@ -281,3 +281,21 @@ def test_the_loss_guard_judges_a_dpo_loss_on_its_own_scale(tiny_model):
     assert health.loss_problem(0.05, 0.004, 10, 1e-3, floor) is None  # one hard pair after an easy stretch
     assert "exploded" in health.loss_problem(2.5, 0.004, 10, 1e-3, floor)  # the model now prefers the rejected
     assert Validator(pair_recipe(tiny_model, "objective=orpo"), 4).loss_floor == 1e-3
+
+
+def test_the_recommendation_for_pairs_fits_two_sequences_per_row():
+    from dataclasses import replace
+
+    from macfinetune.core.estimator import estimate, judge
+    from macfinetune.core.hardware import machine_from_memory
+    from macfinetune.core.modelshape import read_shape
+    from macfinetune.core.paths import shipped
+    from macfinetune.core.recommend import recommend
+
+    shape = read_shape(shipped("resources", "estimator", "configs", "Llama-3.2-1B-Instruct"))
+    mac = machine_from_memory(16)
+    supervised = recommend(shape, mac, longest_row_tokens=2000).fit.settings
+    pairs = recommend(shape, mac, longest_row_tokens=2000, sequences_per_row=2).fit.settings
+    assert pairs.sequences_per_row == 2
+    assert judge(estimate(shape, replace(supervised, sequences_per_row=2)), mac).status == "will not fit"
+    assert judge(estimate(shape, pairs), mac).fits

@@ -170,7 +170,8 @@ class MethodStep(Step):
                                         model_path=state.values["model"]["path"],
                                         data_path=state.values["data"]["path"],
                                         train_rows=data.train_rows if data else None,
-                                        longest_row_tokens=data.longest_tokens if data else None)
+                                        longest_row_tokens=data.longest_tokens if data else None,
+                                        sequences_per_row=2 if data and data.is_pairs else 1)
         self.reasons.setHtml(_reasons_html(self.recommendation))
         keep = {k: state.values["data"][k] for k in ("mask_prompt", "valid_fraction")}
         recipe = wizard.fit_to_model(self.recommendation.recipe, state.shape)
