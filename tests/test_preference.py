@@ -87,7 +87,8 @@ def test_objective_and_data_must_agree(tiny_model, tmp_path):
         preflight(pair_recipe(tiny_model), tmp_path / "c", hosts=2)
 
 
-@pytest.mark.parametrize(("key", "hint"), [("beta", "training.dpo_beta"), ("loss_type", "training.objective"),
+@pytest.mark.parametrize(("key", "hint"), [("beta", "training.dpo_beta for DPO's beta, or training.orpo_lambda"),
+                                            ("loss_type", "training.objective: dpo .* not offered"),
                                             ("ref_model", "base model itself")])
 def test_foreign_preference_keys_are_mapped_or_refused(key, hint):
     with pytest.raises(ProblemError, match=hint) as e:
