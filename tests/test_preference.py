@@ -197,7 +197,7 @@ def test_a_short_run_raises_held_out_preference_accuracy_above_the_base(tiny_mod
     assert base.likelihood_accuracy < 0.5 < 0.9 <= last.likelihood_accuracy
     assert last.accuracy >= 0.9 and last.reward_margin > base.reward_margin and last.loss < base.loss
     assert result.best_val_loss == pytest.approx(last.loss)
-    logged = [r for r in runs.read_metrics(tmp_path / "run") if r["event"] == "preference"]
+    logged = [r for r in runs.read_metrics(tmp_path / "run") if r["event"] == "preference" and r["split"] == "valid"]
     assert [r["iteration"] for r in logged] == [0, 4, 8, 12] and logged[-1]["accuracy"] == last.accuracy
     if objective == "dpo":
         assert base.accuracy == 0.0 and base.reward_margin == 0.0  # the policy starts as its reference
@@ -213,6 +213,26 @@ def test_early_stopping_and_the_best_checkpoint_follow_the_preference_loss(tiny_
     assert (result.state, result.iteration) == ("finished", 4) and result.message.startswith("early stopping")
     assert result.best_iteration == 4 and result.best_val_loss == pytest.approx(_held_out(events)[4].loss)
     assert [c.iteration for c in runs.complete_checkpoints(tmp_path / "run")] == [4]
+
+
+@pytest.mark.parametrize("objective", ["dpo", "orpo"])
+def test_each_report_step_measures_its_batch_before_the_update(tiny_model, tmp_path, objective):
+    """The training-batch report of step i is computed on step i's batch with the weights it trains from,
+    so its loss is the loss mlx-lm's trainer reports for that step."""
+    from macfinetune.backend.training import train_run
+
+    events = []
+    recipe = pair_recipe(tiny_model, f"objective={objective}", "iterations=4", "report_every=1", "eval_every=4",
+                         "save_every=4")
+    assert train_run(recipe, tmp_path / "run", events.append).state == "finished"
+    batches = {e.iteration: e for e in events if isinstance(e, PreferenceReport) and e.split == "train"}
+    steps = {e.iteration: e.train_loss for e in events if isinstance(e, TrainReport)}
+    assert sorted(batches) == sorted(steps) == [1, 2, 3, 4]
+    for it, loss in steps.items():
+        assert batches[it].loss == pytest.approx(loss, rel=1e-4), it
+        assert batches[it].pairs == 4
+    logged = [r for r in runs.read_metrics(tmp_path / "run") if r["event"] == "preference" and r["split"] == "train"]
+    assert len(logged) == 4
 
 
 def _train_killed_at(point, n, recipe, out):

@@ -15,7 +15,8 @@ preference run is a batch source and a loss (the rest of the loop is the supervi
    (seed, epoch), so exact resume fast-forwards through the same batches.
 4. ``make_loss`` is DPO's sigmoid loss or ORPO's, from per-row summed answer log-probabilities.
 5. ``Validator`` measures the held-out pairs: the loss (the run's validation loss, so the best
-   checkpoint and early stopping follow the preference loss) and a ``PreferenceReport``.
+   checkpoint and early stopping follow the preference loss) and a ``PreferenceReport``; and at every
+   report step the batch about to be trained, before its update (a ``PreferenceReport`` of split train).
 """
 
 from __future__ import annotations
@@ -256,6 +257,20 @@ class Validator:
         logps, counts = all_logps(model, subset, self.batch_size, self.max_seq_length)
         numbers = measures(logps, counts, subset.reference, self.objective, self.beta, self.lam)
         return PreferenceReport(iteration, split, self.objective, pairs=len(subset), **numbers)
+
+    def batch_report(self, model, batch, iteration: int) -> PreferenceReport:
+        """The measures of one training batch (``split`` train) with the weights before its update."""
+        import mlx.core as mx
+
+        tokens, lengths, reference = batch
+        model.eval()
+        logps, counts = answer_logps(model, tokens, lengths)
+        mx.eval(logps, counts)
+        model.train()
+        half = logps.shape[0] // 2
+        pair = lambda a: np.array(a).reshape(2, half).T  # noqa: E731  (chosen, rejected) per pair
+        numbers = measures(pair(logps), pair(counts), pair(reference), self.objective, self.beta, self.lam)
+        return PreferenceReport(iteration, "train", self.objective, pairs=half, **numbers)
 
     def __call__(self, model, dataset, iteration: int, emit) -> float:
         tic = time.perf_counter()

@@ -466,7 +466,7 @@ def _run_trainer(ctx: _Context, model, optimizer, train_set, start, state, say) 
     batches = loop.controlled_batches(control, *loop.pause_events(ctx), skip=state.iteration,
                                       accumulation=plan.grad_accumulation, on_step=ctx.watch.step_began,
                                       agree=loop.agree_on_stop if plan.hosts > 1 else None,
-                                      on_batch=ctx.hook.batch_taken,
+                                      on_batch=_batch_taken(ctx),
                                       source=_batch_source(r))
     layer_class = type(model.layers[0])
     original_call = layer_class.__call__
@@ -485,6 +485,21 @@ def _run_trainer(ctx: _Context, model, optimizer, train_set, start, state, say) 
 
 def _preference(r: Recipe) -> bool:
     return r.training.objective != "sft"
+
+
+def _batch_taken(ctx: _Context):
+    """The batch wrapper's ``on_batch``: the loop's token count, and for preference runs the measures of
+    each report step's batch before its update (``preference.Validator.batch_report``)."""
+    if ctx.preference is None:
+        return ctx.hook.batch_taken
+
+    def taken(batch) -> None:
+        ctx.hook.batch_taken(batch)
+        it, ev = ctx.hook.state.iteration + 1, ctx.recipe.eval
+        if it % ev.report_every == 0 or it == ctx.plan.iterations:
+            ctx.run.emit(ctx.preference.batch_report(ctx.model, batch, it))
+
+    return taken
 
 
 def _batch_source(r: Recipe):

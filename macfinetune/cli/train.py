@@ -190,7 +190,7 @@ class Progress:
             return f"resuming {event.run_dir} from checkpoint {event.iteration}"
         if isinstance(event, (RunFinished, RunFailed)):
             return None
-        if isinstance(event, PreferenceReport):
+        if isinstance(event, PreferenceReport) and event.split != "train":  # training batches: the bar's job
             return (f"iter {event.iteration:>6}  {event.split} {event.objective}: accuracy {event.accuracy:.0%}  "
                     f"reward margin {event.reward_margin:+.3f}  (chosen {event.rewards_chosen:+.3f}, rejected "
                     f"{event.rewards_rejected:+.3f})  prefers chosen {event.likelihood_accuracy:.0%}")

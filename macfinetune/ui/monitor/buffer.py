@@ -18,7 +18,7 @@ SERIES = ("train_loss", "val_loss", "learning_rate", "tokens_per_second", "itera
           "real_tokens_per_second",
           # preference runs (DPO, ORPO): held-out pairs at every validation
           "pref_rewards_chosen", "pref_rewards_rejected", "pref_reward_margin", "pref_accuracy",
-          "pref_likelihood_accuracy")
+          "pref_likelihood_accuracy", "pref_train_reward_margin", "pref_train_accuracy")
 
 
 class Series:
@@ -241,6 +241,10 @@ class MetricsBuffer:
 
 def _on_preference(buffer: MetricsBuffer, e) -> None:
     buffer.run.objective = e.objective
+    if e.split == "train":  # the batch of a report step, before its update
+        for name in ("reward_margin", "accuracy"):
+            buffer.series[f"pref_train_{name}"].append(e.iteration, getattr(e, name))
+        return
     for name in ("rewards_chosen", "rewards_rejected", "reward_margin", "accuracy", "likelihood_accuracy"):
         buffer.series[f"pref_{name}"].append(e.iteration, getattr(e, name))
 
