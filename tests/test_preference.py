@@ -1,5 +1,7 @@
 """Preference tuning (issue 17): pair formats, doctor findings, the DPO/ORPO losses, runs and resume."""
 
+import csv
+import io
 import json
 import os
 import signal
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import FAST
 
-from macfinetune.core import atomic, doctor, formats, runs
+from macfinetune.core import atomic, doctor, formats, runs, runs_table
 from macfinetune.core.events import PreferenceReport, RunContinued, TrainReport
 from macfinetune.core.problems import ProblemError
 from macfinetune.core.recipe import Recipe, apply_overrides, parse_recipe, save_recipe, with_paths
@@ -199,6 +201,9 @@ def test_a_short_run_raises_held_out_preference_accuracy_above_the_base(tiny_mod
     assert result.best_val_loss == pytest.approx(last.loss)
     logged = [r for r in runs.read_metrics(tmp_path / "run") if r["event"] == "preference" and r["split"] == "valid"]
     assert [r["iteration"] for r in logged] == [0, 4, 8, 12] and logged[-1]["accuracy"] == last.accuracy
+    table = list(csv.DictReader(io.StringIO(runs_table.metrics_csv(tmp_path / "run"))))
+    assert [float(r["accuracy"]) for r in table if r["event"] == "preference" and r["split"] == "valid"] == \
+        [reports[i].accuracy for i in (0, 4, 8, 12)]
     if objective == "dpo":
         assert base.accuracy == 0.0 and base.reward_margin == 0.0  # the policy starts as its reference
         assert (tmp_path / "run" / runs.DATA / "reference.json").exists()
