@@ -245,8 +245,11 @@ class StepHook:
         if not len(c.valid_set):
             return None
         tic = time.perf_counter()
-        loss = validation_loss(c.model, c.valid_set, c.plan.val_batch_size, c.recipe.eval.val_batches,
-                               c.recipe.data.max_seq_length, c.recipe.training.seed, loss=getattr(c, "loss", None))
+        if getattr(c, "preference", None) is not None:  # DPO/ORPO: held-out pairs (backend/preference.py)
+            loss = c.preference(c.model, c.valid_set, iteration, c.run.emit)
+        else:
+            loss = validation_loss(c.model, c.valid_set, c.plan.val_batch_size, c.recipe.eval.val_batches,
+                                   c.recipe.data.max_seq_length, c.recipe.training.seed, loss=getattr(c, "loss", None))
         c.model.train()
         c.run.emit(ValReport(iteration, loss, time.perf_counter() - tic))
         return loss
@@ -305,7 +308,8 @@ class StepHook:
     def _check_loss(self, info: dict) -> None:
         loss = float(info["train_loss"])
         self._steps += 1
-        problem = health.loss_problem(loss, self._min_loss, self._steps, float(info["learning_rate"]))
+        floor = getattr(self.ctx.preference, "loss_floor", 1e-3) if getattr(self.ctx, "preference", None) else 1e-3
+        problem = health.loss_problem(loss, self._min_loss, self._steps, float(info["learning_rate"]), floor)
         if problem:
             raise TrainingStopped(problem)
         self._min_loss = loss if self._min_loss is None else min(self._min_loss, loss)

@@ -62,7 +62,13 @@ def _tokenizer_folder(model: str | Path, emit) -> Path:
 
 
 def count_tokens(rows: Sequence[dict], tokenizer, batch_size: int = _BATCH) -> list[TokenCount]:
-    """(total, prompt, eos, error) per mlx-lm row, as mlx-lm would tokenize it."""
+    """(total, prompt, eos, error) per mlx-lm row, as mlx-lm would tokenize it.
+
+    A preference pair counts as its prompt with the longer of its two answers."""
+    from macfinetune.core.formats import pairs
+
+    if rows and pairs.is_pair(rows[0]):
+        rows = [pairs.pair_as_chat(r, max(pairs.PAIR_KEYS, key=lambda k: len(r[k]))) for r in rows]
     encoder = _Encoder(tokenizer)
     counts: list[TokenCount] = []
     for start in range(0, len(rows), batch_size):

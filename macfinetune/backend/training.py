@@ -72,6 +72,9 @@ def preflight(recipe: Recipe, run_dir: Path, hosts: int = 1) -> Preflight:
     if not recipe.data.path:
         problems.append(Problem("no dataset given; set data.path or pass --data", field="data.path"))
     problems += runs.check_new_dir(run_dir, "run folder")
+    if hosts > 1 and recipe.training.objective != "sft":
+        problems.append(Problem(f"training.objective: {recipe.training.objective} trains on one Mac; run it without "
+                                "--hosts", field="training.objective", value=recipe.training.objective))
     local = Path(recipe.model.path).expanduser()
     if recipe.model.path and (local.exists() or not modelinfo.looks_like_repo_id(recipe.model.path)):
         problems += modelinfo.check_model_folder(local)
@@ -81,6 +84,9 @@ def preflight(recipe: Recipe, run_dir: Path, hosts: int = 1) -> Preflight:
 
     train, valid, fmt, _, notes = formats.load_dataset_files(recipe.data.path, recipe.data.mask_prompt,
                                                              load_hf=load_hf_dataset, token_chunks=document_chunks(recipe))
+    objective_problem = formats.pairs.objective_problem(recipe.training.objective, fmt, recipe.data.path)
+    if objective_problem:
+        raise ProblemError(objective_problem)
     if not valid:
         train, valid = dataset.split_rows(train, recipe.data.valid_fraction, recipe.training.seed)
     plan = make_plan(recipe, len(train), len(valid), data_file=recipe.data.path, hosts=hosts)
@@ -374,6 +380,7 @@ class _Context:
     tokenizer: object = None
     sample_prompts: list | None = None  # core.samples.SamplePrompt, when eval.samples is on
     loss: object = None  # the training loss function (backend/attention.py); validation uses it too
+    preference: object = None  # DPO/ORPO: backend/preference.Validator, which validates instead
 
 
 def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: JobControl,
@@ -382,7 +389,7 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
     import numpy as np
     from mlx_lm.utils import get_total_parameters
 
-    from macfinetune.backend import adapters, attention, loop, quiet
+    from macfinetune.backend import adapters, attention, loop, preference, quiet
 
     r, plan = pre.recipe, pre.plan
     if start is None:
@@ -393,6 +400,10 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
     if start is None:
         adapters.write_adapter_config(run.dir / runs.ADAPTERS, r, keys, run.status.model)
     train_set, valid_set = _datasets(pre, tokenizer)
+    if _preference(r):
+        run.emit(Stage("train", preference.describe(r)))
+        if preference.attach_reference(model, train_set, valid_set, run.dir, r):
+            run.emit(Stage("train", "Reference log-probabilities of every pair computed with the starting weights"))
     optimizer = adapters.make_optimizer(r, schedule_spec(r, plan))
     state = loop.LoopState()
     if start is not None:
@@ -400,6 +411,10 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
         mx.random.seed(loop.step_seed(r.training.seed, start.iteration))
         state = _resumed_state(run, start)
     ctx = _Context(r, plan, run, model, optimizer, valid_set, control, loss=attention.make_loss(r.training.loss))
+    if _preference(r):
+        t = r.training
+        ctx.loss = preference.make_loss(t.objective, t.dpo_beta, t.orpo_lambda)
+        ctx.preference = preference.Validator(r, plan.val_batch_size)
     ctx.hook = loop.StepHook(ctx, state)
     ctx.tokenizer, ctx.sample_prompts = tokenizer, _sample_prompts(pre)
     ctx.watch = loop.Watch(run.emit, state, *_budget_and_estimate(run.dir))
@@ -452,8 +467,8 @@ def _run_trainer(ctx: _Context, model, optimizer, train_set, start, state, say) 
     batches = loop.controlled_batches(control, *loop.pause_events(ctx), skip=state.iteration,
                                       accumulation=plan.grad_accumulation, on_step=ctx.watch.step_began,
                                       agree=loop.agree_on_stop if plan.hosts > 1 else None,
-                                      on_batch=ctx.hook.batch_taken,
-                                      source=batching.batch_source(r, r.training.seed),
+                                      on_batch=_batch_taken(ctx),
+                                      source=_batch_source(r),
                                       on_remote_pause=lambda: _paused_for_another_mac(ctx))
     layer_class = type(model.layers[0])
     original_call = layer_class.__call__
@@ -470,12 +485,42 @@ def _run_trainer(ctx: _Context, model, optimizer, train_set, start, state, say) 
         return _finish(ctx, stopped=control.stop_requested)
 
 
+def _preference(r: Recipe) -> bool:
+    return r.training.objective != "sft"
+
+
+def _batch_taken(ctx: _Context):
+    """The batch wrapper's ``on_batch``: the loop's token count, and for preference runs the measures of
+    each report step's batch before its update (``preference.Validator.batch_report``)."""
+    if ctx.preference is None:
+        return ctx.hook.batch_taken
+
+    def taken(batch) -> None:
+        ctx.hook.batch_taken(batch)
+        it, ev = ctx.hook.state.iteration + 1, ctx.recipe.eval
+        if it % ev.report_every == 0 or it == ctx.plan.iterations:
+            ctx.run.emit(ctx.preference.batch_report(ctx.model, batch, it))
+
+    return taken
+
+
+def _batch_source(r: Recipe):
+    from macfinetune.backend import batching, preference
+
+    if _preference(r):
+        return preference.batch_source(r.training.seed)
+    return batching.batch_source(r, r.training.seed)
+
+
 def _sample_prompts(pre: Preflight) -> list | None:
     """The prompts every checkpoint answers (eval.samples), from the recipe or the validation rows."""
     from macfinetune.core import samples
 
     ev = pre.recipe.eval
-    return samples.prompts_for(ev.sample_prompts, pre.valid_rows, ev.sample_count) if ev.samples else None
+    rows = pre.valid_rows
+    if rows and formats.pairs.is_pair(rows[0]):  # a pair's prompt is what the checkpoints answer
+        rows = [formats.pairs.pair_as_chat(row) for row in rows]
+    return samples.prompts_for(ev.sample_prompts, rows, ev.sample_count) if ev.samples else None
 
 
 def _budget_and_estimate(run_dir: Path) -> tuple[float | None, float | None]:
@@ -509,6 +554,11 @@ def _maybe_quantize(pre: Preflight, run: _Run, model, tokenizer):
 
 def _datasets(pre: Preflight, tokenizer):
     from mlx_lm.tuner.datasets import CacheDataset, create_dataset
+
+    if _preference(pre.recipe):
+        from macfinetune.backend import preference
+
+        return preference.datasets(pre.train_rows, pre.valid_rows, tokenizer)
 
     options = types.SimpleNamespace(mask_prompt=pre.recipe.data.mask_prompt)
     train = CacheDataset(create_dataset(pre.train_rows, tokenizer, options))

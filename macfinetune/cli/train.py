@@ -13,6 +13,7 @@ from macfinetune.core.control import JobControl
 from macfinetune.core.events import (
     CheckpointSaved,
     Heartbeat,
+    PreferenceReport,
     RunContinued,
     RunFailed,
     RunFinished,
@@ -189,6 +190,10 @@ class Progress:
             return f"resuming {event.run_dir} from checkpoint {event.iteration}"
         if isinstance(event, (RunFinished, RunFailed)):
             return None
+        if isinstance(event, PreferenceReport) and event.split != "train":  # training batches: the bar's job
+            return (f"iter {event.iteration:>6}  {event.split} {event.objective}: accuracy {event.accuracy:.0%}  "
+                    f"reward margin {event.reward_margin:+.3f}  (chosen {event.rewards_chosen:+.3f}, rejected "
+                    f"{event.rewards_rejected:+.3f})  prefers chosen {event.likelihood_accuracy:.0%}")
         if isinstance(event, SamplesSaved):
             return "\n".join(f"iter {event.iteration:>6}  sample {p[:40]!r} -> {t[:80]!r}"
                              for p, t in zip(event.prompts, event.texts, strict=True))

@@ -15,12 +15,14 @@ from pathlib import Path
 from macfinetune.core import atomic
 from macfinetune.core.problems import Problem, ProblemError
 
-FORMATS = ("completions", "chat", "text")
+FORMATS = ("completions", "chat", "text", "preference")
 _MAX_PROBLEMS = 20
 MAX_ROW_BYTES = 1_000_000
 
 
 def detect_format(row: dict) -> str | None:
+    if "chosen" in row and "rejected" in row:
+        return "preference"  # core.formats.pairs: {"prompt": [messages], "chosen", "rejected"}
     if "prompt" in row and "completion" in row:
         return "completions"
     if "messages" in row:
@@ -122,6 +124,10 @@ def _row_problem(row: dict, fmt: str) -> str | None:
         return f"this row is {found or 'of no known format'} but the first row is {fmt}; one file holds one format"
     if fmt == "chat":
         return _messages_problem(row["messages"])
+    if fmt == "preference":
+        from macfinetune.core.formats.pairs import row_problem
+
+        return row_problem(row)
     if fmt == "completions":
         bad = [k for k in ("prompt", "completion") if not isinstance(row[k], str)]
         return f"{bad[0]!r} must be text" if bad else None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from macfinetune.core import formats
-from macfinetune.core.formats import LoadedData, RowRef
+from macfinetune.core.formats import LoadedData, RowRef, pairs
 from macfinetune.core.problems import Problem
 
 
@@ -41,6 +41,9 @@ CHECKS = {
     "nothing_trained": ("error", "rows with no answer left to train"),
     "missing_eos": ("warning", "no EOS token after the answer"),
     "template_error": ("error", "rows the chat template cannot render"),
+    "empty_answer": ("error", "preference pairs with an empty answer"),
+    "identical_pair": ("error", "preference pairs whose chosen and rejected answers are the same"),
+    "prompt_leakage": ("warning", "the same prompt in train and in valid/test pairs"),
 }
 
 # Which role may follow which in a conversation (None: the first message).
@@ -154,9 +157,12 @@ def inspect(
 ) -> Report:
     """Examine ``data``: splits (a seeded valid split when there is none), token lengths, problems."""
     data = formats.with_valid_split(data, valid_fraction, seed)
+    mask_prompt = mask_prompt or data.mlx_format == "preference"  # pairs train only their answers
     rows = [row for s in data.splits for row in s.rows]
     refs = [ref for s in data.splits for ref in s.refs]
     findings = row_findings(rows, refs) + overlap_findings(data)
+    if data.mlx_format == "preference":
+        findings += pair_findings(data)
     lengths = trained = truncation = None
     if count_tokens is not None:
         counts = [TokenCount(*c) for c in count_tokens(rows)]
@@ -270,6 +276,30 @@ def overlap_findings(data: LoadedData) -> list[Finding]:
         _finding("duplicate", "{rows} {repeat} an earlier row of the same split (ignoring case and spacing)", duplicates),
         _finding("leakage", "{rows} of valid/test {are} also in train: the validation loss will look better than it is",
                  leaks),
+    ]
+
+
+def pair_findings(data: LoadedData) -> list[Finding]:
+    """Preference pairs: empty or identical answers, and valid/test prompts that train also asks."""
+    found: dict[str, list] = {"empty_answer": [], "identical_pair": [], "prompt_leakage": []}
+    train_prompts: dict[str, RowRef] = {}
+    for split in data.splits:
+        for row, ref in zip(split.rows, split.refs, strict=True):
+            for check, test in (("empty_answer", pairs.empty_answer), ("identical_pair", pairs.identical_pair)):
+                detail = test(row)
+                if detail:
+                    found[check].append((ref, detail))
+            key = pairs.prompt_key(row)
+            if split.name == "train":
+                train_prompts.setdefault(key, ref)
+            elif key in train_prompts:
+                found["prompt_leakage"].append((ref, f"{split.name} prompt is also in train: {train_prompts[key]}"))
+    return [
+        _finding("empty_answer", "{rows} {have} an empty chosen or rejected answer", found["empty_answer"]),
+        _finding("identical_pair", "{rows} {have} the same chosen and rejected answer: nothing to prefer",
+                 found["identical_pair"]),
+        _finding("prompt_leakage", "{rows} of valid/test {have} a prompt that train also has: held-out preference "
+                 "accuracy will look better than it is", found["prompt_leakage"]),
     ]
 
 

@@ -74,6 +74,9 @@ class Settings:
     device: str = "gpu"  # 'gpu' (Metal's fused norm and loss kernels) or 'cpu' (MLX's CPU backend)
     attention: str = "stock"  # training.attention: auto, stock or memory_light (mlx-lm's own is stock)
     loss: str = "stock"  # training.loss: auto, stock or chunked
+    # sequences each batch row puts through the model: 2 for preference pairs (DPO, ORPO), whose chosen and
+    # rejected answers are one batch of 2 x batch_size sequences; the reference is precomputed (no copy)
+    sequences_per_row: int = 1
 
 
 @dataclass(frozen=True)
@@ -241,7 +244,7 @@ def estimate(shape: ModelShape, s: Settings) -> Estimate:
     problems = check_settings(shape, s)
     if problems:
         raise ProblemError(problems)
-    ctx = _Context.make(shape, s, coefficients())
+    ctx = _Context.make(shape, _forward_settings(s), coefficients())
     phases = phase_terms(ctx)
     phase = max(phases, key=lambda name: sum(phases[name].values()))
     terms = tuple(Term(k, v, _detail(ctx, k) if phase in _TRAINING else _PHASE_DETAIL[phase])
@@ -252,6 +255,15 @@ def estimate(shape: ModelShape, s: Settings) -> Estimate:
         total_params=shape.total_params, adapted_layers=ctx.n, sequence_length=ctx.length, settings=s,
         uncertain=_uncertain(shape), family=shape.family.kind,
     )
+
+
+def _forward_settings(s: Settings) -> Settings:
+    """The settings as the model sees them: preference pairs are two sequences per batch row."""
+    k = s.sequences_per_row
+    if k == 1:
+        return s
+    return replace(s, batch_size=s.batch_size * k, val_batch_size=(s.val_batch_size or s.batch_size) * k,
+                   sequences_per_row=1)
 
 
 @dataclass(frozen=True)
@@ -615,4 +627,5 @@ def settings_from_recipe(recipe) -> Settings:
         batch_size=t.batch_size, max_seq_length=d.max_seq_length, grad_checkpoint=t.grad_checkpoint,
         optimizer=t.optimizer, grad_accumulation=t.grad_accumulation, quantize=recipe.model.quantize,
         quantize_group_size=recipe.model.quantize_group_size, attention=t.attention, loss=t.loss,
+        sequences_per_row=1 if getattr(t, "objective", "sft") == "sft" else 2,
     )

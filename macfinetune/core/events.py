@@ -288,3 +288,28 @@ class ExportFinished:
     command: str | None = None
     notes: tuple[str, ...] = ()
     time: float = field(default_factory=time.time, compare=False)
+
+
+@dataclass(frozen=True)
+class PreferenceReport:
+    """DPO/ORPO measures of one pass over preference pairs (``split``: valid, the held-out pairs).
+
+    Log-probabilities are per pair: summed over the answer's tokens (``logps_*``). Rewards are DPO's
+    implicit rewards beta x (policy - reference log-probability), ORPO's the answer's mean per-token
+    log-probability; ``accuracy`` is the share of pairs whose chosen reward beats the rejected one,
+    ``likelihood_accuracy`` the share whose chosen answer has the higher mean per-token
+    log-probability (the same measure before and after training, for any objective)."""
+
+    iteration: int
+    split: str
+    objective: str
+    loss: float
+    rewards_chosen: float
+    rewards_rejected: float
+    reward_margin: float
+    accuracy: float
+    logps_chosen: float
+    logps_rejected: float
+    likelihood_accuracy: float
+    pairs: int
+    time: float = field(default_factory=time.time, compare=False)

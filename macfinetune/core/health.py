@@ -12,12 +12,13 @@ DANGER_SWAP_GROWTH = 4 * GB
 DANGER_AVAILABLE = 1 * GB
 
 
-def loss_problem(loss: float, best: float | None, steps: int, learning_rate: float) -> str | None:
-    """Why training must stop, or None: a NaN/infinite loss, or one that explodes."""
+def loss_problem(loss: float, best: float | None, steps: int, learning_rate: float, floor: float = 1e-3) -> str | None:
+    """Why training must stop, or None: a NaN/infinite loss, or one that explodes (above EXPLODE_FACTOR times
+    the best so far, or ``floor`` when the best is below it: a DPO loss near 0 may rise tenfold on one hard batch)."""
     advice = f"learning rate {learning_rate:.2g} is likely too high; try {learning_rate / 10:.2g}"
     if not math.isfinite(loss):
         return f"the training loss became {loss}; {advice}, or check the data for empty or broken rows"
-    if best is not None and steps >= MIN_STEPS_FOR_EXPLOSION and loss > EXPLODE_FACTOR * max(best, 1e-3):
+    if best is not None and steps >= MIN_STEPS_FOR_EXPLOSION and loss > EXPLODE_FACTOR * max(best, floor):
         return f"the training loss exploded from {best:.3f} to {loss:.3f}; {advice}"
     return None
 

@@ -101,6 +101,9 @@ _DESCRIBE = {
     events.RunContinued: lambda e: f"Continuing from checkpoint {e.iteration}",
     events.RunFinished: _finished,
     events.RunFailed: lambda e: f"Failed: {e.message}",
+    events.PreferenceReport: lambda e: None if e.split == "train" else (  # training batches: plots only
+        f"Preference ({e.split}, {e.pairs} pairs) at {e.iteration}: accuracy {e.accuracy:.0%}, reward margin "
+        f"{e.reward_margin:+.3f}"),
 }
 
 

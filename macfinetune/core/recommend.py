@@ -60,9 +60,11 @@ def size_band(shape: ModelShape) -> dict:
 
 
 def recommend(shape: ModelShape, machine: Machine, *, model_path: str = "", data_path: str = "",
-              train_rows: int | None = None, longest_row_tokens: int | None = None) -> Recommendation:
-    """A recipe for ``shape`` on ``machine``; every choice carries its reason."""
-    band = size_band(shape)
+              train_rows: int | None = None, longest_row_tokens: int | None = None,
+              sequences_per_row: int = 1) -> Recommendation:
+    """A recipe for ``shape`` on ``machine``; every choice carries its reason. ``sequences_per_row``: 2 for
+    preference pairs (DPO, ORPO), whose batch rows are two sequences each: the fit is judged for them."""
+    band = {**size_band(shape), "sequences_per_row": sequences_per_row}
     trained, fit, method_reason = _choose_method(shape, machine, band, longest_row_tokens)
     s = fit.settings
     choices = [Choice("method.type", s.method, method_reason)]
@@ -83,6 +85,7 @@ def _base_settings(shape: ModelShape, band: dict, method: str, quantize: int | N
         num_layers=min(band[f"{prefix}_layers"], shape.layers) if method != "full" else -1,
         rank=band[f"{prefix}_rank"], grad_checkpoint=band["grad_checkpoint"],
         optimizer="adamw" if method == "full" else "adam", attention="auto", loss="auto",
+        sequences_per_row=band.get("sequences_per_row", 1),
     )
 
 

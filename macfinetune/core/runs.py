@@ -81,6 +81,7 @@ _RECORD_NAMES = {
     events.RunContinued: "resume",
     events.RunFinished: "finish",
     events.RunFailed: "fail",
+    events.PreferenceReport: "preference",
 }
 
 

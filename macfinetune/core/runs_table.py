@@ -14,6 +14,9 @@ from macfinetune.core import events, runs
 
 CSV_COLUMNS = ("event", "iteration", "time", "train_loss", "val_loss", "learning_rate", "iterations_per_second",
                "tokens_per_second", "trained_tokens", "peak_memory_gb")
+# added after CSV_COLUMNS for runs with preference records (DPO, ORPO: core.events.PreferenceReport)
+PREFERENCE_CSV_COLUMNS = ("split", "objective", "loss", "rewards_chosen", "rewards_rejected", "reward_margin",
+                          "accuracy", "likelihood_accuracy", "logps_chosen", "logps_rejected", "pairs")
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,12 @@ def scan_rows(home: Path, extra: list[Path] = ()) -> list[RunRow]:
 def metrics_csv(run_dir: Path) -> str:
     """The run's metrics.jsonl (every record, not a downsampled plot) as CSV."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    records = runs.read_metrics(run_dir)
+    columns = CSV_COLUMNS + (PREFERENCE_CSV_COLUMNS if any(r["event"] == "preference" for r in records) else ())
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for record in runs.read_metrics(run_dir):
-        writer.writerow({k: ("" if record.get(k) is None else record.get(k)) for k in CSV_COLUMNS})
+    for record in records:
+        writer.writerow({k: ("" if record.get(k) is None else record.get(k)) for k in columns})
     return out.getvalue()
 
 
@@ -65,6 +70,7 @@ _RECORD_EVENTS = {
     "start": events.RunStarted, "train": events.TrainReport, "val": events.ValReport,
     "checkpoint": events.CheckpointSaved, "pause": events.RunPaused, "unpause": events.RunResumed,
     "resume": events.RunContinued, "finish": events.RunFinished, "fail": events.RunFailed,
+    "preference": events.PreferenceReport,
 }
 
 

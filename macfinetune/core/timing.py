@@ -98,7 +98,7 @@ def estimate_time(shape: ModelShape, s: Settings, rate: Rate, *, iterations: int
                   epochs: float | None = None) -> TimeEstimate:
     """Tokens per iteration (from the data when known, else full-length rows) and the duration range."""
     row_tokens = min(tokens_per_row or s.max_seq_length, s.max_seq_length)
-    tokens = int(s.batch_size * row_tokens)
+    tokens = int(s.batch_size * row_tokens * s.sequences_per_row)  # a preference pair is two sequences
     per_epoch = train_rows // s.batch_size if train_rows else None
     if iterations is None and epochs and per_epoch:
         iterations = max(1, math.ceil(epochs * per_epoch))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from macfinetune.core.formats.pairs import convert_pair, is_pair
 from macfinetune.core.formats.rows import _MAX_PROBLEMS, _SHAREGPT_ROLES, RowRef, _Bad, _clip, _Part
 from macfinetune.core.problems import Problem, ProblemError, fail
 
@@ -24,6 +25,7 @@ def _is_sharegpt(row: dict) -> bool:
 
 
 _ROW_FORMATS = (
+    ("preference", is_pair),  # first: a pair may also carry 'prompt' or 'messages'
     ("completions", lambda r: "prompt" in r and "completion" in r),
     ("sharegpt", _is_sharegpt),
     ("tools", lambda r: "messages" in r and "tools" in r),
@@ -60,7 +62,7 @@ def _convert_records(numbered: list[tuple[RowRef, object]], file: str) -> _Part:
 def _unknown_format_message(first) -> str:
     keys = sorted(first) if isinstance(first, dict) else type(first).__name__
     return (f"unknown row format (keys {keys}); expected one of: messages (chat), prompt+completion, text, "
-            "instruction+output (Alpaca), conversations (ShareGPT)")
+            "instruction+output (Alpaca), conversations (ShareGPT), chosen+rejected (preference pairs)")
 
 
 def _same_format(record, fmt: str) -> dict:
@@ -199,4 +201,5 @@ _CONVERTERS = {
     "text": _convert_text,
     "alpaca": _convert_alpaca,
     "sharegpt": _convert_sharegpt,
+    "preference": convert_pair,
 }

@@ -18,6 +18,7 @@ SOURCE_FORMATS = {
     "sharegpt": "ShareGPT (conversations of from/value)",
     "table": "CSV/TSV table",
     "textfiles": "plain text files (.txt/.md)",
+    "preference": "preference pairs (prompt, chosen, rejected)",
 }
 SPLITS = ("train", "valid", "test")
 HF_PREFIX = "hf:"

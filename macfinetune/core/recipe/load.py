@@ -177,6 +177,13 @@ def check_recipe(recipe: Recipe, file: str = "<recipe>", lines: dict[str, int] |
             "full fine-tuning cannot train quantized weights; use method.type: lora (QLoRA) or no quantization",
             recipe.model.quantize,
         ),
+        (
+            t.objective != "sft" and (recipe.data.packing or recipe.data.length_buckets),
+            "data.packing" if recipe.data.packing else "data.length_buckets",
+            f"training.objective: {t.objective} batches each pair's two answers together; turn packing and "
+            "length_buckets off",
+            True,
+        ),
     ]
     return [
         Problem(msg, file=file, line=lines.get(key), field=key, value=value)

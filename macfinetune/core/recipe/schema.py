@@ -123,6 +123,21 @@ class TrainingSection:
         "in the backward pass (less memory with large vocabularies); auto chunks when a batch's float32 logits "
         "pass 256 MiB.", choices=("auto", "stock", "chunked"),
     )
+    objective: str = knob(
+        "sft", "What the run learns: sft (supervised, the answers in the data), dpo (Direct Preference "
+        "Optimization: prefer each pair's chosen answer over its rejected one, relative to the base model) or "
+        "orpo (odds-ratio preference: supervised loss on the chosen answer plus a preference term, no reference). "
+        "dpo and orpo need preference pairs (prompt, chosen, rejected).", choices=("sft", "dpo", "orpo"),
+    )
+    dpo_beta: float = knob(
+        0.1, "DPO's beta: how far the model may move from the base to express a preference; the loss is "
+        "-log sigmoid(beta x (chosen - rejected log-ratio to the base)). Smaller lets it move further.",
+        low=0.001, high=10.0,
+    )
+    orpo_lambda: float = knob(
+        0.1, "ORPO's lambda: the weight of the odds-ratio preference term added to the supervised loss on the "
+        "chosen answer.", low=0.0, high=10.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -220,6 +235,21 @@ FOREIGN_KEYS: dict[str, str] = {
     "load_best_model_at_end": "the best checkpoint by validation loss is always kept (fuse RUN --checkpoint best)",
     "task_type": "macfinetune trains causal language models; remove the key",
     "devices": "MLX trains on one Mac's GPU; remove the key",
+    # preference tuning (TRL's DPOConfig/ORPOConfig, mlx-lm-lora)
+    "beta": "use training.dpo_beta for DPO's beta, or training.orpo_lambda for ORPO's lambda "
+            "(TRL's ORPOConfig calls it beta)",
+    "orpo_alpha": "use training.orpo_lambda",
+    "loss_type": "use training.objective: dpo (the sigmoid DPO loss) or orpo; other loss types "
+                 "(hinge, ipo, simpo) are not offered",
+    "ref_model": "the reference is the base model itself: its log-probabilities are computed once before "
+                 "training (no second copy in memory); remove the key",
+    "reference_model": "the reference is the base model itself; remove the key",
+    "precompute_ref_log_probs": "the reference log-probabilities are always computed once before training; "
+                                "remove the key",
+    "train_type": "use training.objective (sft, dpo or orpo) and method.type (lora, dora or full)",
+    "training_mode": "use training.objective (sft, dpo or orpo)",
+    "max_prompt_length": "use data.max_seq_length: prompt and answer together",
+    "max_completion_length": "use data.max_seq_length: prompt and answer together",
 }
 
 

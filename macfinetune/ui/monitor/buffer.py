@@ -15,7 +15,10 @@ from macfinetune.core.events import Heartbeat, JobFailed, MemorySample, TrainRep
 
 SERIES = ("train_loss", "val_loss", "learning_rate", "tokens_per_second", "iterations_per_second",
           "mem_active", "mem_cache", "mem_peak", "mem_process", "mem_system", "mem_swap",
-          "real_tokens_per_second")
+          "real_tokens_per_second",
+          # preference runs (DPO, ORPO): held-out pairs at every validation
+          "pref_rewards_chosen", "pref_rewards_rejected", "pref_reward_margin", "pref_accuracy",
+          "pref_likelihood_accuracy", "pref_train_reward_margin", "pref_train_accuracy")
 
 
 class Series:
@@ -75,6 +78,7 @@ class RunState:
     problems: tuple = ()
     warnings: list[str] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
+    objective: str = ""  # dpo or orpo once a PreferenceReport arrived: the Monitor shows the reward panels
 
 
 class MetricsBuffer:
@@ -239,6 +243,16 @@ class MetricsBuffer:
         self.run.state, self.run.message, self.run.problems = "failed", e.message, tuple(e.problems)
 
 
+def _on_preference(buffer: MetricsBuffer, e) -> None:
+    buffer.run.objective = e.objective
+    if e.split == "train":  # the batch of a report step, before its update
+        for name in ("reward_margin", "accuracy"):
+            buffer.series[f"pref_train_{name}"].append(e.iteration, getattr(e, name))
+        return
+    for name in ("rewards_chosen", "rewards_rejected", "reward_margin", "accuracy", "likelihood_accuracy"):
+        buffer.series[f"pref_{name}"].append(e.iteration, getattr(e, name))
+
+
 _HANDLERS = {
     events.RunStarted: MetricsBuffer._on_started,
     events.RunContinued: MetricsBuffer._on_continued,
@@ -254,4 +268,5 @@ _HANDLERS = {
     events.RunFinished: MetricsBuffer._on_finished,
     events.RunFailed: MetricsBuffer._on_failed,
     JobFailed: MetricsBuffer._on_failed,
+    events.PreferenceReport: _on_preference,
 }

@@ -26,6 +26,7 @@ from macfinetune.core import progress, runs, runs_table
 from macfinetune.core.progress import epoch_of
 from macfinetune.ui.monitor.buffer import MetricsBuffer
 from macfinetune.ui.monitor.panels import LearningRatePanel, LossPanel, MemoryPanel, ThroughputPanel
+from macfinetune.ui.monitor.preference_panels import PreferenceAccuracyPanel, RewardsPanel
 from macfinetune.ui.widgets.theme import plot_colors
 
 REDRAW_MS = 33
@@ -68,7 +69,8 @@ class MonitorPage(QWidget):
         self.failure.setMaximumHeight(90)
         self.loss, self.throughput = LossPanel(), ThroughputPanel()
         self.memory, self.lr = MemoryPanel(), LearningRatePanel()
-        self.panels = (self.loss, self.throughput, self.memory, self.lr)
+        self.rewards, self.pref_accuracy = RewardsPanel(), PreferenceAccuracyPanel()  # preference runs only
+        self.panels = (self.loss, self.throughput, self.memory, self.lr, self.rewards, self.pref_accuracy)
         self.log = QPlainTextEdit()
         self.log.setObjectName("eventLog")
         self.log.setReadOnly(True)
@@ -110,6 +112,13 @@ class MonitorPage(QWidget):
         bottom.setStretchFactor(1, 2)
         grid.addWidget(top)
         grid.addWidget(bottom)
+        self.preference_row = QSplitter(Qt.Orientation.Horizontal)
+        self.preference_row.setObjectName("preferenceRow")
+        self.preference_row.addWidget(self.rewards)
+        self.preference_row.addWidget(self.pref_accuracy)
+        self.preference_row.setVisible(False)
+        grid.addWidget(self.preference_row)
+        grid.setStretchFactor(2, 2)
         grid.setStretchFactor(0, 3)
         grid.setStretchFactor(1, 2)
         self.plot_splitter = grid
@@ -204,6 +213,7 @@ class MonitorPage(QWidget):
         self.hosts.setVisible(len(hosts) > 1)
         self._set_failure()
         self._append_log()
+        self.preference_row.setVisible(bool(r.objective))
         has_run = bool(r.run_dir)
         self.export_csv_button.setEnabled(has_run and _is_file(Path(r.run_dir) / "metrics.jsonl"))
         self.export_png_button.setEnabled(self.buffer.series["train_loss"].n > 0)

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from macfinetune.core import doctor, formats, wizard
+from macfinetune.core.formats import pairs
 from macfinetune.core.problems import ProblemError
 from macfinetune.ui.wizard.fields import make_error_label, show_error
 from macfinetune.ui.wizard.histogram import HistogramView
@@ -203,6 +204,7 @@ class DataStep(Step):
         self.loaded = data
         self.page.state.data = info
         self.page.state.data_busy = False
+        self.page.state.follow_data()  # preference pairs: DPO; other data: supervised
         self.summary.setText(_summary(report))
         self._show_findings(report)
         self._draw_preview()
@@ -330,7 +332,8 @@ class DataJob:
             render = self.renderer_factory()
         except ProblemError:
             return  # the plain preview stays
-        report(("preview", [render(row) for row in split.split("train").rows[:PREVIEW_ROWS]]))
+        rows = [pairs.pair_as_chat(r) if pairs.is_pair(r) else r for r in split.split("train").rows[:PREVIEW_ROWS]]
+        report(("preview", [render(row) for row in rows]))  # a pair previews as its prompt and chosen answer
 
     def _tokenize(self, split, count, report, cancelled):
         rows = [r for s in split.splits for r in s.rows]
@@ -411,6 +414,10 @@ def _row_html(row: dict, masked: bool, mark: str, fg: str) -> str:
         s = html.escape(s)
         return f"<span style='background:{mark}; color:{fg}'>{s}</span>" if on else s
 
+    if pairs.is_pair(row):  # the prompt, then both answers: the model is trained on the two
+        prompt = "<br>".join(f"<b>{html.escape(str(m.get('role')))}:</b> {html.escape(str(m.get('content')))}"
+                             for m in row["prompt"])
+        return f"{prompt}<br><b>chosen:</b> {hl(row['chosen'], True)}<br><b>rejected:</b> {hl(row['rejected'], True)}"
     if "messages" in row:
         messages = row["messages"]
         return "<br>".join(f"<b>{html.escape(str(m.get('role')))}:</b> "

@@ -19,10 +19,14 @@ from PySide6.QtWidgets import (
 )
 
 from macfinetune.core import catalog, wizard
+from macfinetune.core.recipe import field_help
 from macfinetune.core.recommend import Recommendation, recommend
 from macfinetune.ui.wizard.catalog_table import CatalogTableModel
 from macfinetune.ui.wizard.fields import make_error_label, show_error
 from macfinetune.ui.wizard.step import Step
+
+# training.objective: supervised for ordinary data, DPO or ORPO for preference pairs (docs/preference.md)
+OBJECTIVES = (("sft", "Supervised (SFT)"), ("dpo", "DPO (preference pairs)"), ("orpo", "ORPO (preference pairs)"))
 
 
 class MethodStep(Step):
@@ -42,6 +46,7 @@ class MethodStep(Step):
         self.layout_.addLayout(self.method_row)
         self.error = make_error_label("method.type", self)
         self.layout_.addWidget(self.error)
+        self._build_objectives()
         self.layout_.addWidget(QLabel("<b>Recommended for this Mac</b>", self))
         self.reasons = QTextBrowser(self)
         self.reasons.setObjectName("recommendation")
@@ -71,6 +76,37 @@ class MethodStep(Step):
         self.table.doubleClicked.connect(self._on_catalog_double_clicked)
         self.layout_.addWidget(self.catalog_label)
         self.layout_.addWidget(self.table, 1)
+
+    def _build_objectives(self) -> None:
+        """What the run learns: supervised, or DPO/ORPO when the data holds preference pairs."""
+        row = QHBoxLayout()
+        row.addWidget(QLabel("<b>Objective</b>", self))
+        self.objectives = QButtonGroup(self)
+        for i, (objective, label) in enumerate(OBJECTIVES):
+            button = QRadioButton(label, self)
+            button.setObjectName(f"objective:{objective}")
+            button.setToolTip(field_help("training", "objective"))
+            self.objectives.addButton(button, i)
+            row.addWidget(button)
+        row.addStretch(1)
+        self.objectives.idClicked.connect(self._on_objective_clicked)
+        self.layout_.addLayout(row)
+        self.objective_error = make_error_label("training.objective", self)
+        self.layout_.addWidget(self.objective_error)
+
+    def _on_objective_clicked(self, index: int) -> None:
+        self.page.set_value("training.objective", OBJECTIVES[index][0])
+
+    def _show_objective(self) -> None:
+        data = self.page.state.data
+        chosen = self.page.state.values["training"].get("objective", "sft")
+        for i, (objective, _) in enumerate(OBJECTIVES):
+            button = self.objectives.button(i)
+            button.blockSignals(True)
+            button.setChecked(objective == chosen)
+            button.setEnabled(data is None or data.is_pairs == (objective != "sft"))
+            button.blockSignals(False)
+        show_error(self.objective_error, self.page.errors.get("training.objective", ""))
 
     # --- methods ---------------------------------------------------------------------------
 
@@ -105,6 +141,7 @@ class MethodStep(Step):
             button.setChecked((method, bits) == chosen)
             button.blockSignals(False)
         show_error(self.error, self.page.errors.get("method.type", ""))
+        self._show_objective()
 
     def refresh(self) -> None:
         shape = self.page.state.shape
@@ -133,10 +170,15 @@ class MethodStep(Step):
                                         model_path=state.values["model"]["path"],
                                         data_path=state.values["data"]["path"],
                                         train_rows=data.train_rows if data else None,
-                                        longest_row_tokens=data.longest_tokens if data else None)
+                                        longest_row_tokens=data.longest_tokens if data else None,
+                                        sequences_per_row=2 if data and data.is_pairs else 1)
         self.reasons.setHtml(_reasons_html(self.recommendation))
         keep = {k: state.values["data"][k] for k in ("mask_prompt", "valid_fraction")}
         recipe = wizard.fit_to_model(self.recommendation.recipe, state.shape)
+        if self.page.recipe is not None:  # the objective and its knobs are the user's, like the data's
+            t = self.page.recipe.training
+            recipe = replace(recipe, training=replace(recipe.training, objective=t.objective, dpo_beta=t.dpo_beta,
+                                                      orpo_lambda=t.orpo_lambda))
         self.page.set_recipe(replace(recipe, data=replace(recipe.data, **keep)))
         self.page.recommended = True
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from macfinetune.core import wizard
+from macfinetune.core.formats import pairs
 from macfinetune.core.modelshape import ModelShape
 from macfinetune.core.recipe import Recipe, recipe_to_dict
 
@@ -31,6 +32,11 @@ class DataInfo:
     def with_tokens(self, longest: int, mean: float) -> DataInfo:
         return replace(self, longest_tokens=longest, mean_tokens=mean)
 
+    @property
+    def is_pairs(self) -> bool:
+        """Preference pairs (prompt, chosen, rejected): they train with DPO or ORPO."""
+        return self.format.removeprefix("hf:") == "preference"
+
 
 @dataclass
 class WizardState:
@@ -50,6 +56,17 @@ class WizardState:
 
     def set_recipe(self, recipe: Recipe) -> None:
         self.values = recipe_to_dict(recipe)
+        self.follow_data()
+
+    def follow_data(self) -> None:
+        """The objective the data allows: pairs train with DPO (or ORPO, when chosen), other data supervised."""
+        if self.data is None or self.data.problem:
+            return
+        objective = self.values["training"].get("objective", "sft")
+        if self.data.is_pairs and objective == "sft":
+            self.set("training.objective", "dpo")
+        elif not self.data.is_pairs and objective != "sft":
+            self.set("training.objective", "sft")
 
     def check(self) -> tuple[Recipe | None, dict[str, str]]:
         recipe, errors = wizard.field_problems(self.values, self.shape)
@@ -60,6 +77,11 @@ class WizardState:
                               f"than the batch size; use at most {self.data.train_rows}")
         if self.values["data"].get("mask_prompt") in (True, "true") and self.data and self.data.mask_problem:
             errors.setdefault("data.mask_prompt", self.data.mask_problem)
+        if recipe is not None and self.data is not None and not self.data.problem:
+            wrong = pairs.objective_problem(recipe.training.objective, "preference" if self.data.is_pairs else
+                                            "supervised rows", self.data.source)
+            if wrong:
+                errors.setdefault("training.objective", wrong.message)
         return recipe, errors
 
     def _path_errors(self) -> dict[str, str]:
