@@ -204,6 +204,9 @@ def test_a_short_run_raises_held_out_preference_accuracy_above_the_base(tiny_mod
     table = list(csv.DictReader(io.StringIO(runs_table.metrics_csv(tmp_path / "run"))))
     assert [float(r["accuracy"]) for r in table if r["event"] == "preference" and r["split"] == "valid"] == \
         [reports[i].accuracy for i in (0, 4, 8, 12)]
+    started = next(e for e in events if type(e).__name__ == "RunStarted")  # Runs and the Monitor say which
+    assert started.method == runs.read_status(tmp_path / "run").method == f"lora + {objective}"
+    assert runs_table.scan_rows(tmp_path)[0].method == f"lora + {objective}"
     if objective == "dpo":
         assert base.accuracy == 0.0 and base.reward_margin == 0.0  # the policy starts as its reference
         assert (tmp_path / "run" / runs.DATA / "reference.json").exists()

@@ -329,7 +329,8 @@ def _start_run(pre: Preflight, base_folder: Path, emit: Emit, remember: bool = T
         dataset.write_jsonl(data_dir / "valid.jsonl", pre.valid_rows)
         (run_dir / runs.ADAPTERS).mkdir()
         (run_dir / runs.CHECKPOINTS).mkdir()
-        status = runs.new_status(str(base_folder), r.method.type, pre.plan.iterations)
+        status = runs.new_status(str(base_folder), runs.method_label(r.method.type, r.training.objective),
+                                 pre.plan.iterations)
         runs.write_status(run_dir, status)
         if remember:
             run_index.remember(run_dir)
@@ -419,7 +420,8 @@ def _train(pre: Preflight, run: _Run, model, tokenizer, emit: Emit, control: Job
     ctx.tokenizer, ctx.sample_prompts = tokenizer, _sample_prompts(pre)
     ctx.watch = loop.Watch(run.emit, state, *_budget_and_estimate(run.dir))
     run.emit(
-        RunStarted(str(run.dir), r.method.type, plan.iterations, plan.epochs, plan.train_rows, plan.valid_rows,
+        RunStarted(str(run.dir), runs.method_label(r.method.type, r.training.objective), plan.iterations,
+                   plan.epochs, plan.train_rows, plan.valid_rows,
                    plan.batch_size, plan.grad_accumulation, adapters.count_trainable(model),
                    get_total_parameters(model))
     )

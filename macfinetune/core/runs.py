@@ -182,6 +182,11 @@ def write_status(run_dir: Path, status: RunStatus) -> None:
     atomic.write_json(Path(run_dir) / STATUS, dataclasses.asdict(status), label="status")
 
 
+def method_label(method: str, objective: str = "sft") -> str:
+    """What Runs, the Monitor and the CLI call a run's method: 'lora', or 'lora + dpo' for preference runs."""
+    return method if objective in ("", "sft") else f"{method} + {objective}"
+
+
 def new_status(model: str, method: str, total: int) -> RunStatus:
     now = time.time()
     return RunStatus(
