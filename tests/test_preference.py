@@ -322,7 +322,7 @@ def test_the_recommendation_for_pairs_fits_two_sequences_per_row():
     from macfinetune.core.recommend import recommend
 
     shape = read_shape(shipped("resources", "estimator", "configs", "Llama-3.2-1B-Instruct"))
-    mac = machine_from_memory(16)
+    mac = machine_from_memory(32)  # where the supervised recommendation, doubled, would not fit
     supervised = recommend(shape, mac, longest_row_tokens=2000).fit.settings
     pairs = recommend(shape, mac, longest_row_tokens=2000, sequences_per_row=2).fit.settings
     assert pairs.sequences_per_row == 2
