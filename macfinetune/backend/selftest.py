@@ -27,7 +27,10 @@ RUNTIME_MODULES = ("mlx.core", "mlx.nn", "mlx.optimizers", "mlx_lm", "mlx_lm.tun
 QT_MODULES = ("PySide6.QtCore", "PySide6.QtGui", "PySide6.QtWidgets", "pyqtgraph", "macfinetune.ui.main_window",
               "macfinetune.ui.monitor.panels", "macfinetune.ui.monitor.page", "macfinetune.ui.wizard.page",
               "macfinetune.ui.wizard.factory", "macfinetune.ui.runs.page",
-              "macfinetune.ui.checkpoints.page", "macfinetune.ui.playground.page")
+              "macfinetune.ui.checkpoints.page", "macfinetune.ui.playground.page",
+              # dialogs and panels the pages import on first use
+              "macfinetune.ui.checkpoints.export_dialog", "macfinetune.ui.machines", "macfinetune.ui.preferences",
+              "macfinetune.ui.monitor.preference_panels")
 
 
 @dataclass(frozen=True)
