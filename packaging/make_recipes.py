@@ -24,7 +24,7 @@ from macfinetune.core.recipe import dump_recipe, recipe_from_dict  # noqa: E402
 
 RECIPES = ROOT / "recipes"
 CATALOG = ROOT / "resources" / "estimator" / "catalog.yaml"
-KEEP = {"demo-tiny-lora"}  # hand-written recipes this script leaves alone
+KEEP = {"demo-tiny-lora", "demo-tiny-dpo"}  # hand-written recipes this script leaves alone
 
 S000 = "seed 000_18480debd14d688a.txt"
 S001 = "seed 001_36bb6b9c668d0725.txt"

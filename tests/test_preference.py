@@ -328,3 +328,16 @@ def test_the_recommendation_for_pairs_fits_two_sequences_per_row():
     assert pairs.sequences_per_row == 2
     assert judge(estimate(shape, replace(supervised, sequences_per_row=2)), mac).status == "will not fit"
     assert judge(estimate(shape, pairs), mac).fits
+
+
+def test_the_shipped_dpo_recipe_trains_the_tiny_model_on_the_sample_pairs(tiny_model, tmp_path, capsys):
+    """recipes/demo-tiny-dpo.yaml as a user runs it (a few iterations here)."""
+    from macfinetune import cli
+    from macfinetune.core.paths import shipped
+
+    code = cli.main(["train", "demo-tiny-dpo", "--model", str(tiny_model), "--data",
+                     str(shipped("resources", "sample_preferences")), "--out", str(tmp_path / "run"),
+                     "--set", "iterations=10", "--set", "save_every=10"])
+    out = capsys.readouterr().out
+    assert code == 0 and "valid dpo: accuracy" in out
+    assert runs.read_status(tmp_path / "run").method == "lora + dpo"
