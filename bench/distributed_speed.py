@@ -24,18 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATA = ROOT / "resources" / "sample_data"
-SHAPES = {"tiny": {}, "small": {"hidden_size": 256, "num_layers": 4, "num_heads": 8, "num_kv_heads": 4,
-                                "intermediate_size": 512}}
-
-
-def build(name: str, folder: Path) -> Path:
-    from macfinetune.backend.tinymodel import build_tiny_model
-    from macfinetune.core.dataset import read_jsonl
-
-    rows = read_jsonl(DATA / "train.jsonl") + read_jsonl(DATA / "valid.jsonl")
-    texts = [m["content"] for row in rows for m in row["messages"]]
-    return build_tiny_model(folder / name, texts, **SHAPES[name])
+from bench.samples_cost import DATA, SHAPES, build  # noqa: E402  (the same models as the samples bench)
 
 
 def measured(run_dir: Path) -> tuple[float, float]:
