@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,21 +81,50 @@ def train_hosts(emit: Emit, control: JobControl, *, recipe: Recipe, run_dir: Pat
     return launch.train_on_hosts(recipe, Path(run_dir), emit, control, hostfile, allow_over_budget, confirm)
 
 
-def check_hosts(emit: Emit, control: JobControl, *, hostfile, recipe: Recipe | None = None):
-    """Preferences -> Machines -> Check: every host asked over SSH (``backend.hostcheck``), judged in
-    ``core.hosts.judge_hosts``; returns (reports, problems). No MLX runs here beyond this Mac's probe."""
+def check_hosts(emit: Emit, control: JobControl, *, hostfile, recipe: Recipe | None = None, model: str | None = None,
+                data: str | None = None, copy: bool = False, python: str | None = None):
+    """Is every Mac of ``hostfile`` ready for ``recipe``? Each host asked over SSH (``backend.hostcheck``):
+    reachable, the same versions, memory for the recipe (the estimator on a Mac, against that host's
+    budget), free disk, the model and data at the same path. With ``copy`` what a host lacks is copied
+    there (rsync, progress as Stage events; Stop ends it, and the copy goes on where it was next time)
+    and the hosts asked again. Returns a ``core.hosts.HostCheck``; judged in ``core.hosts``."""
     from macfinetune.backend import hostcheck
     from macfinetune.core import hosts as hosts_mod
 
-    needs = [p for p in ((recipe.model.path, recipe.data.path) if recipe else ()) if p and Path(p).is_absolute()]
+    model, data, need_gb = hosts_mod.recipe_needs(recipe, model, data)
+    needs = hosts_mod.needed_paths(model, data)
+    if need_gb is not None:
+        emit(Stage("check_hosts", f"the run needs about {need_gb:.1f} GB on each Mac (estimate, Metal)"))
 
     def answered(report) -> None:
         _check_stop(control)
         state = "answered" if report.reachable and not report.error else "did not answer"
         emit(Stage("check_hosts", f"{report.host}: {state}"))
 
-    reports = hostcheck.probe_hosts(hostfile, needs, on_report=answered)
-    return reports, hosts_mod.judge_hosts(reports)
+    reports = hostcheck.probe_hosts(hostfile, needs, python, answered)
+    copied: list[str] = []
+    if copy and any(r.missing for r in reports):
+        shown, pending = [0.0], [""]
+
+        def progress(line: str) -> None:  # rsync counts many times a second: a line every half second, and its last
+            pending[0] = line
+            if time.monotonic() - shown[0] >= 0.5:
+                shown[0], pending[0] = time.monotonic(), ""
+                emit(Stage("check_hosts", f"copying: {line}"))
+
+        for host, report in zip(hostfile.hosts, reports, strict=True):
+            for path in report.missing:
+                _check_stop(control)
+                done = hostcheck.copy_to(host, path, lambda m: emit(Stage("check_hosts", m)), progress,
+                                         lambda: control.stop_requested)
+                if pending[0]:
+                    emit(Stage("check_hosts", f"copying: {pending[0]}"))
+                    pending[0] = ""
+                if not done:
+                    _check_stop(control)
+                copied.append(f"{report.host}: {path}")
+        reports = hostcheck.probe_hosts(hostfile, needs, python, answered)
+    return hosts_mod.HostCheck(tuple(reports), tuple(hosts_mod.judge_hosts(reports, need_gb)), need_gb, tuple(copied))
 
 
 def resume_hosts(emit: Emit, control: JobControl, *, run_dir: Path, hostfile):

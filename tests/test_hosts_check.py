@@ -30,6 +30,10 @@ exec sh -c "$*"
 """
 FAKE_RSYNC = """#!/bin/sh
 echo "rsync $*" >> "{log}"
+printf 'mydata.jsonl\\n        512  50%%    1.00MB/s    0:00:01\\r'
+if [ -n "$FAKE_RSYNC_SLOW" ]; then sleep "$FAKE_RSYNC_SLOW"; fi
+printf '      1,024 100%%    2.00MB/s    0:00:00\\n'
+echo "rsync finished" >> "{log}"
 """
 
 
@@ -88,7 +92,7 @@ def test_not_enough_memory_on_a_host_is_said_with_both_figures(fake_ssh, tmp_pat
     code = cli.main(["hosts", "check", str(hostfile(tmp_path, "studio")), "--model", "Qwen/Qwen3-14B",
                      "--recipe", "qwen3-14b-full"])
     text = capsys.readouterr().out
-    assert code == 2 and "problem: studio: the run needs about" in text and "this Mac can give MLX" in text
+    assert code == 2 and "problem: studio: the run needs about" in text and "that Mac can give MLX" in text
 
 
 def test_copy_sends_what_a_host_is_missing_with_rsync_to_the_same_path(fake_ssh, tmp_path, capsys, monkeypatch):
@@ -97,7 +101,8 @@ def test_copy_sends_what_a_host_is_missing_with_rsync_to_the_same_path(fake_ssh,
     monkeypatch.setenv("FAKE_MISSING", str(data))  # the host 'far' answers that it lacks the data
     hosts = str(hostfile(tmp_path, "studio", "far"))
     assert cli.main(["hosts", "check", hosts, "--data", str(data)]) == 2
-    assert f"problem: far: {data} is not there; copy it or use `macfinetune hosts check --copy`" in \
+    assert f"problem: far: {data} is not there; copy it (the app's Copy to the Macs, or " \
+        "`macfinetune hosts check --copy`)" in \
         capsys.readouterr().out
     assert "rsync" not in fake_ssh.read_text()  # nothing is copied unless asked
     cli.main(["hosts", "check", hosts, "--data", str(data), "--copy"])
@@ -118,3 +123,53 @@ def test_probe_prints_this_machines_facts(capsys, tmp_path):
     assert cli.main(["hosts", "probe", "--json", "--need", str(tmp_path / "nope")]) == 0
     facts = json.loads(capsys.readouterr().out)
     assert set(facts["versions"]) == {"macfinetune", "mlx", "mlx-lm"} and facts["missing"] == [str(tmp_path / "nope")]
+
+
+def test_the_apps_check_job_judges_the_recipe_and_copies_with_progress(fake_ssh, tmp_path, tiny_model, monkeypatch):
+    """What the wizard's Check these Macs runs: the recipe's memory per Mac, the model and data present
+    on each host, and Copy to the Macs streaming rsync's progress as Stage events."""
+    from macfinetune import jobs
+    from macfinetune.core import hosts as hosts_mod
+    from macfinetune.core.control import JobControl
+    from tests.conftest import fast_recipe
+
+    data = tmp_path / "mydata.jsonl"
+    data.write_text('{"text": "hi"}\n')
+    monkeypatch.setenv("FAKE_MISSING", str(data))
+    recipe = fast_recipe(tiny_model, data=data)
+    macs = hosts_mod.load_hostfile(hostfile(tmp_path, "studio", "far"))
+    events = []
+    found = jobs.check_hosts(events.append, JobControl(), hostfile=macs, recipe=recipe)
+    assert found.missing and found.need_gb > 0 and found.copied == ()
+    assert [p for p in found.problems if p.startswith("far: ")] == [
+        f"far: {data} is not there; copy it (the app's Copy to the Macs, or `macfinetune hosts check --copy`)"]
+    assert f"{tiny_model}" in fake_ssh.read_text().splitlines()[0]  # the model is asked for too
+    events.clear()
+    found = jobs.check_hosts(events.append, JobControl(), hostfile=macs, recipe=recipe, copy=True)
+    said = [e.message for e in events]
+    assert found.copied == (f"far: {data}",)
+    assert f"copying {data} to far:{data}" in said
+    assert any(m.startswith("copying: ") and "%" in m for m in said)  # rsync's own progress line
+
+
+def test_stop_during_a_copy_ends_rsync_and_the_job(fake_ssh, tmp_path, monkeypatch):
+    from macfinetune import jobs
+    from macfinetune.core import hosts as hosts_mod
+    from macfinetune.core.control import JobControl
+    from macfinetune.core.events import Stage
+
+    data = tmp_path / "mydata.jsonl"
+    data.write_text('{"text": "hi"}\n')
+    monkeypatch.setenv("FAKE_MISSING", str(data))
+    monkeypatch.setenv("FAKE_RSYNC_SLOW", "20")  # a long copy: rsync counts, then waits
+    control = JobControl()
+
+    def said(event):
+        if isinstance(event, Stage) and event.message.startswith("copying: "):
+            control.request_stop()  # Stop pressed while rsync is copying
+
+    with pytest.raises(jobs.Cancelled):
+        jobs.check_hosts(said, control, hostfile=hosts_mod.load_hostfile(hostfile(tmp_path, "far")), data=str(data),
+                         copy=True)
+    log = fake_ssh.read_text()
+    assert "rsync -a" in log and "rsync finished" not in log  # rsync was ended, not waited for

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import select
 import shlex
 import shutil
 import subprocess
@@ -85,11 +86,14 @@ def probe_hosts(hostfile: Hostfile, needs: list[str], python: str | None = None,
     return reports
 
 
-def copy_to(host: Host, path: str, say: Callable[[str], None] = print) -> None:
-    """Copy ``path`` (a model folder or data) to the same absolute path on ``host`` with rsync (resumable,
-    progress on the terminal); raises RuntimeError with rsync's words when it fails."""
+def copy_to(host: Host, path: str, say: Callable[[str], None] = print,
+            progress: Callable[[str], None] | None = None, stopped: Callable[[], bool] = lambda: False) -> bool:
+    """Copy ``path`` (a model folder or data) to the same absolute path on ``host`` with rsync (resumable:
+    ``--partial``, so a copy stopped half-way goes on where it was). rsync's progress lines go to
+    ``progress`` (the terminal when None); ``stopped()`` is asked between them and ends rsync. Returns
+    False when stopped; raises RuntimeError with rsync's words when it fails."""
     if is_local(host):
-        return
+        return True
     source = Path(path).expanduser().resolve()
     rsync = shutil.which("rsync")
     if rsync is None:
@@ -100,10 +104,49 @@ def copy_to(host: Host, path: str, say: Callable[[str], None] = print) -> None:
     if made.returncode != 0:
         raise RuntimeError(f"{host.ssh}: cannot make {source.parent}: {_last_line(made.stderr)}")
     target = f"{host.ssh}:{source.parent}/"
-    done = subprocess.run([rsync, "-a", "--partial", "--progress", "-e", shlex.join(ssh_command()),
-                           str(source), target], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{host.ssh}: copying {source} failed: {_last_line(done.stderr)}")
+    argv = [rsync, "-a", "--partial", "--progress", "-e", shlex.join(ssh_command()), str(source), target]
+    if progress is None:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        returncode, err = done.returncode, done.stderr
+    else:
+        returncode, err = _stream(argv, progress, stopped)
+        if returncode is None:
+            return False
+    if returncode != 0:
+        raise RuntimeError(f"{host.ssh}: copying {source} failed: {_last_line(err)}")
+    return True
+
+
+def _stream(argv: list[str], progress: Callable[[str], None], stopped: Callable[[], bool]) -> tuple[int | None, str]:
+    """Run rsync, handing each progress line (rsync ends them with CR while it counts) to ``progress``;
+    (exit status or None when stopped, stderr)."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as err, subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                                               stderr=err, bufsize=0) as proc:
+        line = b""
+        while True:
+            if stopped():
+                proc.terminate()
+                proc.wait()
+                return None, ""
+            ready, _, _ = select.select([proc.stdout], [], [], 0.25)  # a silent rsync still hears Stop
+            if not ready:
+                continue
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            line += chunk
+            *parts, line = line.replace(b"\r", b"\n").split(b"\n")
+            for part in parts:
+                text = part.decode("utf-8", "replace").strip()
+                if text:
+                    progress(text)
+        if line.strip():
+            progress(line.decode("utf-8", "replace").strip())
+        returncode = proc.wait()
+        err.seek(0)
+        return returncode, err.read()
 
 
 def _last_line(text: str | None) -> str:

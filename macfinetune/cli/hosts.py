@@ -10,7 +10,6 @@ run: this machine's facts as one JSON line.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 from macfinetune.cli.common import EXIT_BAD_INPUT, EXIT_OK
@@ -54,64 +53,33 @@ def _probe(args) -> int:
 
 
 def _check(args) -> int:
-    from macfinetune.backend import hostcheck
+    from macfinetune import jobs
+    from macfinetune.core import catalog
     from macfinetune.core import hosts as hosts_mod
+    from macfinetune.core.control import JobControl
+    from macfinetune.core.events import Stage
+    from macfinetune.core.recipe import load_recipe
 
     hostfile = hosts_mod.load_hostfile(args.hostfile)
-    model, data, need_gb = _needs(args)
-    needs = [p for p in (model, data) if p and Path(p).expanduser().is_absolute()]
+    recipe = load_recipe(catalog.recipe_path(args.recipe)) if args.recipe else None
 
-    def said(report) -> None:
-        if not args.json:
-            state = "answered" if report.reachable and not report.error else "did not answer"
-            print(f"{report.host}: {state}", flush=True)
+    def said(event) -> None:
+        if isinstance(event, Stage) and not args.json and not event.message.startswith("the run needs"):
+            print(event.message, flush=True)
 
-    reports = hostcheck.probe_hosts(hostfile, needs, args.python, said)
-    problems = hosts_mod.judge_hosts(reports, need_gb)
-    if args.copy and any(r.missing for r in reports):
-        for host, report in zip(hostfile.hosts, reports, strict=True):
-            for path in report.missing:
-                hostcheck.copy_to(host, path)
-        reports = hostcheck.probe_hosts(hostfile, needs, args.python, said)
-        problems = hosts_mod.judge_hosts(reports, need_gb)
+    found = jobs.check_hosts(said, JobControl(), hostfile=hostfile, recipe=recipe, model=args.model, data=args.data,
+                             copy=args.copy, python=args.python)
     if args.json:
-        print(json.dumps({"hosts": [r.__dict__ for r in reports], "need_gb": need_gb, "problems": problems},
-                         default=list, indent=2))
+        print(json.dumps({"hosts": [r.__dict__ for r in found.reports], "need_gb": found.need_gb,
+                          "problems": list(found.problems), "copied": list(found.copied)}, default=list, indent=2))
     else:
-        if need_gb is not None:
-            print(f"the run needs about {need_gb:.1f} GB on each Mac (estimate, Metal)")
-        for problem in problems:
+        if found.need_gb is not None:
+            print(f"the run needs about {found.need_gb:.1f} GB on each Mac (estimate, Metal)")
+        for problem in found.problems:
             print(f"problem: {problem}")
-        if not problems:
+        if not found.problems:
             print(f"ready: {hostfile.size} hosts, {hostfile.backend} backend")
-    return EXIT_OK if not problems else EXIT_BAD_INPUT
-
-
-def _needs(args) -> tuple[str | None, str | None, float | None]:
-    """(model, data, GB each Mac needs by the estimate, or None when there is no model to estimate)."""
-    from macfinetune.core import catalog
-    from macfinetune.core.estimator import estimate, settings_from_recipe
-    from macfinetune.core.problems import ProblemError
-    from macfinetune.core.recipe import Recipe, load_recipe
-
-    recipe = load_recipe(catalog.recipe_path(args.recipe)) if args.recipe else Recipe()
-    model = args.model or recipe.model.path or None
-    data = args.data or recipe.data.path or None
-    if model is None:
-        return None, data, None
-    try:
-        shape = catalog.find_shape(model)
-    except ProblemError:
-        return model, data, None  # a host's probe still says whether the folder is there
-    settings = replace(settings_from_recipe(recipe), device="gpu")  # the hosts are Macs
-    if not args.recipe:  # the defaults, fitted to the model as `estimate` fits them
-        if shape.max_positions:
-            settings = replace(settings, max_seq_length=min(settings.max_seq_length, shape.max_positions))
-        if settings.num_layers > shape.layers:
-            settings = replace(settings, num_layers=-1)
-    est = estimate(shape, settings)
-    local = [str(Path(p).expanduser().resolve()) if p and Path(p).expanduser().exists() else p for p in (model, data)]
-    return local[0], local[1], est.total_gb
+    return EXIT_OK if not found.problems else EXIT_BAD_INPUT
 
 
 COMMANDS = {"hosts": cmd_hosts}

@@ -217,13 +217,66 @@ def judge_hosts(reports: list[HostReport], need_gb: float | None = None, need_di
                 problems.append(f"{r.host}: {package} {r.versions.get(package) or 'missing'}, "
                                 f"but {reports[0].host} has {version}; install the same version on every Mac")
         if need_gb is not None and r.usable_gb is not None and r.usable_gb < need_gb:
-            problems.append(f"{r.host}: the run needs about {need_gb:.1f} GB per Mac, this Mac can give MLX "
+            problems.append(f"{r.host}: the run needs about {need_gb:.1f} GB per Mac, that Mac can give MLX "
                             f"{r.usable_gb:.1f} GB; lower the batch size or sequence length")
         if r.free_disk_gb is not None and r.free_disk_gb < need_disk_gb:
             problems.append(f"{r.host}: only {r.free_disk_gb:.1f} GB of free disk")
-        problems += [f"{r.host}: {path} is not there; copy it or use `macfinetune hosts check --copy`"
-                     for path in r.missing]
+        problems += [f"{r.host}: {path} is not there; copy it (the app's Copy to the Macs, or "
+                     "`macfinetune hosts check --copy`)" for path in r.missing]
     return problems
+
+
+@dataclass(frozen=True)
+class HostCheck:
+    """What a check of every host found (``jobs.check_hosts``): the reports, the problems in words,
+    the memory each Mac needs for the recipe (None without a model to estimate) and what was copied."""
+
+    reports: tuple[HostReport, ...]
+    problems: tuple[str, ...]
+    need_gb: float | None = None
+    copied: tuple[str, ...] = ()  # "host: path" for every copy made
+
+    @property
+    def missing(self) -> bool:
+        return any(r.missing for r in self.reports)
+
+
+def recipe_needs(recipe=None, model: str | None = None, data: str | None = None) -> tuple[str | None, str | None,
+                                                                                          float | None]:
+    """(model, data, GB each Mac needs) for a check of the hosts: the paths the hosts must have (absolute,
+    as on this Mac) and the estimator's figure for the recipe on a Mac (Metal). Without a recipe the
+    defaults are fitted to the model as ``macfinetune estimate`` fits them. A model that cannot be
+    found here gives no figure (each host's probe still says whether its folder is there)."""
+    from dataclasses import replace
+
+    from macfinetune.core import catalog
+    from macfinetune.core.estimator import estimate, settings_from_recipe
+    from macfinetune.core.recipe import Recipe
+
+    given = recipe is not None
+    recipe = recipe if given else Recipe()
+    model = model or recipe.model.path or None
+    data = data or recipe.data.path or None
+    local = tuple(str(Path(p).expanduser().resolve()) if p and Path(p).expanduser().exists() else p
+                  for p in (model, data))
+    if model is None:
+        return local[0], local[1], None
+    try:
+        shape = catalog.find_shape(model)
+    except ProblemError:
+        return local[0], local[1], None
+    settings = replace(settings_from_recipe(recipe), device="gpu")  # the hosts are Macs
+    if not given:
+        if shape.max_positions:
+            settings = replace(settings, max_seq_length=min(settings.max_seq_length, shape.max_positions))
+        if settings.num_layers > shape.layers:
+            settings = replace(settings, num_layers=-1)
+    return local[0], local[1], estimate(shape, settings).total_gb
+
+
+def needed_paths(model: str | None, data: str | None) -> list[str]:
+    """The paths every host must have at the same place: the absolute ones (a hub id is downloaded there)."""
+    return [p for p in (model, data) if p and Path(p).expanduser().is_absolute()]
 
 
 def report_from_json(host: str, data: dict) -> HostReport:

@@ -71,7 +71,8 @@ class MachinesDialog(QDialog):
         remove.clicked.connect(self._on_remove_clicked)
         self.check = QPushButton("Check", self)
         self.check.setObjectName("machinesCheck")
-        self.check.setToolTip("Ask every Mac over SSH: reachable, same versions, memory, disk")
+        self.check.setToolTip("Ask every Mac over SSH: reachable, same versions, free disk. New run → Review → "
+                              "Check these Macs also checks memory for the recipe and the model and data there")
         self.check.clicked.connect(self.run_check)
         row = QHBoxLayout()
         for w in (add, remove):
@@ -164,8 +165,8 @@ class MachinesDialog(QDialog):
             self._job = None
             self.check.setEnabled(True)
             if isinstance(event, JobFinished):
-                reports, problems = event.result
-                lines = problems or [f"ready: {len(reports)} Macs answered and agree"]
+                found = event.result
+                lines = list(found.problems) or [f"ready: {len(found.reports)} Macs answered and agree"]
                 self.report.setPlainText("\n".join(lines))
             else:
                 self.report.setPlainText(f"Check did not finish: {getattr(event, 'message', 'cancelled')}")

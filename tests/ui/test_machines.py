@@ -62,8 +62,8 @@ def test_check_runs_on_the_engine_and_lists_each_hosts_problem(window, qtbot, en
     engine.send(JobStarted(), Stage("check_hosts", "127.0.0.1: answered"))
     assert dialog.report.toPlainText().endswith("127.0.0.1: answered")
     problem = "mini: not reachable by SSH without a password (Permission denied); add your key with `ssh-copy-id mini`"
-    engine.send(JobFinished(([HostReport("127.0.0.1", True), HostReport("mini", False, "Permission denied")],
-                             [problem])))
+    engine.send(JobFinished(hosts.HostCheck((HostReport("127.0.0.1", True), HostReport("mini", False, "Permission denied")),
+                                            (problem,))))
     assert dialog.report.toPlainText() == problem and dialog.check.isEnabled()
 
 
@@ -72,8 +72,9 @@ def test_the_check_job_judges_real_probes(tmp_path):
     events = []
     from macfinetune.core.control import JobControl
 
-    reports, problems = jobs.check_hosts(events.append, JobControl(), hostfile=hosts.local_hostfile(2))
-    assert problems == [] and [r.reachable for r in reports] == [True, True] and reports[0].versions["mlx"]
+    found = jobs.check_hosts(events.append, JobControl(), hostfile=hosts.local_hostfile(2))
+    reports, problems = found.reports, found.problems
+    assert problems == () and [r.reachable for r in reports] == [True, True] and reports[0].versions["mlx"]
     assert [e.message for e in events] == ["127.0.0.1: answered", "127.0.0.1: answered"]
 
 

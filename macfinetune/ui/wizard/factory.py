@@ -38,6 +38,7 @@ def wizard_page(session, settings, parent=None) -> WizardPage:
     services.measure = lambda recipe: _measure(session, recipe)
     services.machines = lambda: _machines(session)
     services.start_on_hosts = lambda recipe, run_dir, allow, hostfile: start(session, recipe, run_dir, allow, hostfile)
+    services.check_hosts = lambda recipe, hostfile, copy: _check_hosts(session, recipe, hostfile, copy)
     page = WizardPage(services, parent)
     page.setObjectName("newRunPage")
     session.jobEvent.connect(page.on_event)
@@ -74,6 +75,12 @@ def _measure(session, recipe: Recipe) -> int:
     from macfinetune import jobs  # imports no MLX until the job runs on the engine
 
     return session.submit("measure", jobs.measure_mac, recipe=recipe).id
+
+
+def _check_hosts(session, recipe: Recipe, hostfile, copy: bool) -> int:
+    from macfinetune import jobs  # imports no MLX until the job runs on the engine
+
+    return session.submit("check_hosts", jobs.check_hosts, hostfile=hostfile, recipe=recipe, copy=copy).id
 
 
 def this_machine() -> Machine:

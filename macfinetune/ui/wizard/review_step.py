@@ -8,6 +8,7 @@ import html
 import shlex
 from pathlib import Path
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QFontDatabase, QGuiApplication
 from PySide6.QtWidgets import (
     QComboBox,
@@ -22,6 +23,7 @@ from PySide6.QtWidgets import (
 
 from macfinetune.core import paths, wizard
 from macfinetune.core.recipe import save_recipe
+from macfinetune.ui.wizard.fields import error_color
 from macfinetune.ui.wizard.gauge import GaugeBar, legend_html
 from macfinetune.ui.wizard.step import Step
 
@@ -62,6 +64,7 @@ class ReviewStep(Step):
         self.layout_.addLayout(row)
         self.layout_.addLayout(self._build_correction())
         self.layout_.addWidget(self.numbers)
+        self.layout_.addLayout(self._build_hosts_check())
 
     def _build_correction(self) -> QHBoxLayout:
         """This Mac's correction of the estimate (from its finished runs) and Measure this Mac."""
@@ -78,6 +81,73 @@ class ReviewStep(Step):
         row.addWidget(self.correction, 1)
         row.addWidget(self.measure)
         return row
+
+    def _build_hosts_check(self) -> QHBoxLayout:
+        """Check these Macs (for this recipe: versions, memory, disk, the model and data there) and Copy to
+        the Macs, shown when Train on names several Macs. Both run the engine's check_hosts job."""
+        self._check_job: int | None = None
+        self._missing = False
+        self.hosts_check = QLabel(self)
+        self.hosts_check.setObjectName("hostsCheck")
+        self.hosts_check.setWordWrap(True)
+        self.hosts_check.setTextInteractionFlags(self.hosts_check.textInteractionFlags()
+                                                 | Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.check_macs = QPushButton("Check these Macs", self)
+        self.check_macs.setObjectName("checkMacs")
+        self.check_macs.setToolTip("Ask every Mac over SSH whether it can run this recipe: same versions, memory for "
+                                   "it, free disk, the model and data at the same path")
+        self.check_macs.clicked.connect(lambda: self.check_hosts(copy=False))
+        self.copy_macs = QPushButton("Copy to the Macs", self)
+        self.copy_macs.setObjectName("copyMacs")
+        self.copy_macs.setToolTip("Copy the model folder and data to the Macs that lack them (rsync over SSH, same "
+                                  "path; a stopped copy goes on where it was)")
+        self.copy_macs.clicked.connect(lambda: self.check_hosts(copy=True))
+        row = QHBoxLayout()
+        row.addWidget(self.hosts_check, 1)
+        row.addWidget(self.check_macs)
+        row.addWidget(self.copy_macs)
+        return row
+
+    def _show_hosts_check(self) -> None:
+        several = self.hostfile() is not None and self.page.services.check_hosts is not None
+        for w in (self.hosts_check, self.check_macs):
+            w.setVisible(several)
+        self.copy_macs.setVisible(several and self._missing)
+        busy = self._check_job is not None
+        self.check_macs.setEnabled(not busy and self.page.recipe is not None)
+        self.copy_macs.setEnabled(not busy)
+
+    def check_hosts(self, copy: bool = False) -> None:
+        hostfile, recipe = self.hostfile(), self.page.recipe
+        if hostfile is None or recipe is None or self.page.services.check_hosts is None or self._check_job is not None:
+            return
+        self._check_job = self.page.services.check_hosts(recipe, hostfile, copy)
+        self.hosts_check.setText("Copying to the Macs…" if copy else f"Asking {hostfile.size} Macs…")
+        self._show_hosts_check()
+
+    def _on_check_event(self, event) -> None:
+        from macfinetune.core.events import JobCancelled, JobFailed, JobFinished, Stage
+
+        if isinstance(event, Stage):
+            self.hosts_check.setText(html.escape(event.message))
+        elif isinstance(event, (JobFinished, JobFailed, JobCancelled)):
+            self._check_job = None
+            if isinstance(event, JobFinished):
+                found = event.result
+                self._missing = found.missing
+                lines = [f"Copied {c}" for c in found.copied]
+                if found.problems:
+                    red = error_color(self.palette())
+                    lines += [f"<span style='color:{red}'>✗ {html.escape(p)}</span>" for p in found.problems]
+                else:
+                    need = f", each with room for the {found.need_gb:.1f} GB this run needs" if found.need_gb else ""
+                    lines.append(f"✓ Ready: {len(found.reports)} Macs answered with the same versions{need}, "
+                                 "and have the model and data.")
+                self.hosts_check.setText("<br>".join(lines))
+            else:
+                reason = event.message if isinstance(event, JobFailed) else "stopped"
+                self.hosts_check.setText(f"The check did not finish: {html.escape(reason)}")
+            self._show_hosts_check()
 
     def _build_outputs(self) -> None:
         mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
@@ -149,10 +219,14 @@ class ReviewStep(Step):
         return self.train_on.currentData()
 
     def _on_train_on_changed(self, *args) -> None:
+        self._missing = False
+        self.hosts_check.setText("Check these Macs before training: they need the same versions, memory for this "
+                                 "recipe, and the model and data at the same path.")
         self.refresh()
 
     def refresh(self) -> None:
         self._fill_train_on()
+        self._show_hosts_check()
         hostfile = self.hostfile()
         self.plan = plan = self.page.review(hosts=hostfile.size if hostfile is not None else 1)
         self.bar.set_gauge(plan.gauge if plan else None)
@@ -204,6 +278,10 @@ class ReviewStep(Step):
         """The Measure this Mac job's events (JobEvent envelopes of job 'measure')."""
         from macfinetune.core.events import JobCancelled, JobFailed, JobFinished, Stage
 
+        if getattr(envelope, "job", None) == "check_hosts" and self._check_job is not None \
+                and envelope.job_id == self._check_job:
+            self._on_check_event(envelope.event)
+            return
         if getattr(envelope, "job", None) != "measure" or envelope.job_id != self._measure_job:
             return
         event = envelope.event
@@ -269,6 +347,6 @@ def _numbers_html(plan: wizard.Review, hostfile=None) -> str:
         layout = hosts.layout(plan.recipe.training.batch_size, hostfile.size)
         text += (f"<br><b>On {hostfile.size} Macs</b> ({hostfile.backend} backend): "
                  f"{html.escape(layout.explain(plan.recipe.training.learning_rate))}. The memory verdict above is "
-                 "per Mac, against this Mac's budget; Preferences → Machines → Check judges the others. Iterations "
+                 "per Mac, against this Mac's budget; Check these Macs judges the others against their own. Iterations "
                  "count global steps; the duration is estimated for one Mac.")
     return text

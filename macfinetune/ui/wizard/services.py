@@ -45,3 +45,5 @@ class WizardServices:
     measure: Callable[[Recipe], int] | None = None  # starts 'Measure this Mac' (jobs.measure_mac), returns its id
     machines: Callable[[], object] | None = None  # the Machines of Preferences (core.hosts.Hostfile or None)
     start_on_hosts: Callable[[Recipe, Path, bool, object], object] | None = None  # a run on those Macs
+    check_hosts: Callable[[Recipe, object, bool], int] | None = None  # jobs.check_hosts(recipe, hostfile, copy):
+    #                                       its id; the events (job 'check_hosts') reach on_event

@@ -135,12 +135,40 @@ def shoot(out: Path, rows: int, dark: bool, work: Path, models: Path, data: Path
     edit.textEdited.emit("16")
     page.go("review")
     grab(app, page, out, f"wizard-review{suffix}")
+    shoot_macs(app, page, out, suffix)
     for key, value in (("training.batch_size", "16"), ("data.max_seq_length", "4096")):
         page.state.set(key, value)
     page.refresh()
     grab(app, page, out, f"wizard-review-over{suffix}")
     page.shutdown()
     page.close()
+
+
+def shoot_macs(app, page, out: Path, suffix: str) -> None:
+    """Train on 2 Macs after Check these Macs found one lacking the data and memory (a made-up answer)."""
+    from PySide6.QtWidgets import QComboBox
+
+    from macfinetune.core import hosts
+    from macfinetune.core.events import JobEvent, JobFinished
+
+    machines = hosts.Hostfile((hosts.Host("127.0.0.1"), hosts.Host("me@mac-studio-in-the-office-upstairs.local")),
+                              "ring", (), "/Users/me/Library/Application Support/macfinetune/machines.json")
+    page.services.machines = lambda: machines
+    page.services.start_on_hosts = lambda *a: None
+    page.services.check_hosts = lambda *a: 99
+    page.refresh()
+    page.findChild(QComboBox, "trainOn").setCurrentIndex(1)
+    page.steps["review"].check_hosts()
+    data = page.recipe.data.path
+    studio = machines.hosts[1].ssh
+    page.on_event(JobEvent(99, "check_hosts", JobFinished(hosts.HostCheck(
+        (hosts.HostReport("127.0.0.1", True), hosts.HostReport(studio, True, missing=(data,))),
+        (f"{studio}: the run needs about 9.4 GB per Mac, that Mac can give MLX 5.3 GB; lower the batch size or "
+         "sequence length", f"{studio}: {data} is not there; copy it (the app's Copy to the Macs, or "
+         "`macfinetune hosts check --copy`)"), 9.4))))
+    grab(app, page, out, f"wizard-review-macs{suffix}")
+    page.services.machines = None
+    page.refresh()
 
 
 def main() -> None:

@@ -397,6 +397,48 @@ def test_train_on_the_machines_of_preferences(qtbot, make_page, tiny_model):
     assert len(started) == 1 and started[0][1] is machines
 
 
+def test_check_these_macs_judges_the_recipe_and_offers_to_copy(qtbot, make_page, tiny_model):
+    """Issue 16: the review's Check these Macs runs check_hosts for this recipe on the chosen Macs; what is
+    wrong is listed per host, and Copy to the Macs appears when a host lacks the model or data."""
+    from PySide6.QtWidgets import QComboBox
+
+    from macfinetune.core import hosts
+    from macfinetune.core.events import JobEvent, JobFinished, Stage
+
+    machines = hosts.Hostfile((hosts.Host("127.0.0.1"), hosts.Host("studio")), "ring", (), "/data/machines.json")
+    asked = []
+    page = make_page(memory_gb=64, folders=[tiny_model.parent], machines=lambda: machines,
+                     start_on_hosts=lambda *a: None,
+                     check_hosts=lambda recipe, hostfile, copy: asked.append((recipe, hostfile, copy)) or 40 + len(asked))
+    choose_tiny(qtbot, page, tiny_model)
+    page.go("data")
+    page.steps["data"].choose_path(str(SAMPLE_DATA))
+    wait_data(qtbot, page)
+    page.go("review")
+    check, copy, label = button(page, "checkMacs"), button(page, "copyMacs"), page.findChild(QLabel, "hostsCheck")
+    assert not check.isVisible() and not copy.isVisible()  # This Mac: nothing to check
+    page.findChild(QComboBox, "trainOn").setCurrentIndex(1)
+    assert check.isVisible() and check.isEnabled() and not copy.isVisible()
+    qtbot.mouseClick(check, Qt.MouseButton.LeftButton)
+    assert asked == [(page.recipe, machines, False)] and not check.isEnabled()
+    page.on_event(JobEvent(41, "check_hosts", Stage("check_hosts", "studio: answered")))
+    assert label.text() == "studio: answered"
+    page.on_event(JobEvent(9, "check_hosts", JobFinished(hosts.HostCheck((), ()))))  # the Machines dialog's check
+    assert not check.isEnabled()
+    missing = f"studio: {SAMPLE_DATA} is not there; copy it"
+    page.on_event(JobEvent(41, "check_hosts", JobFinished(hosts.HostCheck(
+        (hosts.HostReport("127.0.0.1", True), hosts.HostReport("studio", True, missing=(str(SAMPLE_DATA),))),
+        ("studio: the run needs about 9.0 GB per Mac, that Mac can give MLX 5.0 GB", missing), 9.0))))
+    assert "studio: the run needs about 9.0 GB" in label.text() and "is not there" in label.text()
+    assert check.isEnabled() and copy.isVisible() and copy.isEnabled()
+    qtbot.mouseClick(copy, Qt.MouseButton.LeftButton)
+    assert asked[-1] == (page.recipe, machines, True)
+    page.on_event(JobEvent(42, "check_hosts", JobFinished(hosts.HostCheck(
+        (hosts.HostReport("127.0.0.1", True), hosts.HostReport("studio", True)), (), 0.4, (f"studio: {SAMPLE_DATA}",)))))
+    assert f"Copied studio: {SAMPLE_DATA}" in label.text() and "Ready: 2 Macs" in label.text()
+    assert "0.4 GB" in label.text() and not copy.isVisible()
+
+
 def test_train_on_is_hidden_without_machines(qtbot, make_page):
     from PySide6.QtWidgets import QComboBox
 
