@@ -263,3 +263,59 @@ def test_a_pause_from_the_app_pauses_every_rank_and_the_run_ends_as_if_never_pau
         x.time for x in seen if isinstance(x, RunResumed))]
     assert 2 <= paused_at < 8 and after and min(after) > paused_at  # both ranks went on after the resume
     assert _losses(runs.read_metrics(tmp_path / "run")) == pytest.approx(_losses(runs.read_metrics(single)), abs=1e-4)
+
+
+# --- what the other Macs get: nothing that only the first Mac has ---------------------------------------
+
+
+def test_every_rank_gets_the_recipe_in_its_command_not_a_file_of_the_first_mac(tiny_model, even_data, tmp_path,
+                                                                                monkeypatch):
+    from macfinetune.backend import rank
+
+    launched = []
+    monkeypatch.setattr(launch, "_launch", lambda args, *rest: launched.append(args))
+    recipe = _recipe(tiny_model, even_data, 2)
+    launch.train_on_hosts(recipe, tmp_path / "run", lambda e: None, JobControl(), hosts.local_hostfile(2))
+    args = launched[0]
+    assert "--recipe" not in args and args[args.index("--run-dir") + 1] == str((tmp_path / "run").resolve())
+    parsed = rank._parser().parse_args(args)  # what a rank on another Mac reads: no file needed
+    assert rank._recipe(parsed) == rank._recipe(rank._parser().parse_args(
+        ["--run-dir", "x", "--recipe-b64", launch.recipe_argument(recipe)]))
+    assert rank._recipe(parsed).training.batch_size == 2 and rank._recipe(parsed).model.path == recipe.model.path
+
+
+def test_a_resume_on_other_macs_sends_them_the_run_folder_first(tmp_path, monkeypatch):
+    from test_hosts_check import FAKE_RSYNC, FAKE_SSH
+
+    log, bin_dir = tmp_path / "ssh.log", tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("ssh", FAKE_SSH), ("rsync", FAKE_RSYNC)):
+        (bin_dir / name).write_text(text.format(log=log))
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("MACFINETUNE_SSH", str(bin_dir / "ssh"))
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    run_dir = tmp_path / "my run"
+    run_dir.mkdir()
+    hosts.write_run_layout(run_dir, 2, 4)
+    launched, events = [], []
+    monkeypatch.setattr(launch, "_launch", lambda args, *rest: launched.append(log.read_text()))
+    macs = hosts.Hostfile((hosts.Host("127.0.0.1"), hosts.Host("studio")), "ring")
+    launch.resume_on_hosts(run_dir, events.append, JobControl(), macs)
+    sent = launched[0]  # all of it before the ranks start
+    assert "studio mkdir -p '.cache/macfinetune/resume/my run'" in sent and "127.0.0.1" not in sent
+    assert f"--delete --exclude metrics.jsonl {run_dir}/ studio:.cache/macfinetune/resume/my run/" in sent
+    assert any(getattr(e, "message", "").startswith("sending the run folder to studio") for e in events)
+
+
+def test_a_rank_on_another_mac_resumes_from_the_copy_it_was_sent(tmp_path):
+    from macfinetune.backend import rank
+
+    here = tmp_path / "runs" / "r1"
+    with pytest.raises(ProblemError) as e:
+        rank.resume_source(here, tmp_path / "home")  # neither the path nor a copy: said, with both places
+    assert str(here) in str(e.value) and ".cache/macfinetune/resume/r1" in str(e.value)
+    staged = hosts.resume_staging(tmp_path / "home", here)
+    staged.mkdir(parents=True)
+    assert rank.resume_source(here, tmp_path / "home") == staged
+    here.mkdir(parents=True)
+    assert rank.resume_source(here, tmp_path / "home") == here  # a shared disk, or rank 0's Mac

@@ -22,7 +22,14 @@ from pathlib import Path
 
 from macfinetune.core import paths
 from macfinetune.core.hardware import GB
-from macfinetune.core.hosts import Host, Hostfile, HostReport, is_local, report_from_json
+from macfinetune.core.hosts import (
+    RESUME_STAGING,
+    Host,
+    Hostfile,
+    HostReport,
+    is_local,
+    report_from_json,
+)
 
 PROBE_TIMEOUT_S = 90
 PACKAGES = ("macfinetune", "mlx", "mlx-lm")
@@ -95,16 +102,33 @@ def copy_to(host: Host, path: str, say: Callable[[str], None] = print,
     if is_local(host):
         return True
     source = Path(path).expanduser().resolve()
+    say(f"copying {source} to {host.ssh}:{source}")
+    return _rsync(host, [str(source)], str(source.parent), progress, stopped)
+
+
+def copy_run(host: Host, run_dir: Path, say: Callable[[str], None] = print,
+             progress: Callable[[str], None] | None = None, stopped: Callable[[], bool] = lambda: False) -> bool:
+    """Send a run folder (settings, data, checkpoints; not its metrics) to ``host``'s resume staging folder
+    (``core.hosts.resume_staging``, under its home) so a rank there can resume it. Only what changed is
+    sent (rsync), and nothing of the original on this Mac is touched."""
+    if is_local(host):
+        return True
+    run_dir = Path(run_dir).expanduser().resolve()
+    staging = f"{RESUME_STAGING}/{run_dir.name}"
+    say(f"sending the run folder to {host.ssh}:~/{staging}")
+    return _rsync(host, ["--delete", "--exclude", "metrics.jsonl", f"{run_dir}/"], staging, progress, stopped)
+
+
+def _rsync(host: Host, sources: list[str], remote_dir: str, progress, stopped) -> bool:
     rsync = shutil.which("rsync")
     if rsync is None:
         raise RuntimeError("copying needs rsync on this Mac (it ships with macOS)")
-    say(f"copying {source} to {host.ssh}:{source}")
-    mkdir = [*ssh_command(), host.ssh, shlex.join(["mkdir", "-p", str(source.parent)])]
+    mkdir = [*ssh_command(), host.ssh, shlex.join(["mkdir", "-p", remote_dir])]
     made = subprocess.run(mkdir, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if made.returncode != 0:
-        raise RuntimeError(f"{host.ssh}: cannot make {source.parent}: {_last_line(made.stderr)}")
-    target = f"{host.ssh}:{source.parent}/"
-    argv = [rsync, "-a", "--partial", "--progress", "-e", shlex.join(ssh_command()), str(source), target]
+        raise RuntimeError(f"{host.ssh}: cannot make {remote_dir}: {_last_line(made.stderr)}")
+    target = f"{host.ssh}:{remote_dir}/"
+    argv = [rsync, "-a", "--partial", "--progress", "-e", shlex.join(ssh_command()), *sources, target]
     if progress is None:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         returncode, err = done.returncode, done.stderr
@@ -113,7 +137,7 @@ def copy_to(host: Host, path: str, say: Callable[[str], None] = print,
         if returncode is None:
             return False
     if returncode != 0:
-        raise RuntimeError(f"{host.ssh}: copying {source} failed: {_last_line(err)}")
+        raise RuntimeError(f"{host.ssh}: copying {sources[-1]} failed: {_last_line(err)}")
     return True
 
 

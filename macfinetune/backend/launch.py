@@ -8,6 +8,7 @@ This module runs no MLX itself (the ranks do).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import queue
@@ -47,11 +48,18 @@ def train_on_hosts(recipe: Recipe, run_dir: Path, emit, control: JobControl, hos
         emit(Stage("train", memory.warning))
     layout = hosts_mod.layout(pre.plan.batch_size, hostfile.size)
     emit(Stage("train", layout.explain(recipe.training.learning_rate)))
+    command = ["--run-dir", str(Path(run_dir).resolve()),
+               "--recipe-b64", recipe_argument(training.resolved_recipe(recipe, folder))]
+    return _launch(command + _trouble_flag(control), Path(run_dir), emit, control, hostfile, python)
+
+
+def recipe_argument(recipe: Recipe) -> str:
+    """The resolved recipe as one command-line word (base64 of its YAML): every rank gets it with the
+    command, so no Mac needs a file that only this one has."""
     with tempfile.TemporaryDirectory(prefix="macfinetune-launch-") as tmp:
         recipe_file = Path(tmp) / "recipe.yaml"
-        save_recipe(recipe_file, training.resolved_recipe(recipe, folder))
-        command = ["--run-dir", str(Path(run_dir).resolve()), "--recipe", str(recipe_file)]
-        return _launch(command + _trouble_flag(control), Path(run_dir), emit, control, hostfile, python)
+        save_recipe(recipe_file, recipe)
+        return base64.urlsafe_b64encode(recipe_file.read_bytes()).decode("ascii")
 
 
 def resume_on_hosts(run_dir: Path, emit, control: JobControl, hostfile: Hostfile, python: str | None = None):
@@ -60,7 +68,36 @@ def resume_on_hosts(run_dir: Path, emit, control: JobControl, hostfile: Hostfile
     global_batch = hosts_mod.read_global_batch(run_dir)
     if global_batch:
         hosts_mod.resumed_layout(global_batch, hostfile.size, str(run_dir))
+    send_run_folder(run_dir, emit, control, hostfile)
     return _launch(["--run-dir", str(run_dir), *_trouble_flag(control)], run_dir, emit, control, hostfile, python)
+
+
+def send_run_folder(run_dir: Path, emit, control: JobControl, hostfile: Hostfile) -> None:
+    """Before a resume: every other Mac gets the run folder (its checkpoints and data) in its resume
+    staging folder, since only rank 0's Mac has it; rsync sends only what changed since last time."""
+    from macfinetune.backend import hostcheck
+
+    def stopped() -> bool:
+        return control.stop_requested
+
+    for host in hostfile.hosts[1:]:
+        if hosts_mod.is_local(host):
+            continue
+        if stopped() or not hostcheck.copy_run(host, run_dir, lambda m: emit(Stage("train", m)),
+                                              _throttled(lambda m: emit(Stage("train", f"sending: {m}"))), stopped):
+            raise ProblemError(Problem("stopped while sending the run folder to the other Macs; nothing was "
+                                       "trained", file=str(run_dir)))
+
+
+def _throttled(say, every_s: float = 0.5):
+    last = [0.0]
+
+    def said(line: str) -> None:
+        if time.monotonic() - last[0] >= every_s:
+            last[0] = time.monotonic()
+            say(line)
+
+    return said
 
 
 def _trouble_flag(control: JobControl) -> list[str]:

@@ -18,6 +18,7 @@ each host takes its share of every batch and the gradients are averaged. Around 
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import shutil
 import signal
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from macfinetune.core import wire
 from macfinetune.core.control import JobControl
-from macfinetune.core.problems import ProblemError
+from macfinetune.core.problems import Problem, ProblemError
 
 _GRACE_S = 60.0  # after a stop, how long a rank may take to reach the boundary and save
 EXIT_PROBLEM = 2
@@ -62,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="macfinetune-rank")
     p.add_argument("--run-dir", type=Path, required=True)
-    p.add_argument("--recipe", type=Path, help="a new run's resolved recipe (absent: resume --run-dir)")
+    p.add_argument("--recipe", type=Path, help="a new run's resolved recipe file on every host")
+    p.add_argument("--recipe-b64", help="a new run's resolved recipe as base64 of its YAML (what the launcher "
+                   "passes: no host needs a file of rank 0's Mac); without either, resume --run-dir")
     p.add_argument("--pause-on-trouble", action="store_true", help="memory pressure pauses every host (the app "
                    "can resume them); without it, it stops the run (the command line)")
     return p
@@ -70,16 +73,41 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args, rank: int, size: int, control: JobControl, scratch: Path | None):
     from macfinetune.backend import training
-    from macfinetune.core.recipe import load_recipe
 
     emit = _HostReporter(rank, socket.gethostname(), _print_event if rank == 0 else _drop)
-    if args.recipe is None:
-        run_dir = args.run_dir if rank == 0 else _copy_for_resume(args.run_dir, scratch)
+    if args.recipe is None and args.recipe_b64 is None:
+        run_dir = args.run_dir if rank == 0 else _copy_for_resume(resume_source(args.run_dir, Path.home()), scratch)
         _barrier()  # the copies are taken before rank 0 marks the run as running again
         return training.resume_run(run_dir, emit, control, hosts=size)
     run_dir = args.run_dir if rank == 0 else scratch / "run"
-    return training.train_run(load_recipe(args.recipe), run_dir, emit, control, allow_over_budget=True,
-                              hosts=size, shadow=rank != 0)
+    return training.train_run(_recipe(args), run_dir, emit, control,
+                              allow_over_budget=True, hosts=size, shadow=rank != 0)
+
+
+def _recipe(args):
+    from macfinetune.core.recipe import load_recipe
+
+    if args.recipe is not None:
+        return load_recipe(args.recipe)
+    with tempfile.TemporaryDirectory(prefix="macfinetune-recipe-") as tmp:
+        path = Path(tmp) / "recipe.yaml"
+        path.write_bytes(base64.urlsafe_b64decode(args.recipe_b64.encode("ascii")))
+        return load_recipe(path)
+
+
+def resume_source(run_dir: Path, home: Path) -> Path:
+    """The run folder a rank resumes from: the same path when this Mac has it (rank 0's Mac, or a shared
+    disk), else the copy the launcher sent to this Mac's resume staging folder."""
+    if Path(run_dir).is_dir():
+        return Path(run_dir)
+    from macfinetune.core.hosts import resume_staging
+
+    staged = resume_staging(home, run_dir)
+    if staged.is_dir():
+        return staged
+    raise ProblemError(Problem(f"the run folder is not on {socket.gethostname()}, neither at {run_dir} nor at "
+                               f"{staged}: resume from the app or `macfinetune train --resume` on the first Mac, "
+                               "which sends it", file=str(run_dir)))
 
 
 def _arm_faults_for(rank: int) -> None:

@@ -16,6 +16,8 @@ from macfinetune.core.problems import Problem, ProblemError
 
 BACKENDS = ("ring", "jaccl", "mpi")
 RUN_FILE = "distributed.json"  # in the run folder: how many hosts started it and the global batch
+RESUME_STAGING = ".cache/macfinetune/resume"  # on the other Macs, under the home folder: a run folder sent
+#                                           there so their ranks can resume it (rank 0's Mac keeps the original)
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,12 @@ def resumed_layout(global_batch: int, hosts: int, run_dir: str = "") -> Layout:
             f"the run's global batch is {global_batch}; it can continue on {', '.join(map(str, divisors))} "
             f"host(s), not {hosts}", file=run_dir, field="hosts", value=hosts))
     return Layout(hosts, global_batch, global_batch // hosts)
+
+
+def resume_staging(home: Path, run_dir: Path) -> Path:
+    """Where a rank on another Mac finds the run folder it resumes from when that Mac does not have it at
+    the same path (the launcher copies it there first)."""
+    return Path(home) / RESUME_STAGING / Path(run_dir).name
 
 
 def write_run_layout(run_dir: Path, hosts: int, global_batch: int) -> None:
