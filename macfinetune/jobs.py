@@ -92,7 +92,7 @@ def check_hosts(emit: Emit, control: JobControl, *, hostfile, recipe: Recipe | N
     from macfinetune.core import hosts as hosts_mod
 
     model, data, need_gb = hosts_mod.recipe_needs(recipe, model, data)
-    needs = hosts_mod.needed_paths(model, data)
+    needs, models = hosts_mod.needed_paths(model, data), hosts_mod.needed_models(model)
     if need_gb is not None:
         emit(Stage("check_hosts", f"the run needs about {need_gb:.1f} GB on each Mac (estimate, Metal)"))
 
@@ -101,7 +101,7 @@ def check_hosts(emit: Emit, control: JobControl, *, hostfile, recipe: Recipe | N
         state = "answered" if report.reachable and not report.error else "did not answer"
         emit(Stage("check_hosts", f"{report.host}: {state}"))
 
-    reports = hostcheck.probe_hosts(hostfile, needs, python, answered)
+    reports = hostcheck.probe_hosts(hostfile, needs, python, answered, models)
     copied: list[str] = []
     if copy and any(r.missing for r in reports):
         shown, pending = [0.0], [""]
@@ -123,7 +123,7 @@ def check_hosts(emit: Emit, control: JobControl, *, hostfile, recipe: Recipe | N
                 if not done:
                     _check_stop(control)
                 copied.append(f"{report.host}: {path}")
-        reports = hostcheck.probe_hosts(hostfile, needs, python, answered)
+        reports = hostcheck.probe_hosts(hostfile, needs, python, answered, models)
     return hosts_mod.HostCheck(tuple(reports), tuple(hosts_mod.judge_hosts(reports, need_gb)), need_gb, tuple(copied))
 
 

@@ -173,3 +173,18 @@ def test_stop_during_a_copy_ends_rsync_and_the_job(fake_ssh, tmp_path, monkeypat
                          copy=True)
     log = fake_ssh.read_text()
     assert "rsync -a" in log and "rsync finished" not in log  # rsync was ended, not waited for
+
+
+def test_a_hub_model_must_be_in_each_hosts_own_cache(fake_ssh, tmp_path, monkeypatch, capsys):
+    cache = tmp_path / "hf"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))  # every fake host shares this machine's environment
+    hosts = str(hostfile(tmp_path, "studio"))
+    assert cli.main(["hosts", "check", hosts, "--model", "mlx-community/Tiny-Model-4bit"]) == 2
+    assert ("problem: studio: mlx-community/Tiny-Model-4bit is not downloaded there; run "
+            "`macfinetune models download mlx-community/Tiny-Model-4bit` on it") in capsys.readouterr().out
+    assert "--need-model mlx-community/Tiny-Model-4bit" in fake_ssh.read_text()
+    snapshot = cache / "models--mlx-community--Tiny-Model-4bit" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    assert cli.main(["hosts", "check", hosts, "--model", "mlx-community/Tiny-Model-4bit"]) == 0
+    assert "ready: 1 hosts" in capsys.readouterr().out

@@ -30,6 +30,7 @@ from macfinetune.core.hosts import (
     is_local,
     report_from_json,
 )
+from macfinetune.core.models_catalog import cached_snapshot
 
 PROBE_TIMEOUT_S = 90
 PACKAGES = ("macfinetune", "mlx", "mlx-lm")
@@ -39,7 +40,7 @@ def ssh_command() -> list[str]:
     return [*shlex.split(os.environ.get("MACFINETUNE_SSH", "ssh")), "-o", "BatchMode=yes", "-o", "ConnectTimeout=8"]
 
 
-def probe_here(needs: list[str]) -> dict:
+def probe_here(needs: list[str], models: list[str] = ()) -> dict:
     """What ``hosts probe --json`` prints: versions, the memory MLX may use, free disk, missing paths."""
     from macfinetune.backend.machine_probe import probe_machine
 
@@ -55,14 +56,17 @@ def probe_here(needs: list[str]) -> dict:
     return {"versions": versions, "usable_gb": round(machine.usable_bytes / GB, 2),
             "free_disk_gb": round(shutil.disk_usage(existing).free / GB, 2),
             "missing": [p for p in needs if not Path(p).expanduser().exists()],
+            "missing_models": [m for m in models if cached_snapshot(m) is None],
             "machine": machine.source}
 
 
-def probe_host(host: Host, needs: list[str], python: str | None = None) -> HostReport:
+def probe_host(host: Host, needs: list[str], python: str | None = None, models: list[str] = ()) -> HostReport:
     """Ask one host about itself; never raises (a failure is the report's words)."""
     command = [python or sys.executable, "-m", "macfinetune", "hosts", "probe", "--json"]
     for need in needs:
         command += ["--need", need]
+    for model in models:
+        command += ["--need-model", model]
     argv = command if is_local(host) else [*ssh_command(), host.ssh, shlex.join(command)]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S,
@@ -84,10 +88,10 @@ def probe_host(host: Host, needs: list[str], python: str | None = None) -> HostR
 
 
 def probe_hosts(hostfile: Hostfile, needs: list[str], python: str | None = None,
-                on_report: Callable[[HostReport], None] = lambda r: None) -> list[HostReport]:
+                on_report: Callable[[HostReport], None] = lambda r: None, models: list[str] = ()) -> list[HostReport]:
     reports = []
     for host in hostfile.hosts:
-        report = probe_host(host, needs, python)
+        report = probe_host(host, needs, python, models)
         on_report(report)
         reports.append(report)
     return reports

@@ -30,6 +30,8 @@ def add_parsers(sub) -> None:
     q = hs.add_parser("probe", help="this machine's versions, memory, disk and missing paths (what `check` runs "
                       "on each host)")
     q.add_argument("--need", action="append", default=[], help="a path that must exist here (repeatable)")
+    q.add_argument("--need-model", action="append", default=[], help="a hub model (org/name) that must be in "
+                   "this machine's Hugging Face cache (repeatable)")
     q.add_argument("--json", action="store_true", help="one JSON line (what `check` reads)")
 
 
@@ -40,14 +42,14 @@ def cmd_hosts(args) -> int:
 def _probe(args) -> int:
     from macfinetune.backend.hostcheck import probe_here
 
-    facts = probe_here(args.need)
+    facts = probe_here(args.need, args.need_model)
     if args.json:
         print(json.dumps(facts))
     else:
         versions = ", ".join(f"{k} {v or 'missing'}" for k, v in facts["versions"].items())
         print(f"{versions}; MLX may use {facts['usable_gb']:.1f} GB ({facts['machine']}); "
               f"{facts['free_disk_gb']:.1f} GB free disk")
-        for path in facts["missing"]:
+        for path in facts["missing"] + facts["missing_models"]:
             print(f"missing: {path}")
     return EXIT_OK
 

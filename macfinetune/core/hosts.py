@@ -206,6 +206,7 @@ class HostReport:
     usable_gb: float | None = None  # the memory MLX may use there (Metal's working set less the system's share)
     free_disk_gb: float | None = None
     missing: tuple[str, ...] = ()  # model or data paths not present there
+    missing_models: tuple[str, ...] = ()  # hub models (org/name) not in its Hugging Face cache
 
 
 def judge_hosts(reports: list[HostReport], need_gb: float | None = None, need_disk_gb: float = 1.0) -> list[str]:
@@ -231,6 +232,8 @@ def judge_hosts(reports: list[HostReport], need_gb: float | None = None, need_di
             problems.append(f"{r.host}: only {r.free_disk_gb:.1f} GB of free disk")
         problems += [f"{r.host}: {path} is not there; copy it (the app's Copy to the Macs, or "
                      "`macfinetune hosts check --copy`)" for path in r.missing]
+        problems += [f"{r.host}: {repo} is not downloaded there; run `macfinetune models download {repo}` on it "
+                     "(a rank would otherwise download it while the others wait)" for repo in r.missing_models]
     return problems
 
 
@@ -283,14 +286,22 @@ def recipe_needs(recipe=None, model: str | None = None, data: str | None = None)
 
 
 def needed_paths(model: str | None, data: str | None) -> list[str]:
-    """The paths every host must have at the same place: the absolute ones (a hub id is downloaded there)."""
+    """The paths every host must have at the same place: the absolute ones (a hub id: ``needed_models``)."""
     return [p for p in (model, data) if p and Path(p).expanduser().is_absolute()]
+
+
+def needed_models(model: str | None) -> list[str]:
+    """A hub model (org/name) every host must have in its own Hugging Face cache."""
+    from macfinetune.core.modelinfo import looks_like_repo_id
+
+    return [model] if model and not Path(model).expanduser().is_absolute() and looks_like_repo_id(model) else []
 
 
 def report_from_json(host: str, data: dict) -> HostReport:
     """A HostReport from what ``macfinetune hosts probe --json`` printed on ``host``."""
     return HostReport(host, True, "", dict(data.get("versions") or {}), data.get("usable_gb"),
-                      data.get("free_disk_gb"), tuple(data.get("missing") or ()))
+                      data.get("free_disk_gb"), tuple(data.get("missing") or ()),
+                      tuple(data.get("missing_models") or ()))
 
 
 def is_local(host: Host) -> bool:
