@@ -44,3 +44,25 @@ def test_a_supervised_run_has_no_reward_panels(window, engine):
     assert not monitor.preference_row.isVisibleTo(monitor)
     assert monitor.rewards.curves["pref_reward_margin"].getData()[0] is None or \
         len(monitor.rewards.curves["pref_reward_margin"].getData()[0]) == 0
+
+
+def test_panels_in_the_hidden_row_are_drawn_only_once_they_can_be_seen(window, engine):
+    """Issue 10's redraw cost: a hidden panel is not handed its 100k points on every redraw, only noted as
+    behind, and drawn as soon as its row is shown."""
+    import numpy as np
+
+    monitor = window.pages["monitor"]
+    start_job(engine, window.session)
+    engine.send(*sample_run.sample_events(upto=200))
+    x = np.arange(1.0, 6.0)
+    monitor.buffer.series["pref_reward_margin"].set(x, x / 10)
+    monitor.buffer.version += 1
+    monitor.redraw()
+    assert not monitor.preference_row.isVisibleTo(monitor)
+    assert len(monitor.rewards.curves["pref_reward_margin"].getData()[0] or []) == 0  # not drawn while hidden
+    assert monitor.rewards in monitor._behind
+    monitor.buffer.run.objective = "dpo"
+    monitor.buffer.version += 1
+    monitor.redraw()
+    assert monitor.rewards.curves["pref_reward_margin"].getData()[0].tolist() == x.tolist()
+    assert monitor.rewards not in monitor._behind

@@ -48,6 +48,7 @@ class MonitorPage(QWidget):
         self._timer.setInterval(REDRAW_MS)
         self._timer.timeout.connect(self._on_timer_timeout)
         self._stale: list = []  # panels still to draw for the data of version ``_drawn``
+        self._behind: set = set()  # panels in a hidden row not drawn since their data changed
         session.trainingEvent.connect(self._on_session_training_event)
         session.runOpened.connect(self._on_session_run_opened)
         self._restore()
@@ -180,14 +181,28 @@ class MonitorPage(QWidget):
         """Draw every panel now (a replay, a reopened run); live events go through the timer instead."""
         if self.buffer.version == self._drawn:  # nothing new; finish the timer's pass, if one is under way
             for panel in self._stale:
-                panel.redraw(self.buffer)
+                self._draw(panel)
             self._stale = []
             return
         self._drawn, self._stale = self.buffer.version, []
         self.redraws += 1
         for panel in self.panels:
-            panel.redraw(self.buffer)
+            self._draw(panel)
         self._set_labels()
+
+    def _draw(self, panel) -> None:
+        """Redraw ``panel``, or, when it is in a hidden row (the preference panels of a plain run), only note that
+        it is behind: setData on 100k points costs milliseconds that nobody would see."""
+        if panel.isVisibleTo(self):
+            self._behind.discard(panel)
+            panel.redraw(self.buffer)
+        else:
+            self._behind.add(panel)
+
+    def _catch_up(self) -> None:
+        """Panels that were behind while hidden and can now be seen are drawn now."""
+        for panel in [p for p in self.panels if p in self._behind and p.isVisibleTo(self)]:
+            self._draw(panel)
 
     def _on_timer_timeout(self) -> None:
         """The throttled live redraw: labels at once, then one plot per tick (~30 Hz), so each paint covers
@@ -196,8 +211,11 @@ class MonitorPage(QWidget):
             self._drawn, self._stale = self.buffer.version, list(self.panels)
             self.redraws += 1
             self._set_labels()
-        if self._stale:
-            self._stale.pop(0).redraw(self.buffer)
+        while self._stale:  # the next panel that can be seen; hidden ones are only noted as behind
+            panel = self._stale.pop(0)
+            self._draw(panel)
+            if panel not in self._behind:
+                break
         if self._stale or self.buffer.version != self._drawn:
             self._timer.start()
 
@@ -214,6 +232,7 @@ class MonitorPage(QWidget):
         self._set_failure()
         self._append_log()
         self.preference_row.setVisible(bool(r.objective))
+        self._catch_up()
         has_run = bool(r.run_dir)
         self.export_csv_button.setEnabled(has_run and _is_file(Path(r.run_dir) / "metrics.jsonl"))
         self.export_png_button.setEnabled(self.buffer.series["train_loss"].n > 0)
