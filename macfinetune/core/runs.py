@@ -82,13 +82,14 @@ _RECORD_NAMES = {
     events.RunFinished: "finish",
     events.RunFailed: "fail",
     events.PreferenceReport: "preference",
+    events.MemorySample: "memory",  # only the samples taken at train reports (with MLX's figures)
 }
 
 
 def event_record(event) -> dict | None:
     """The metrics.jsonl line for an event, or None for events the log does not keep."""
     name = _RECORD_NAMES.get(type(event))
-    if name is None:
+    if name is None or (name == "memory" and event.active_gb is None):  # the ~1 s pressure watch is not kept
         return None
     record = {"event": name}
     for key, value in dataclasses.asdict(event).items():

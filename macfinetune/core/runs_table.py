@@ -17,6 +17,9 @@ CSV_COLUMNS = ("event", "iteration", "time", "train_loss", "val_loss", "learning
 # added after CSV_COLUMNS for runs with preference records (DPO, ORPO: core.events.PreferenceReport)
 PREFERENCE_CSV_COLUMNS = ("split", "objective", "loss", "rewards_chosen", "rewards_rejected", "reward_margin",
                           "accuracy", "likelihood_accuracy", "logps_chosen", "logps_rejected", "pairs")
+# added for runs with memory records (core.events.MemorySample at every train report)
+MEMORY_CSV_COLUMNS = ("active_gb", "cache_gb", "peak_gb", "process_gb", "system_used_gb", "system_total_gb",
+                      "swap_used_gb")
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ def metrics_csv(run_dir: Path) -> str:
     out = io.StringIO()
     records = runs.read_metrics(run_dir)
     columns = CSV_COLUMNS + (PREFERENCE_CSV_COLUMNS if any(r["event"] == "preference" for r in records) else ())
+    columns += MEMORY_CSV_COLUMNS if any(r["event"] == "memory" for r in records) else ()
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for record in records:
@@ -70,7 +74,7 @@ _RECORD_EVENTS = {
     "start": events.RunStarted, "train": events.TrainReport, "val": events.ValReport,
     "checkpoint": events.CheckpointSaved, "pause": events.RunPaused, "unpause": events.RunResumed,
     "resume": events.RunContinued, "finish": events.RunFinished, "fail": events.RunFailed,
-    "preference": events.PreferenceReport,
+    "preference": events.PreferenceReport, "memory": events.MemorySample,
 }
 
 

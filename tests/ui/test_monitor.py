@@ -168,3 +168,21 @@ def test_a_run_folder_name_too_long_for_the_file_system_does_not_break_the_monit
     engine.send(events.RunStarted(long_dir, "lora", 100, 1.0, 10, 2, 1, 1, 10, 100))
     qtbot.waitUntil(lambda: monitor.redraws > 0)
     assert not monitor.export_csv_button.isEnabled() and not monitor.duplicate_button.isEnabled()
+
+
+def test_a_constant_learning_rate_is_drawn_where_its_value_can_be_read(window, engine, monitor):
+    """Without a schedule the LR is one value: the axis spans 0 .. 2x it, so 0.001 does not read as 0."""
+    start_job(engine, window.session)
+    engine.send(*sample_run.sample_events(upto=100))
+    x = np.arange(10.0, 101.0, 10.0)
+    monitor.buffer.series["learning_rate"].set(x, np.full(len(x), 1e-3))
+    monitor.buffer.version += 1
+    monitor.redraw()
+    low, high = monitor.lr.plot.getViewBox().viewRange()[1]
+    assert (low, high) == pytest.approx((0.0, 2e-3))
+    monitor.buffer.series["learning_rate"].set(x, np.linspace(1e-3, 1e-4, len(x)))  # a schedule: auto range again
+    monitor.buffer.version += 1
+    monitor.redraw()
+    monitor.lr.plot.getViewBox().updateAutoRange()  # what the next paint does
+    low, high = monitor.lr.plot.getViewBox().viewRange()[1]
+    assert low < 1e-3 < high and high < 1.2e-3

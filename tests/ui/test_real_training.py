@@ -60,6 +60,7 @@ def test_train_pause_resume_stop_and_reopen(real_window, tiny_model, tmp_path, q
     assert json.loads((run_dir / "status.json").read_text())["state"] == "stopped"
     live = [a.copy() for a in monitor.loss.raw.getData()]
     live_val = [a.copy() for a in monitor.loss.val.getData()]
+    live_peak = monitor.buffer.series["mem_peak"].view()[1].copy()  # MLX's figures: the train reports' samples
 
     runs = window.pages["runs"]
     runs.refresh()
@@ -74,5 +75,6 @@ def test_train_pause_resume_stop_and_reopen(real_window, tiny_model, tmp_path, q
     reopened = monitor.loss.raw.getData()
     assert np.array_equal(reopened[0], live[0]) and np.array_equal(reopened[1], live[1])
     assert np.array_equal(monitor.loss.val.getData()[1], live_val[1])
+    assert len(live_peak) >= 3 and np.array_equal(monitor.buffer.series["mem_peak"].view()[1], live_peak)
     assert monitor.progress.text().startswith("Stopped ")
     runs.wait_for_scan()

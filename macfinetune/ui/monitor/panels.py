@@ -271,8 +271,8 @@ class MemoryPanel(Panel):
         for key, label in (("mem_active", "MLX active"), ("mem_cache", "MLX cache"), ("mem_peak", "MLX peak"),
                            ("mem_process", "process"), ("mem_system", "system used"), ("mem_swap", "swap")):
             self.add_curve(key, label)
-        self.budget = pg.InfiniteLine(angle=0, movable=False, label="budget {value:.1f} GB",
-                                      labelOpts={"position": 0.9, "anchors": [(1, 1), (1, 1)]})
+        self.budget = pg.InfiniteLine(angle=0, movable=False, label="budget {value:.1f} GB",  # text under the
+                                      labelOpts={"position": 0.9, "anchors": [(1, 0), (1, 0)]})  # line: it is on top
         self.estimate = pg.InfiniteLine(angle=0, movable=False, label="estimate {value:.1f} GB",
                                         labelOpts={"position": 0.9, "anchors": [(1, 1), (1, 1)]})
         for line in (self.budget, self.estimate):
@@ -317,3 +317,18 @@ class LearningRatePanel(Panel):
         super().__init__("lrPanel", parent)
         self.add_curve("learning_rate", "learning rate")
         self.setMaximumHeight(200)
+
+    def redraw(self, buffer: MetricsBuffer) -> None:
+        """A constant learning rate (no schedule) is drawn inside 0 .. 2x its value: pyqtgraph's auto-range would
+        centre a flat line on a span of one around it, and label 0.001 as "0"."""
+        if not self.changed(buffer, "learning_rate"):
+            return
+        x, y = buffer.series["learning_rate"].view()
+        self.curves["learning_rate"].setData(x, y)
+        finite = y[np.isfinite(y)] if len(y) else y
+        if len(finite) and finite.min() == finite.max():
+            value = float(finite[0])
+            low, high = (0.0, 2 * value) if value > 0 else (value - 1, value + 1)
+            self.plot.setYRange(low, high, padding=0)
+        else:
+            self.plot.enableAutoRange(axis="y")
