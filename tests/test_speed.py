@@ -122,6 +122,27 @@ def test_blockwise_attention_equals_stock_with_a_padding_mask_and_with_packed_se
     _close(stock, light)
 
 
+def test_windowed_packed_attention_equals_the_block_diagonal_mask_and_reads_fewer_keys():
+    """Packed sequences whose examples are at most ``window`` tokens: each query block meets only the keys
+    from window - 1 before it; outputs and gradients equal the dense block-diagonal mask's (grouped heads,
+    padding at the end of a row as segment 0, a block boundary inside an example)."""
+    from macfinetune.backend import attention
+    from macfinetune.core import memory_light
+
+    q, k, v, w = _qkv()  # (2, 4 heads, 40, 8), 2 kv heads
+    scale = 0.3
+    segments = mx.array([[1] * 9 + [2] * 7 + [3] * 9 + [4] * 8 + [0] * 7, [1] * 5 + [2] * 9 + [3] * 9 + [4] * 17])
+    dense = attention.segment_mask(segments)
+    stock = _attention_grads(lambda q, k, v: attention._ORIGINAL(q, k, v, None, scale, dense), q, k, v, w)
+    windowed = _attention_grads(lambda q, k, v: attention.windowed_attention(q, k, v, scale, segments, 17, block=8),
+                                q, k, v, w)
+    _close(stock, windowed)
+    short = _attention_grads(lambda q, k, v: attention.windowed_attention(q, k, v, scale, segments, 9, block=8),
+                             q, k, v, w)  # a window shorter than an example (17 tokens) is not the same attention
+    assert max(float(mx.abs(a - b).max()) for a, b in zip(stock, short, strict=True)) > 1e-3
+    assert memory_light.packed_window(200, 511) == 200 and memory_light.packed_window(300, 511) is None
+
+
 def _small_llama(seed=0, tie=False):
     from mlx_lm.models import llama
 
@@ -299,6 +320,18 @@ def test_a_packed_batch_has_the_loss_and_gradients_of_its_rows_trained_alone(mon
         assert int(got[1]) == int(alone[1])
         _close([got[0]], [alone[0]], 1e-5)
         _close(got[2], alone[2], 1e-4)
+    # every row in one sequence of 96 tokens, no row longer than 30: the windowed attention, same loss
+    one = tuple(mx.array(a) for a in batching.packed_arrays(rows, [[0, 1, 2, 3, 4]], max_seq_length=128))
+    assert one[0].shape[1] - 1 >= 2 * 30 + 32  # long enough for the window to be used
+    calls = []
+    windowed = attention.windowed_attention
+    monkeypatch.setattr(attention, "windowed_attention", lambda *a, **k: calls.append(a[-1]) or windowed(*a, **k))
+    for mode, loss in (("stock", "stock"), ("stock", "chunked")):
+        with attention.training_paths(model, mode):
+            got = _loss_and_grads(model, attention.make_packed_loss(loss, window=30), *one)
+        _close([got[0]], [alone[0]], 1e-5)
+        _close(got[2], alone[2], 1e-4)
+    assert calls and set(calls) == {30}  # every block's attention took the window
     # without the block-diagonal mask (plain causal attention across rows) the loss is not the same
     plain = _loss_and_grads(model, attention.make_packed_loss("stock"), *packed)
     assert abs(float(plain[0]) - float(alone[0])) > 1e-3

@@ -47,6 +47,7 @@ _NEG = -1e30  # a masked score: exp(_NEG - lse) is 0, and a fully masked row sta
 class _State(threading.local):
     mode: str | None = None  # None: this thread is not training (mlx-lm's attention)
     segments: mx.array | None = None  # (batch, length) example numbers of a packed batch
+    window: int | None = None  # no example of the packed batches is longer (core.memory_light.packed_window)
 
 
 _STATE = _State()
@@ -60,20 +61,21 @@ def training_paths(model, attention: str = "auto"):
     patched = [m for m in modules if m is not None and getattr(m, "scaled_dot_product_attention", None) is _ORIGINAL]
     for module in patched:
         module.scaled_dot_product_attention = _sdpa
-    _STATE.mode, _STATE.segments = attention, None
+    _STATE.mode, _STATE.segments, _STATE.window = attention, None, None
     try:
         yield
     finally:
-        _STATE.mode, _STATE.segments = None, None
+        _STATE.mode, _STATE.segments, _STATE.window = None, None, None
         for module in patched:
             module.scaled_dot_product_attention = _ORIGINAL
 
 
-def use_segments(segments: mx.array | None) -> None:
+def use_segments(segments: mx.array | None, window: int | None = None) -> None:
     """The example number of each input token, for this thread's attention calls from now on: the
     loss sets it for its batch and leaves it set, because gradient checkpointing runs the blocks
-    again in the backward pass, after the loss has returned (a test proves the gradients)."""
-    _STATE.segments = segments
+    again in the backward pass, after the loss has returned (a test proves the gradients). ``window``:
+    no example is longer than that many tokens (a constant of the run, so a compiled step stays right)."""
+    _STATE.segments, _STATE.window = segments, (window if segments is not None else None)
 
 
 def _sdpa(queries, keys, values, cache=None, scale: float = 1.0, mask=None, sinks=None):
@@ -86,6 +88,9 @@ def _sdpa(queries, keys, values, cache=None, scale: float = 1.0, mask=None, sink
         return _ORIGINAL(queries, keys, values, cache=cache, scale=scale, mask=mask, sinks=sinks)
     if memory_light.light_attention(_STATE.mode, length):
         return blockwise_attention(queries, keys, values, scale, mask, segments)
+    window = memory_light.packed_window(_STATE.window or 0, length) if segments is not None else None
+    if window is not None and isinstance(mask, str):
+        return windowed_attention(queries, keys, values, scale, segments, window)
     if segments is not None:
         mask = segment_mask(segments, mask)
     return _ORIGINAL(queries, keys, values, cache=None, scale=scale, mask=mask)
@@ -101,6 +106,28 @@ def segment_mask(segments: mx.array, mask=None) -> mx.array:
             return allowed & mask
         return mx.where(allowed, mask, mx.array(_NEG, mask.dtype))
     return allowed
+
+
+def windowed_attention(queries, keys, values, scale: float, segments: mx.array, window: int,
+                       block: int = memory_light.PACKED_BLOCK) -> mx.array:
+    """Exact block-diagonal causal attention of a packed batch whose examples are at most ``window`` tokens
+    long: query rows ``block`` at a time, each block against only the keys from ``window - 1`` before its first
+    row (no token of it can see further back) to its last row. Plain MLX ops, so autodiff gives the backward;
+    the work and the scores kept for it shrink from length x length to about length x (window + block)."""
+    b, heads, length, dim = queries.shape
+    kv_heads = keys.shape[1]
+    rep = heads // kv_heads
+    qg, kg, vg = queries.reshape(b, kv_heads, rep, length, dim), keys[:, :, None], values[:, :, None]
+    outs = []
+    for lo in range(0, length, block):
+        hi = min(length, lo + block)
+        first = max(0, lo - window + 1)
+        s = (qg[..., lo:hi, :] @ kg[..., first:hi, :].swapaxes(-1, -2)).astype(mx.float32) * scale
+        allowed = (mx.arange(lo, hi)[:, None] >= mx.arange(first, hi)[None]) & (
+            segments[:, None, None, lo:hi, None] == segments[:, None, None, None, first:hi])
+        p = mx.softmax(mx.where(allowed, s, _NEG), axis=-1).astype(values.dtype)
+        outs.append(p @ vg[..., first:hi, :])
+    return mx.concatenate(outs, axis=-2).reshape(b, heads, length, dim)
 
 
 # --- memory-light attention ----------------------------------------------------------------
@@ -292,12 +319,13 @@ def make_loss(mode: str = "auto"):
     return loss
 
 
-def make_packed_loss(mode: str = "auto"):
+def make_packed_loss(mode: str = "auto", window: int | None = None):
     """The loss of a packed batch (tokens, target mask, segment of each input token): each example's
-    own targets only, and attention that stays inside each example."""
+    own targets only, and attention that stays inside each example (``window``: the longest example of
+    the data, which lets the attention skip keys no token can see; ``windowed_attention``)."""
 
     def loss(model, batch, weights, segments):
-        use_segments(segments)
+        use_segments(segments, window)
         inputs, targets = batch[:, :-1], batch[:, 1:]
         ce = token_losses(model, inputs, targets, mode)
         ntoks = weights.sum()

@@ -176,6 +176,12 @@ def packed_batches(dataset, batch_size: int, max_seq_length: int, loop: bool = F
             pending = []
 
 
+def longest_row(dataset, max_seq_length: int) -> int:
+    """The longest training row in tokens (cut at ``max_seq_length``): no token of a packed sequence needs to
+    look further back than that (backend/attention.windowed_attention)."""
+    return max((len(t) for t, _ in _rows(dataset, max_seq_length)), default=0)
+
+
 def describe(dataset, recipe, seed: int) -> str | None:
     """What packing or length buckets make of the training rows, in words (None when neither is on)."""
     d, batch = recipe.data, recipe.training.batch_size

@@ -447,7 +447,8 @@ def _run_trainer(ctx: _Context, model, optimizer, train_set, start, state, say) 
     from macfinetune.backend import attention, batching, hardware, loop, quiet
 
     r, plan, run, control = ctx.recipe, ctx.plan, ctx.run, ctx.control
-    train_loss = attention.make_packed_loss(r.training.loss) if r.data.packing else ctx.loss
+    train_loss = (attention.make_packed_loss(r.training.loss, batching.longest_row(train_set, r.data.max_seq_length))
+                  if r.data.packing else ctx.loss)
     note = batching.describe(train_set, r, r.training.seed)
     if note:
         run.emit(Stage("train", note))

@@ -70,3 +70,18 @@ def loss_chunk(vocab: int, tokens: int | None = None) -> int:
     if tokens:
         rows = min(rows, _power_of_two_at_most(tokens / 8))
     return max(MIN_CHUNK, min(MAX_CHUNK, rows))
+
+
+# --- packed sequences: attention only as far back as the longest example -----------------------------
+
+PACKED_BLOCK = 32  # query rows per block of the windowed packed attention
+
+
+def packed_window(longest_example: int, length: int) -> int | None:
+    """How far back a token of a packed sequence may need to look (the longest example in the data, in tokens),
+    when a windowed attention is worth it: each block of ``PACKED_BLOCK`` query rows then meets at most
+    ``window + PACKED_BLOCK`` keys instead of all ``length``. None when the examples are so long that the
+    dense block-diagonal mask costs about as much (window over half the sequence)."""
+    if longest_example <= 0 or 2 * longest_example + PACKED_BLOCK > length:
+        return None
+    return int(longest_example)
