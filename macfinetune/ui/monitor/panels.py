@@ -271,8 +271,9 @@ class MemoryPanel(Panel):
         for key, label in (("mem_active", "MLX active"), ("mem_cache", "MLX cache"), ("mem_peak", "MLX peak"),
                            ("mem_process", "process"), ("mem_system", "system used"), ("mem_swap", "swap")):
             self.add_curve(key, label)
-        self.budget = pg.InfiniteLine(angle=0, movable=False, label="budget {value:.1f} GB",  # text under the
-                                      labelOpts={"position": 0.9, "anchors": [(1, 0), (1, 0)]})  # line: it is on top
+        self.budget = pg.InfiniteLine(angle=0, movable=False, label="budget {value:.1f} GB",  # text under the line,
+                                      labelOpts={"position": 0.1, "anchors": [(0, 0), (0, 0)]})  # at the left: the
+        #                                            budget is the top of the plot, the estimate's text is at the right
         self.estimate = pg.InfiniteLine(angle=0, movable=False, label="estimate {value:.1f} GB",
                                         labelOpts={"position": 0.9, "anchors": [(1, 1), (1, 1)]})
         for line in (self.budget, self.estimate):
