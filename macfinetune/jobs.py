@@ -94,7 +94,7 @@ def check_hosts(emit: Emit, control: JobControl, *, hostfile, recipe: Recipe | N
     model, data, need_gb = hosts_mod.recipe_needs(recipe, model, data)
     needs, models = hosts_mod.needed_paths(model, data), hosts_mod.needed_models(model)
     if need_gb is not None:
-        emit(Stage("check_hosts", f"the run needs about {need_gb:.1f} GB on each Mac (estimate, Metal)"))
+        emit(Stage("check_hosts", f"the run needs about {hosts_mod.gb_text(need_gb)} on each Mac (estimate, Metal)"))
 
     def answered(report) -> None:
         _check_stop(control)

@@ -76,7 +76,7 @@ def _check(args) -> int:
                           "problems": list(found.problems), "copied": list(found.copied)}, default=list, indent=2))
     else:
         if found.need_gb is not None:
-            print(f"the run needs about {found.need_gb:.1f} GB on each Mac (estimate, Metal)")
+            print(f"the run needs about {hosts_mod.gb_text(found.need_gb)} on each Mac (estimate, Metal)")
         for problem in found.problems:
             print(f"problem: {problem}")
         if not found.problems:

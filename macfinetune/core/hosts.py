@@ -226,7 +226,7 @@ def judge_hosts(reports: list[HostReport], need_gb: float | None = None, need_di
                 problems.append(f"{r.host}: {package} {r.versions.get(package) or 'missing'}, "
                                 f"but {reports[0].host} has {version}; install the same version on every Mac")
         if need_gb is not None and r.usable_gb is not None and r.usable_gb < need_gb:
-            problems.append(f"{r.host}: the run needs about {need_gb:.1f} GB per Mac, that Mac can give MLX "
+            problems.append(f"{r.host}: the run needs about {gb_text(need_gb)} per Mac, that Mac can give MLX "
                             f"{r.usable_gb:.1f} GB; lower the batch size or sequence length")
         if r.free_disk_gb is not None and r.free_disk_gb < need_disk_gb:
             problems.append(f"{r.host}: only {r.free_disk_gb:.1f} GB of free disk")
@@ -250,6 +250,11 @@ class HostCheck:
     @property
     def missing(self) -> bool:
         return any(r.missing for r in self.reports)
+
+
+def gb_text(value: float) -> str:
+    """A memory figure in words: one decimal, two below 1 GB (a small model's 0.04 GB is not '0.0 GB')."""
+    return f"{value:.2f} GB" if value < 1 else f"{value:.1f} GB"
 
 
 def recipe_needs(recipe=None, model: str | None = None, data: str | None = None) -> tuple[str | None, str | None,

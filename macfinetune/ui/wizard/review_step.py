@@ -136,11 +136,13 @@ class ReviewStep(Step):
                 found = event.result
                 self._missing = found.missing
                 lines = [f"Copied {c}" for c in found.copied]
+                from macfinetune.core.hosts import gb_text
+
                 if found.problems:
                     red = error_color(self.palette())
                     lines += [f"<span style='color:{red}'>✗ {html.escape(p)}</span>" for p in found.problems]
                 else:
-                    need = f", each with room for the {found.need_gb:.1f} GB this run needs" if found.need_gb else ""
+                    need = f", each with room for the {gb_text(found.need_gb)} this run needs" if found.need_gb else ""
                     lines.append(f"✓ Ready: {len(found.reports)} Macs answered with the same versions{need}, "
                                  "and have the model and data.")
                 self.hosts_check.setText("<br>".join(lines))

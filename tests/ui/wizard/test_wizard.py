@@ -436,7 +436,7 @@ def test_check_these_macs_judges_the_recipe_and_offers_to_copy(qtbot, make_page,
     page.on_event(JobEvent(42, "check_hosts", JobFinished(hosts.HostCheck(
         (hosts.HostReport("127.0.0.1", True), hosts.HostReport("studio", True)), (), 0.4, (f"studio: {SAMPLE_DATA}",)))))
     assert f"Copied studio: {SAMPLE_DATA}" in label.text() and "Ready: 2 Macs" in label.text()
-    assert "0.4 GB" in label.text() and not copy.isVisible()
+    assert "0.40 GB" in label.text() and not copy.isVisible()
 
 
 def test_train_on_is_hidden_without_machines(qtbot, make_page):
