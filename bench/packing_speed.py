@@ -12,6 +12,7 @@ report (compile and start-up excluded). Also prints the padding fraction of one 
 batching, length buckets and packing, on the bundled sample data and on a skewed-length set.
 
     python bench/packing_speed.py [--rounds 3] [--iters 30]
+    python bench/packing_speed.py --quality 200     # final validation loss at the same real tokens
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libopenblas.so.0 ...   # Linux: a faster BLAS
 """
 
@@ -85,10 +86,11 @@ def run_mlx_lm(model: Path, data: Path, work: Path, iters: int, n: int) -> dict:
     return {"real_per_s": rate(points)}
 
 
-def run_macfinetune(model: Path, data: Path, work: Path, iters: int, n: int, packing: bool) -> dict:
+def run_macfinetune(model: Path, data: Path, work: Path, iters: int, n: int, packing: bool, lr: str = "1e-4",
+                    val_batches: int = 1) -> dict:
     run = work / f"mf-{n}-{packing}"
     sets = [f"iterations={iters}", f"batch_size={BATCH}", "report_every=5", f"rank={RANK}", f"alpha={RANK * 20}",
-            "learning_rate=1e-4", f"max_seq_length={LENGTH}", "num_layers=-1", "val_batches=1",
+            f"learning_rate={lr}", f"max_seq_length={LENGTH}", "num_layers=-1", f"val_batches={val_batches}",
             f"eval_every={iters * 10}", f"save_every={iters * 10}", "optimizer=adam", "lr_schedule=constant",
             "warmup_steps=0", "mask_prompt=false", f"packing={str(packing).lower()}"]
     cmd = [sys.executable, "-m", "macfinetune", "train", "demo-tiny-lora", "--model", str(model), "--data", str(data),
@@ -100,8 +102,38 @@ def run_macfinetune(model: Path, data: Path, work: Path, iters: int, n: int, pac
     # trained tokens of a packed run are its real tokens (the packed loss counts no padding); unpacked,
     # mlx-lm's loss counts one padding target per row
     points = [(r["time"], r["trained_tokens"] - (0 if packing else BATCH * r["iteration"])) for r in reports]
+    vals = [r["val_loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+            if r["event"] == "val"]
     return {"real_per_s": rate(points), "own_real_per_s": statistics.median(r["real_tokens_per_second"]
-                                                                            for r in reports[1:])}
+                                                                            for r in reports[1:]),
+            "real_tokens": points[-1][1], "val_loss": vals[-1] if vals else None}
+
+
+def quality(model: Path, data: Path, work: Path, iters: int) -> list[str]:
+    """The final validation loss (every validation row, unpacked) after the same number of real tokens:
+    unpacked for ``iters`` iterations, then packed for as many iterations as reach its real tokens
+    (counted on the packed batches the run will draw, from the same seed)."""
+    import types
+
+    from mlx_lm.tuner.datasets import CacheDataset, create_dataset
+    from mlx_lm.utils import load_tokenizer
+
+    from macfinetune.backend import batching
+    from macfinetune.core import dataset as ds
+    from macfinetune.core.recipe import Recipe
+
+    plain = run_macfinetune(model, data, work, iters, 100, False, lr="1e-3", val_batches=-1)
+    rows = ds.read_jsonl(data / "train.jsonl")
+    train = CacheDataset(create_dataset(rows, load_tokenizer(model), types.SimpleNamespace(mask_prompt=False)))
+    seen, packed_iters = 0, 0
+    for batch in batching.packed_batches(train, BATCH, LENGTH, loop=True, seed=Recipe().training.seed):
+        seen, packed_iters = seen + batch.real_tokens, packed_iters + 1
+        if seen >= plain["real_tokens"]:
+            break
+    packed = run_macfinetune(model, data, work, packed_iters, 101, True, lr="1e-3", val_batches=-1)
+    return ["| run | iterations | real tokens seen | final validation loss |", "|---|---:|---:|---:|",
+            f"| unpacked | {iters} | {plain['real_tokens']:,.0f} | {plain['val_loss']:.4f} |",
+            f"| packed | {packed_iters} | {packed['real_tokens']:,.0f} | {packed['val_loss']:.4f} |"]
 
 
 def rate(points) -> float:
@@ -148,6 +180,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--padding-only", action="store_true")
+    ap.add_argument("--quality", type=int, metavar="ITERS", help="instead of speed: the final validation loss of an "
+                    "unpacked run of ITERS iterations and of a packed run that saw as many real tokens (lr 1e-3)")
     a = ap.parse_args()
     import mlx.core as mx
     import mlx_lm
@@ -160,6 +194,9 @@ def main() -> None:
         model, data = build(work)
         print("\n".join(padding_table(model, data)), flush=True)
         if a.padding_only:
+            return
+        if a.quality:
+            print("\n" + "\n".join(quality(model, data, work, a.quality)), flush=True)
             return
         run_mlx_lm(model, data, work, 6, -1)  # warm-up: kernel caches
         print("\n| round | first | mlx-lm real tok/s | macfinetune packed real tok/s | ratio | macfinetune unpacked "

@@ -1,6 +1,7 @@
 """Test set-up: offscreen Qt, offline hub, no JIT compile, a private MACFINETUNE_HOME."""
 
 import os
+import stat
 import tempfile
 
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
@@ -100,3 +101,40 @@ def tiny_sentencepiece_model(tmp_path_factory) -> Path:
 
     template = (Path(__file__).parent / "data" / "chat_templates" / "mistral-7b-instruct-v0.3.jinja").read_text()
     return build_tiny_sentencepiece_model(tmp_path_factory.mktemp("models") / "tiny-spm", template)
+
+
+# --- a fake ssh and rsync (multi-Mac checks): the "host" runs the command on this machine ---------------
+
+FAKE_SSH = r"""#!/bin/sh
+while [ "$1" = "-o" ]; do shift 2; done
+host=$1; shift
+echo "$host $*" >> "{log}"
+case "$host" in
+  bad*) echo "$host: Permission denied (publickey)." >&2; exit 255;;
+  old) sh -c "$*" | sed 's/"mlx": "[^"]*"/"mlx": "0.1.0"/'; exit 0;;
+  far) sh -c "$*" | sed "s|\"missing\": \[\]|\"missing\": [\"$FAKE_MISSING\"]|"; exit 0;;
+esac
+exec sh -c "$*"
+"""
+FAKE_RSYNC = """#!/bin/sh
+echo "rsync $*" >> "{log}"
+printf 'mydata.jsonl\\n        512  50%%    1.00MB/s    0:00:01\\r'
+if [ -n "$FAKE_RSYNC_SLOW" ]; then sleep "$FAKE_RSYNC_SLOW"; fi
+printf '      1,024 100%%    2.00MB/s    0:00:00\\n'
+echo "rsync finished" >> "{log}"
+"""
+
+
+@pytest.fixture
+def fake_ssh(tmp_path, monkeypatch):
+    log = tmp_path / "ssh.log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("ssh", FAKE_SSH), ("rsync", FAKE_RSYNC)):
+        script = bin_dir / name
+        script.write_text(text.format(log=log))
+        script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("MACFINETUNE_SSH", str(bin_dir / "ssh"))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))  # the probe runs this checkout
+    return log

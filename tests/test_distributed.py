@@ -284,16 +284,8 @@ def test_every_rank_gets_the_recipe_in_its_command_not_a_file_of_the_first_mac(t
     assert rank._recipe(parsed).training.batch_size == 2 and rank._recipe(parsed).model.path == recipe.model.path
 
 
-def test_a_resume_on_other_macs_sends_them_the_run_folder_first(tmp_path, monkeypatch):
-    from test_hosts_check import FAKE_RSYNC, FAKE_SSH
-
-    log, bin_dir = tmp_path / "ssh.log", tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, text in (("ssh", FAKE_SSH), ("rsync", FAKE_RSYNC)):
-        (bin_dir / name).write_text(text.format(log=log))
-        (bin_dir / name).chmod(0o755)
-    monkeypatch.setenv("MACFINETUNE_SSH", str(bin_dir / "ssh"))
-    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+def test_a_resume_on_other_macs_sends_them_the_run_folder_first(fake_ssh, tmp_path, monkeypatch):
+    log = fake_ssh
     run_dir = tmp_path / "my run"
     run_dir.mkdir()
     hosts.write_run_layout(run_dir, 2, 4)
