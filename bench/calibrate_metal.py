@@ -36,6 +36,12 @@ PERF_NOTE = ("Qwen3-8B-4bit (mlx-community, 4-bit group 64), batch 1, LoRA rank 
              "M1 Max 32 GB. Published as the marginal peak above ~4.29 GiB of resident model state; the total is "
              "that sum (rounding of the resident figure: +-0.05 GiB).")
 
+MLX_TUNE_NOTE = ("mlx-tune's SFTTrainer trains with mlx-lm's own train() and default loss (mlx_tune/sft_trainer.py, "
+                 "_train_native; AdamW), so this is mlx-lm's trainer; but the page gives the context as the run's "
+                 "maximum, not the length of its longest batch, and does not name the data: rows shorter than the "
+                 "maximum lower every L and L^2 term. Reported apart ('context a maximum'), with the length at which "
+                 "the estimate meets the measured peak ('implied_length').")
+
 ROWS = [
     dict(name="mlx-train-perf Qwen3-8B-4bit L1024", config="Qwen3-8B-4bit", measured_gb=(2.12 + 4.29) * GIB,
          settings=dict(num_layers=-1, rank=8, batch_size=1, max_seq_length=1024, grad_checkpoint=True,
@@ -90,17 +96,25 @@ ROWS = [
          settings=dict(num_layers=16, rank=16, target_modules=("q_proj", "v_proj"), batch_size=1,
                        max_seq_length=1024),
          source="https://arahim3.github.io/mlx-tune/performance.html (SFT row)", machine="M4 Pro 48 GB",
-         mlx="not stated", trainer="mlx-tune (other)", held_out=True,
-         uncertain="mlx-tune's own SFT trainer on MLX, not mlx-lm's train: its loss and attention path are not "
-                   "documented; 'LoRA rank 8-16' (16 taken); context 1024 taken as the padded row length"),
+         mlx="not stated", trainer="mlx-lm train (via mlx-tune)", held_out=True, context_is_maximum=True,
+         uncertain=MLX_TUNE_NOTE + " 'LoRA rank 8-16' (16 taken)."),
     dict(name="mlx-tune Qwen3-0.6B L4096 all blocks", config="Qwen3-0.6B", measured_gb=18.0,
          settings=dict(num_layers=-1, rank=16, batch_size=1, max_seq_length=4096),
          source="https://arahim3.github.io/mlx-tune/performance.html (SFT row)", machine="M4 Pro 48 GB",
-         mlx="not stated", trainer="mlx-tune (other)", held_out=True,
-         uncertain="mlx-tune's own trainer (see above); 'full LoRA, no checkpointing' taken as every linear layer "
-                   "of every block; at 4,096 tokens mlx-lm's step keeps ~15.5 GB of attention probabilities alone "
-                   "(28 blocks x 16 heads x 4096^2 bf16), so this trainer must keep less than mlx-lm does"),
+         mlx="not stated", trainer="mlx-lm train (via mlx-tune)", held_out=True, context_is_maximum=True,
+         uncertain=MLX_TUNE_NOTE + " 'full LoRA, no checkpointing' taken as every linear layer of every block; "
+                   "at a full 4,096 tokens the step would keep ~15.5 GB of attention probabilities alone "
+                   "(28 blocks x 16 heads x 4096^2 bf16), more than the 18 GB peak leaves beside the rest."),
 ]
+
+
+def implied_length(shape, row: dict) -> int | None:
+    """The sequence length (a multiple of 32) at which the estimate first reaches the measured peak."""
+    for length in range(64, row["settings"]["max_seq_length"] + 1, 32):
+        settings = estimator.Settings(device="gpu", **{**row["settings"], "max_seq_length": length})
+        if estimator.estimate(shape, settings).total_gb >= row["measured_gb"]:
+            return length
+    return None
 
 
 def estimate_row(row: dict) -> dict:
@@ -108,6 +122,8 @@ def estimate_row(row: dict) -> dict:
     settings = estimator.Settings(device="gpu", **row["settings"])
     est = estimator.estimate(shape, settings)
     out = {k: v for k, v in row.items() if k != "settings"}
+    if row.get("context_is_maximum"):
+        out["implied_length"] = implied_length(shape, row)
     out["settings"] = {k: list(v) if isinstance(v, tuple) else v for k, v in row["settings"].items()}
     out.update(measured_gb=round(row["measured_gb"], 3), estimate_gb=round(est.total_gb, 3),
                error=round((est.total_gb - row["measured_gb"]) / row["measured_gb"], 4), phase=est.phase,
@@ -125,9 +141,11 @@ def summary(rows: list[dict]) -> dict:
 
 
 def summaries(rows: list[dict]) -> dict:
-    mlx_lm = [r for r in rows if r["trainer"].startswith("mlx-lm")]
+    known = [r for r in rows if not r.get("context_is_maximum")]
+    mlx_lm = [r for r in known if r["trainer"].startswith("mlx-lm")]
     return {"mlx-lm trainer": summary(mlx_lm), "mlx-lm trainer, held out": summary([r for r in mlx_lm if r["held_out"]]),
-            "other trainers": summary([r for r in rows if not r["trainer"].startswith("mlx-lm")]),
+            "other trainers": summary([r for r in known if not r["trainer"].startswith("mlx-lm")]),
+            "context a maximum (lengths unknown)": summary([r for r in rows if r.get("context_is_maximum")]),
             "all rows": summary(rows)}
 
 
@@ -145,7 +163,9 @@ def markdown(path: Path) -> str:
     data = yaml.safe_load(path.read_text())
     lines = ["| row | trainer | held out | measured GB | estimate GB | error | source |", "|---|---|---|---:|---:|---:|---|"]
     lines += [f"| {r['name']} | {r['trainer']} | {'yes' if r['held_out'] else 'no'} | {r['measured_gb']:.2f} | "
-              f"{r['estimate_gb']:.2f} | {r['error']:+.1%} | {r['source']} |" for r in data["rows"]]
+              f"{r['estimate_gb']:.2f} | {r['error']:+.1%}"
+              f"{' (meets the peak at ' + str(r['implied_length']) + ' tokens)' if r.get('implied_length') else ''} | "
+              f"{r['source']} |" for r in data["rows"]]
     lines.append("")
     for name, s in data["summary"].items():
         if s:

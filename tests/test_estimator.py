@@ -393,7 +393,8 @@ def test_metal_table_is_current_with_the_estimator():
 
 def test_metal_table_meets_its_targets_on_mlx_lm_rows():
     """mlx-lm's trainer: median |error| <= 7%, no row beyond 20%, signed median within 5% (recorded: 3.7%, 17.5%,
-    +1.1% on 8 rows). Rows from other trainers are reported, not held to it (docs/estimator.md)."""
+    +1.1% on 8 rows). Rows from other trainers, and rows that give only the maximum length, are reported, not held
+    to it (docs/estimator.md)."""
     table = metal_table()
     s = table["summary"]["mlx-lm trainer"]
     assert s["rows"] >= 8 and s["median_abs_error"] <= 0.07 and s["worst_abs_error"] <= 0.20
@@ -401,6 +402,8 @@ def test_metal_table_meets_its_targets_on_mlx_lm_rows():
     for row in table["rows"]:
         assert row["source"] and row["uncertain"] and row["machine"] and row["trainer"]
     assert sum(r["held_out"] for r in table["rows"]) >= 3
+    for row in (r for r in table["rows"] if r.get("context_is_maximum")):  # only the maximum length is known:
+        assert row["implied_length"] is not None  # the estimate at that maximum is not under the measured peak
 
 
 def test_the_machine_chooses_the_mode():
