@@ -61,7 +61,9 @@ def test_csv_has_every_metrics_record(tmp_path):
 def test_history_reads_back_as_the_same_events(tmp_path):
     run = tmp_path / "run"
     written = sample_run.write_sample_run(run, upto=300)
-    logged = [e for e in written if type(e).__name__ != "MemorySample"]
+    # memory samples are kept when taken at a train report (with MLX's figures); the ~1 s watch's are not
+    logged = [e for e in written if type(e).__name__ != "MemorySample" or e.active_gb is not None]
+    assert any(type(e).__name__ == "MemorySample" for e in logged)
     assert runs_table.load_run_events(run) == logged
 
 
