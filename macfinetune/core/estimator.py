@@ -77,6 +77,10 @@ class Settings:
     # sequences each batch row puts through the model: 2 for preference pairs (DPO, ORPO), whose chosen and
     # rejected answers are one batch of 2 x batch_size sequences; the reference is precomputed (no copy)
     sequences_per_row: int = 1
+    # packing (data.packing): the longest example in tokens; the stock attention then meets at most that many
+    # keys plus one block per query (backend/attention.windowed_attention) when core.memory_light.packed_window
+    # says the window is worth it. None: not packed, or the longest example is not known (full rows assumed)
+    packed_window: int | None = None
 
 
 @dataclass(frozen=True)
@@ -282,6 +286,20 @@ class _Context:
     linears: tuple[Linear, ...]
     trainable: int
 
+    @property
+    def keys(self) -> int:
+        """Keys each query row of the stock attention meets: the whole row, or a packed run's window."""
+        window = memory_light.packed_window(self.s.packed_window or 0, self.length)
+        return self.length if window is None else min(self.length, window + memory_light.PACKED_BLOCK)
+
+    @property
+    def mask_bytes(self) -> int:
+        """The causal mask MLX builds per block (a byte per query x key); a windowed packed attention builds one
+        block's at a time (batch x block x keys)."""
+        if self.keys == self.length:
+            return self.length * self.length
+        return self.s.batch_size * memory_light.PACKED_BLOCK * self.keys
+
     @staticmethod
     def make(shape: ModelShape, s: Settings, c: Coefficients) -> _Context:
         n = shape.layers if s.num_layers == -1 else s.num_layers
@@ -357,8 +375,8 @@ def _metal_backward_terms(ctx: _Context) -> dict[str, int]:
     3. the runtime overhead.
     """
     m, s, d = ctx.c.metal, ctx.s, ctx.dtype
-    scores = s.batch_size * ctx.shape.heads * ctx.length * ctx.length
-    mask = ctx.length * ctx.length  # the causal mask MLX builds per block: one byte per query x key
+    scores = s.batch_size * ctx.shape.heads * ctx.length * ctx.keys
+    mask = ctx.mask_bytes  # the causal mask MLX builds per block: one byte per query x key
     block = per_token_block_bytes(ctx) * ctx.tokens
     light = light_attention(ctx)  # the memory-light attention keeps a float32 log-sum-exp per query row
     if light:
@@ -534,8 +552,8 @@ def _attention_bytes(ctx: _Context, batch: int, saved_blocks: int) -> int:
         block = memory_light.attention_block(batch, shape.heads, length)
         transient = ctx.c.light_transient * 4 * batch * shape.heads * block * length
         return int(saved_blocks * ctx.c.light_lse * rows + transient)
-    scores = batch * shape.heads * length * length
-    return int(saved_blocks * (ctx.c.attention * ctx.dtype * scores + ctx.c.mask * length * length))
+    scores = batch * shape.heads * length * ctx.keys
+    return int(saved_blocks * (ctx.c.attention * ctx.dtype * scores + ctx.c.mask * ctx.mask_bytes))
 
 
 # Other phases -----------------------------------------------------------------------------

@@ -69,6 +69,17 @@ def sequence_length(max_seq_length: int, longest_row_tokens: int | None, model_m
     return max(1, length)
 
 
+def run_settings(recipe, shape: ModelShape, device: str, longest_row_tokens: int | None = None):
+    """The estimator's settings for a run as it will train: its longest batch is the longest row (padded),
+    except with packing, whose sequences fill ``max_seq_length`` and whose attention looks back at most the
+    longest example (``Settings.packed_window``)."""
+    s = replace(settings_from_recipe(recipe), device=device)
+    if getattr(recipe.data, "packing", False):
+        return replace(s, max_seq_length=sequence_length(s.max_seq_length, None, shape.max_positions),
+                       packed_window=longest_row_tokens)
+    return replace(s, max_seq_length=sequence_length(s.max_seq_length, longest_row_tokens, shape.max_positions))
+
+
 def check(recipe, shape: ModelShape, machine: Machine, longest_row_tokens: int | None = None,
           allow_over_budget: bool = False, mac_rows: list | None = None) -> Gate:
     """The gate for a run about to start; raises ProblemError when it will not fit and nobody confirmed.
@@ -79,9 +90,7 @@ def check(recipe, shape: ModelShape, machine: Machine, longest_row_tokens: int |
     """
     from macfinetune.core.calibration import correct_with_rows
 
-    settings = replace(settings_from_recipe(recipe), device=machine.device)
-    settings = replace(settings, max_seq_length=sequence_length(settings.max_seq_length, longest_row_tokens,
-                                                                shape.max_positions))
+    settings = run_settings(recipe, shape, machine.device, longest_row_tokens)
     est, correction = correct_with_rows(estimate(shape, settings), mac_rows)
     verdict = judge(est, machine)
     if verdict.status != "will not fit":

@@ -191,9 +191,7 @@ def gauge(est: Estimate, verdict: Verdict, correction=None) -> Gauge:
 
 def settings_for(recipe: Recipe, shape: ModelShape, machine: Machine, longest_row_tokens: int | None):
     """The estimator's settings exactly as the memory gate will judge the run (``gate.check``)."""
-    s = replace(settings_from_recipe(recipe), device=machine.device)
-    length = gate.sequence_length(s.max_seq_length, longest_row_tokens, shape.max_positions)
-    return replace(s, max_seq_length=length)
+    return gate.run_settings(recipe, shape, machine.device, longest_row_tokens)
 
 
 def quick_gauge(recipe: Recipe, shape: ModelShape, machine: Machine, longest_row_tokens: int | None = None,
