@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -81,6 +82,19 @@ ROWS = [
          uncertain="'a 1B' model: taken as Llama-3.2-1B (bf16); mlx-lm's defaults of 2025-03 (16 blocks, rank 8, "
                    "q_proj and v_proj; checked in mlx-lm's history); 80,880 tokens in 10 iterations of batch 4 "
                    "(~2,022 per row) with 'a ~2048 sequence length': rows taken as filling 2048"),
+    dict(name="unsloth PR #1289 Llama-3-8B 4-bit b2 wikisql", config="Meta-Llama-3-8B", base_bits=4,
+         measured_gb=5.419,
+         settings=dict(num_layers=16, rank=16, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
+                       batch_size=2, max_seq_length=128, optimizer="adamw"),
+         source="https://github.com/unslothai/unsloth/pull/1289 (comment of 2025-06-01, M1 Max 32 GB: "
+                "'Peak mem 5.419 GB' at iterations 2-4 of unsloth-cli.py --load_in_4bit on MLX)",
+         machine="M1 Max 32 GB", mlx="mlx and mlx-lm latest of 2025-06-01", trainer="mlx-lm train (via unsloth)",
+         held_out=True,
+         uncertain="unsloth/llama-3-8b quantized to 4 bits at load (MLX affine, group 64 taken); 6.816M trainable "
+                   "parameters = LoRA rank 16 on q, k, v, o of 16 blocks (mlx-lm's default block count; rank 8 "
+                   "on 32 blocks gives the same count and estimates 6.53 GB, +20%); mlx-community/wikisql rows of "
+                   "~96 tokens by the log (192 trained tokens for the 2 rows of iteration 1), so the longest batch "
+                   "of the first iterations is taken as 128 (mlx-lm pads to 32 + 1); AdamW (--optim adamw_torch)"),
     dict(name="seed 000 Qwen3-1.7B full b3", config="Qwen3-1.7B", measured_gb=20.6,
          settings=dict(method="full", num_layers=-1, batch_size=3, max_seq_length=1024),
          source="seed 000 (resources/estimator/calibration.yaml seeds)", machine="M4 Max 128 GB", mlx="not stated",
@@ -119,6 +133,8 @@ def implied_length(shape, row: dict) -> int | None:
 
 def estimate_row(row: dict) -> dict:
     shape = read_shape(shipped("resources", "estimator", "configs", row["config"]))
+    if row.get("base_bits"):  # trained on a base quantized at load (MLX affine, group 64)
+        shape = replace(shape, quant_bits=row["base_bits"], quant_group=64)
     settings = estimator.Settings(device="gpu", **row["settings"])
     est = estimator.estimate(shape, settings)
     out = {k: v for k, v in row.items() if k != "settings"}
