@@ -94,7 +94,9 @@ ROWS = [
                    "parameters = LoRA rank 16 on q, k, v, o of 16 blocks (mlx-lm's default block count; rank 8 "
                    "on 32 blocks gives the same count and estimates 6.53 GB, +20%); mlx-community/wikisql rows of "
                    "~96 tokens by the log (192 trained tokens for the 2 rows of iteration 1), so the longest batch "
-                   "of the first iterations is taken as 128 (mlx-lm pads to 32 + 1); AdamW (--optim adamw_torch)"),
+                   "of the first iterations is taken as 128 (mlx-lm pads to 32 + 1); AdamW (--optim adamw_torch). "
+                   "The same run's peak grew to 5.914 GB by iteration 86 (a longer batch; at 192 tokens the "
+                   "estimate is 6.29 GB, +6%)"),
     dict(name="seed 000 Qwen3-1.7B full b3", config="Qwen3-1.7B", measured_gb=20.6,
          settings=dict(method="full", num_layers=-1, batch_size=3, max_seq_length=1024),
          source="seed 000 (resources/estimator/calibration.yaml seeds)", machine="M4 Max 128 GB", mlx="not stated",
