@@ -28,11 +28,14 @@ def tiny_estimate(tiny_model) -> int:
 
 
 @pytest.fixture
-def small_machine(monkeypatch, tiny_model):
+def small_machine(monkeypatch, tiny_model, tmp_path):
     """This machine, made too small for the tiny run: 40% of its estimate at max_seq_length is usable
     (the gate estimates at the longest row of the data, which is shorter)."""
     machine = machine_with(int(0.4 * tiny_estimate(tiny_model)))
     monkeypatch.setattr("macfinetune.backend.machine_probe.probe_machine", lambda: machine)
+    # a data folder of its own: the runs other tests left would correct the estimate (this Mac's correction)
+    # by however their peaks came out, and the verdicts here would depend on the order the tests ran in
+    monkeypatch.setenv("MACFINETUNE_HOME", str(tmp_path / "home"))
     return machine
 
 
