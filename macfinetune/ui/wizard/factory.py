@@ -39,6 +39,7 @@ def wizard_page(session, settings, parent=None) -> WizardPage:
     services.machines = lambda: _machines(session)
     services.start_on_hosts = lambda recipe, run_dir, allow, hostfile: start(session, recipe, run_dir, allow, hostfile)
     services.check_hosts = lambda recipe, hostfile, copy: _check_hosts(session, recipe, hostfile, copy)
+    services.cancel_job = session.cancel
     page = WizardPage(services, parent)
     page.setObjectName("newRunPage")
     session.jobEvent.connect(page.on_event)

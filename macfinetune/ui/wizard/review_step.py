@@ -102,18 +102,29 @@ class ReviewStep(Step):
         self.copy_macs.setToolTip("Copy the model folder and data to the Macs that lack them (rsync over SSH, same "
                                   "path; a stopped copy goes on where it was)")
         self.copy_macs.clicked.connect(lambda: self.check_hosts(copy=True))
+        self.stop_check = QPushButton("Stop", self)
+        self.stop_check.setObjectName("stopCheckMacs")
+        self.stop_check.setToolTip("Stop the check or the copy (a stopped copy goes on where it was next time)")
+        self.stop_check.clicked.connect(self._on_stop_check_clicked)
         row = QHBoxLayout()
         row.addWidget(self.hosts_check, 1)
         row.addWidget(self.check_macs)
         row.addWidget(self.copy_macs)
+        row.addWidget(self.stop_check)
         return row
+
+    def _on_stop_check_clicked(self) -> None:
+        if self._check_job is not None and self.page.services.cancel_job is not None:
+            self.page.services.cancel_job(self._check_job)
+            self.hosts_check.setText("Stopping…")
 
     def _show_hosts_check(self) -> None:
         several = self.hostfile() is not None and self.page.services.check_hosts is not None
         for w in (self.hosts_check, self.check_macs):
             w.setVisible(several)
-        self.copy_macs.setVisible(several and self._missing)
         busy = self._check_job is not None
+        self.copy_macs.setVisible(several and self._missing and not busy)
+        self.stop_check.setVisible(several and busy and self.page.services.cancel_job is not None)
         self.check_macs.setEnabled(not busy and self.page.recipe is not None)
         self.copy_macs.setEnabled(not busy)
 

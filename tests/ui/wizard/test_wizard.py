@@ -406,9 +406,9 @@ def test_check_these_macs_judges_the_recipe_and_offers_to_copy(qtbot, make_page,
     from macfinetune.core.events import JobEvent, JobFinished, Stage
 
     machines = hosts.Hostfile((hosts.Host("127.0.0.1"), hosts.Host("studio")), "ring", (), "/data/machines.json")
-    asked = []
+    asked, cancelled = [], []
     page = make_page(memory_gb=64, folders=[tiny_model.parent], machines=lambda: machines,
-                     start_on_hosts=lambda *a: None,
+                     start_on_hosts=lambda *a: None, cancel_job=cancelled.append,
                      check_hosts=lambda recipe, hostfile, copy: asked.append((recipe, hostfile, copy)) or 40 + len(asked))
     choose_tiny(qtbot, page, tiny_model)
     page.go("data")
@@ -433,10 +433,14 @@ def test_check_these_macs_judges_the_recipe_and_offers_to_copy(qtbot, make_page,
     assert check.isEnabled() and copy.isVisible() and copy.isEnabled()
     qtbot.mouseClick(copy, Qt.MouseButton.LeftButton)
     assert asked[-1] == (page.recipe, machines, True)
+    stop = button(page, "stopCheckMacs")
+    assert stop.isVisible() and not copy.isVisible()  # a copy can take long: it can be stopped
+    qtbot.mouseClick(stop, Qt.MouseButton.LeftButton)
+    assert cancelled == [42] and label.text() == "Stopping…"
     page.on_event(JobEvent(42, "check_hosts", JobFinished(hosts.HostCheck(
         (hosts.HostReport("127.0.0.1", True), hosts.HostReport("studio", True)), (), 0.4, (f"studio: {SAMPLE_DATA}",)))))
     assert f"Copied studio: {SAMPLE_DATA}" in label.text() and "Ready: 2 Macs" in label.text()
-    assert "0.40 GB" in label.text() and not copy.isVisible()
+    assert "0.40 GB" in label.text() and not copy.isVisible() and not stop.isVisible()
 
 
 def test_train_on_is_hidden_without_machines(qtbot, make_page):
