@@ -103,6 +103,7 @@ def check_hosts(emit: Emit, control: JobControl, *, hostfile, recipe: Recipe | N
 
     reports = hostcheck.probe_hosts(hostfile, needs, python, answered, models)
     copied: list[str] = []
+    failed: list[str] = []
     if copy and any(r.missing for r in reports):
         shown, pending = [0.0], [""]
 
@@ -115,8 +116,12 @@ def check_hosts(emit: Emit, control: JobControl, *, hostfile, recipe: Recipe | N
         for host, report in zip(hostfile.hosts, reports, strict=True):
             for path in report.missing:
                 _check_stop(control)
-                done = hostcheck.copy_to(host, path, lambda m: emit(Stage("check_hosts", m)), progress,
-                                         lambda: control.stop_requested)
+                try:
+                    done = hostcheck.copy_to(host, path, lambda m: emit(Stage("check_hosts", m)), progress,
+                                             lambda: control.stop_requested)
+                except RuntimeError as e:  # rsync's own words, naming the host; the next path is still tried
+                    failed.append(str(e))
+                    continue
                 if pending[0]:
                     emit(Stage("check_hosts", f"copying: {pending[0]}"))
                     pending[0] = ""
@@ -124,7 +129,8 @@ def check_hosts(emit: Emit, control: JobControl, *, hostfile, recipe: Recipe | N
                     _check_stop(control)
                 copied.append(f"{report.host}: {path}")
         reports = hostcheck.probe_hosts(hostfile, needs, python, answered, models)
-    return hosts_mod.HostCheck(tuple(reports), tuple(hosts_mod.judge_hosts(reports, need_gb)), need_gb, tuple(copied))
+    problems = tuple(failed) + tuple(hosts_mod.judge_hosts(reports, need_gb))
+    return hosts_mod.HostCheck(tuple(reports), problems, need_gb, tuple(copied))
 
 
 def resume_hosts(emit: Emit, control: JobControl, *, run_dir: Path, hostfile):

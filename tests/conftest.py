@@ -118,6 +118,7 @@ exec sh -c "$*"
 """
 FAKE_RSYNC = """#!/bin/sh
 echo "rsync $*" >> "{log}"
+if [ -n "$FAKE_RSYNC_FAIL" ]; then echo "rsync: connection unexpectedly closed (0 bytes received so far)" >&2; exit 12; fi
 printf 'mydata.jsonl\\n        512  50%%    1.00MB/s    0:00:01\\r'
 if [ -n "$FAKE_RSYNC_SLOW" ]; then sleep "$FAKE_RSYNC_SLOW"; fi
 printf '      1,024 100%%    2.00MB/s    0:00:00\\n'

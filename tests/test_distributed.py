@@ -311,3 +311,16 @@ def test_a_rank_on_another_mac_resumes_from_the_copy_it_was_sent(tmp_path):
     assert rank.resume_source(here, tmp_path / "home") == staged
     here.mkdir(parents=True)
     assert rank.resume_source(here, tmp_path / "home") == here  # a shared disk, or rank 0's Mac
+
+
+def test_a_run_folder_that_cannot_be_sent_stops_the_resume_with_the_hosts_words(fake_ssh, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_RSYNC_FAIL", "1")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    hosts.write_run_layout(run_dir, 2, 4)
+    monkeypatch.setattr(launch, "_launch", lambda *a: pytest.fail("no rank may start without the run folder"))
+    macs = hosts.Hostfile((hosts.Host("127.0.0.1"), hosts.Host("studio")), "ring")
+    with pytest.raises(ProblemError) as e:
+        launch.resume_on_hosts(run_dir, lambda e: None, JobControl(), macs)
+    assert "studio: copying" in str(e.value) and "connection unexpectedly closed" in str(e.value)
+    assert "nothing was trained" in str(e.value)

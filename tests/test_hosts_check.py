@@ -152,3 +152,14 @@ def test_a_hub_model_must_be_in_each_hosts_own_cache(fake_ssh, tmp_path, monkeyp
     (snapshot / "config.json").write_text("{}")
     assert cli.main(["hosts", "check", hosts, "--model", "mlx-community/Tiny-Model-4bit"]) == 0
     assert "ready: 1 hosts" in capsys.readouterr().out
+
+
+def test_a_copy_that_fails_is_a_problem_naming_the_host_not_a_crash(fake_ssh, tmp_path, monkeypatch, capsys):
+    data = tmp_path / "mydata.jsonl"
+    data.write_text('{"text": "hi"}\n')
+    monkeypatch.setenv("FAKE_MISSING", str(data))
+    monkeypatch.setenv("FAKE_RSYNC_FAIL", "1")
+    assert cli.main(["hosts", "check", str(hostfile(tmp_path, "far")), "--data", str(data), "--copy"]) == 2
+    out = capsys.readouterr()
+    assert f"problem: far: copying {data} failed: rsync: connection unexpectedly closed" in out.out
+    assert "Traceback" not in out.err

@@ -83,8 +83,14 @@ def send_run_folder(run_dir: Path, emit, control: JobControl, hostfile: Hostfile
     for host in hostfile.hosts[1:]:
         if hosts_mod.is_local(host):
             continue
-        if stopped() or not hostcheck.copy_run(host, run_dir, lambda m: emit(Stage("train", m)),
-                                              _throttled(lambda m: emit(Stage("train", f"sending: {m}"))), stopped):
+        try:
+            sent = not stopped() and hostcheck.copy_run(host, run_dir, lambda m: emit(Stage("train", m)),
+                                                        _throttled(lambda m: emit(Stage("train", f"sending: {m}"))),
+                                                        stopped)
+        except RuntimeError as e:  # rsync or ssh failed: their words, naming the host
+            raise ProblemError(Problem(f"the run folder could not be sent to the other Macs: {e}; nothing was "
+                                       "trained", file=str(run_dir))) from None
+        if not sent:
             raise ProblemError(Problem("stopped while sending the run folder to the other Macs; nothing was "
                                        "trained", file=str(run_dir)))
 
