@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,26 +104,16 @@ def check_hosts(emit: Emit, control: JobControl, *, hostfile, recipe: Recipe | N
     copied: list[str] = []
     failed: list[str] = []
     if copy and any(r.missing for r in reports):
-        shown, pending = [0.0], [""]
-
-        def progress(line: str) -> None:  # rsync counts many times a second: a line every half second, and its last
-            pending[0] = line
-            if time.monotonic() - shown[0] >= 0.5:
-                shown[0], pending[0] = time.monotonic(), ""
-                emit(Stage("check_hosts", f"copying: {line}"))
-
         for host, report in zip(hostfile.hosts, reports, strict=True):
             for path in report.missing:
                 _check_stop(control)
                 try:
-                    done = hostcheck.copy_to(host, path, lambda m: emit(Stage("check_hosts", m)), progress,
+                    done = hostcheck.copy_to(host, path, lambda m: emit(Stage("check_hosts", m)),
+                                             lambda m: emit(Stage("check_hosts", f"copying: {m}")),
                                              lambda: control.stop_requested)
                 except RuntimeError as e:  # rsync's own words, naming the host; the next path is still tried
                     failed.append(str(e))
                     continue
-                if pending[0]:
-                    emit(Stage("check_hosts", f"copying: {pending[0]}"))
-                    pending[0] = ""
                 if not done:
                     _check_stop(control)
                 copied.append(f"{report.host}: {path}")

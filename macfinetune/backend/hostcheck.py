@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -145,10 +146,22 @@ def _rsync(host: Host, sources: list[str], remote_dir: str, progress, stopped) -
     return True
 
 
+PROGRESS_EVERY_S = 0.5  # rsync counts many times a second; a line this often, and always its last one
+
+
 def _stream(argv: list[str], progress: Callable[[str], None], stopped: Callable[[], bool]) -> tuple[int | None, str]:
-    """Run rsync, handing each progress line (rsync ends them with CR while it counts) to ``progress``;
-    (exit status or None when stopped, stderr)."""
+    """Run rsync, handing its progress lines (rsync ends them with CR while it counts) to ``progress`` at most
+    every ``PROGRESS_EVERY_S`` and its last line at the end; (exit status or None when stopped, stderr)."""
     import tempfile
+
+    shown, pending = 0.0, ""
+
+    def said(text: str) -> None:
+        nonlocal shown, pending
+        pending = text
+        if time.monotonic() - shown >= PROGRESS_EVERY_S:
+            shown, pending = time.monotonic(), ""
+            progress(text)
 
     with tempfile.TemporaryFile("w+") as err, subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                                                stderr=err, bufsize=0) as proc:
@@ -169,9 +182,11 @@ def _stream(argv: list[str], progress: Callable[[str], None], stopped: Callable[
             for part in parts:
                 text = part.decode("utf-8", "replace").strip()
                 if text:
-                    progress(text)
+                    said(text)
         if line.strip():
-            progress(line.decode("utf-8", "replace").strip())
+            said(line.decode("utf-8", "replace").strip())
+        if pending:
+            progress(pending)
         returncode = proc.wait()
         err.seek(0)
         return returncode, err.read()

@@ -28,7 +28,7 @@ from macfinetune.core.control import JobControl
 from macfinetune.core.events import Stage
 from macfinetune.core.hosts import Hostfile
 from macfinetune.core.problems import Problem, ProblemError
-from macfinetune.core.recipe import Recipe, save_recipe
+from macfinetune.core.recipe import Recipe, dump_recipe
 
 _LAUNCH = "import sys; from mlx._distributed_utils.launch import main; sys.exit(main())"
 _DIED = re.compile(r"Node with rank (\d+) (?:exited with code (-?\d+)|was killed)")
@@ -56,10 +56,7 @@ def train_on_hosts(recipe: Recipe, run_dir: Path, emit, control: JobControl, hos
 def recipe_argument(recipe: Recipe) -> str:
     """The resolved recipe as one command-line word (base64 of its YAML): every rank gets it with the
     command, so no Mac needs a file that only this one has."""
-    with tempfile.TemporaryDirectory(prefix="macfinetune-launch-") as tmp:
-        recipe_file = Path(tmp) / "recipe.yaml"
-        save_recipe(recipe_file, recipe)
-        return base64.urlsafe_b64encode(recipe_file.read_bytes()).decode("ascii")
+    return base64.urlsafe_b64encode(dump_recipe(recipe).encode("utf-8")).decode("ascii")
 
 
 def resume_on_hosts(run_dir: Path, emit, control: JobControl, hostfile: Hostfile, python: str | None = None):
@@ -85,7 +82,7 @@ def send_run_folder(run_dir: Path, emit, control: JobControl, hostfile: Hostfile
             continue
         try:
             sent = not stopped() and hostcheck.copy_run(host, run_dir, lambda m: emit(Stage("train", m)),
-                                                        _throttled(lambda m: emit(Stage("train", f"sending: {m}"))),
+                                                        lambda m: emit(Stage("train", f"sending: {m}")),
                                                         stopped)
         except RuntimeError as e:  # rsync or ssh failed: their words, naming the host
             raise ProblemError(Problem(f"the run folder could not be sent to the other Macs: {e}; nothing was "
@@ -93,17 +90,6 @@ def send_run_folder(run_dir: Path, emit, control: JobControl, hostfile: Hostfile
         if not sent:
             raise ProblemError(Problem("stopped while sending the run folder to the other Macs; nothing was "
                                        "trained", file=str(run_dir)))
-
-
-def _throttled(say, every_s: float = 0.5):
-    last = [0.0]
-
-    def said(line: str) -> None:
-        if time.monotonic() - last[0] >= every_s:
-            last[0] = time.monotonic()
-            say(line)
-
-    return said
 
 
 def _trouble_flag(control: JobControl) -> list[str]:

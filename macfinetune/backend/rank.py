@@ -85,14 +85,11 @@ def _run(args, rank: int, size: int, control: JobControl, scratch: Path | None):
 
 
 def _recipe(args):
-    from macfinetune.core.recipe import load_recipe
+    from macfinetune.core.recipe import load_recipe, parse_recipe
 
     if args.recipe is not None:
         return load_recipe(args.recipe)
-    with tempfile.TemporaryDirectory(prefix="macfinetune-recipe-") as tmp:
-        path = Path(tmp) / "recipe.yaml"
-        path.write_bytes(base64.urlsafe_b64decode(args.recipe_b64.encode("ascii")))
-        return load_recipe(path)
+    return parse_recipe(base64.urlsafe_b64decode(args.recipe_b64.encode("ascii")).decode("utf-8"), "--recipe-b64")
 
 
 def resume_source(run_dir: Path, home: Path) -> Path:

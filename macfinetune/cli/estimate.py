@@ -19,6 +19,7 @@ from macfinetune.core.calibration import collect_rows, machine_rate
 from macfinetune.core.estimator import (
     Settings,
     estimate,
+    fitted_to,
     format_params,
     judge,
     settings_from_recipe,
@@ -80,10 +81,8 @@ def cmd_estimate(args) -> int:
     recipe = _read_recipe(args.recipe) if args.recipe else None
     machine = _machine(args.memory_gb)
     settings = replace(_settings(args, recipe), device=machine.device)
-    if args.max_seq_length is None and recipe is None and shape.max_positions:
-        settings = replace(settings, max_seq_length=min(settings.max_seq_length, shape.max_positions))
-    if args.num_layers is None and recipe is None and settings.num_layers > shape.layers:
-        settings = replace(settings, num_layers=-1)  # the default 16 blocks, on a smaller model: all of them
+    settings = fitted_to(shape, settings, length=args.max_seq_length is None and recipe is None,
+                         layers=args.num_layers is None and recipe is None)
     measured = _measure(args, shape, settings, machine) if getattr(args, "measure", False) else None
     est, correction = _corrected(estimate(shape, settings))
     verdict = judge(est, machine)

@@ -637,6 +637,17 @@ def judge(est: Estimate, machine: Machine) -> Verdict:
     return Verdict(status, total, usable, message)
 
 
+def fitted_to(shape: ModelShape, s: Settings, length: bool = True, layers: bool = True) -> Settings:
+    """Default settings fitted to a model the way ``macfinetune estimate`` fits them when nobody chose them:
+    the sequence length capped by the model's positions (``length``), and the default block count beyond a
+    smaller model's blocks turned into all of them (``layers``)."""
+    if length and shape.max_positions:
+        s = replace(s, max_seq_length=min(s.max_seq_length, shape.max_positions))
+    if layers and s.num_layers > shape.layers:
+        s = replace(s, num_layers=-1)
+    return s
+
+
 def settings_from_recipe(recipe) -> Settings:
     """The estimator's view of a ``Recipe``."""
     m, t, d = recipe.method, recipe.training, recipe.data

@@ -266,7 +266,7 @@ def recipe_needs(recipe=None, model: str | None = None, data: str | None = None)
     from dataclasses import replace
 
     from macfinetune.core import catalog
-    from macfinetune.core.estimator import estimate, settings_from_recipe
+    from macfinetune.core.estimator import estimate, fitted_to, settings_from_recipe
     from macfinetune.core.recipe import Recipe
 
     given = recipe is not None
@@ -283,10 +283,7 @@ def recipe_needs(recipe=None, model: str | None = None, data: str | None = None)
         return local[0], local[1], None
     settings = replace(settings_from_recipe(recipe), device="gpu")  # the hosts are Macs
     if not given:
-        if shape.max_positions:
-            settings = replace(settings, max_seq_length=min(settings.max_seq_length, shape.max_positions))
-        if settings.num_layers > shape.layers:
-            settings = replace(settings, num_layers=-1)
+        settings = fitted_to(shape, settings)
     return local[0], local[1], estimate(shape, settings).total_gb
 
 
