@@ -131,7 +131,9 @@ def test_windowed_packed_attention_equals_the_block_diagonal_mask_and_reads_fewe
 
     q, k, v, w = _qkv()  # (2, 4 heads, 40, 8), 2 kv heads
     scale = 0.3
-    segments = mx.array([[1] * 9 + [2] * 7 + [3] * 9 + [4] * 8 + [0] * 7, [1] * 5 + [2] * 9 + [3] * 9 + [4] * 17])
+    # row 2's 17-token example ends on a block's first query (32), which needs the key 16 = 32 - (17 - 1): the
+    # window is exactly as long as it must be
+    segments = mx.array([[1] * 9 + [2] * 7 + [3] * 9 + [4] * 8 + [0] * 7, [1] * 5 + [2] * 11 + [3] * 17 + [4] * 7])
     dense = attention.segment_mask(segments)
     stock = _attention_grads(lambda q, k, v: attention._ORIGINAL(q, k, v, None, scale, dense), q, k, v, w)
     windowed = _attention_grads(lambda q, k, v: attention.windowed_attention(q, k, v, scale, segments, 17, block=8),

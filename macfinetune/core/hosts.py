@@ -263,10 +263,8 @@ def recipe_needs(recipe=None, model: str | None = None, data: str | None = None)
     as on this Mac) and the estimator's figure for the recipe on a Mac (Metal). Without a recipe the
     defaults are fitted to the model as ``macfinetune estimate`` fits them. A model that cannot be
     found here gives no figure (each host's probe still says whether its folder is there)."""
-    from dataclasses import replace
-
-    from macfinetune.core import catalog
-    from macfinetune.core.estimator import estimate, fitted_to, settings_from_recipe
+    from macfinetune.core import catalog, gate
+    from macfinetune.core.estimator import estimate, fitted_to
     from macfinetune.core.recipe import Recipe
 
     given = recipe is not None
@@ -281,7 +279,7 @@ def recipe_needs(recipe=None, model: str | None = None, data: str | None = None)
         shape = catalog.find_shape(model)
     except ProblemError:
         return local[0], local[1], None
-    settings = replace(settings_from_recipe(recipe), device="gpu")  # the hosts are Macs
+    settings = gate.run_settings(recipe, shape, "gpu")  # as the gate judges a run, on a Mac (full rows)
     if not given:
         settings = fitted_to(shape, settings)
     return local[0], local[1], estimate(shape, settings).total_gb
