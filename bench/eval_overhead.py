@@ -43,6 +43,11 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--methods", nargs="*", default=["lora", "full"])
     ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--hidden", type=int, default=256, help="model width (the layers, heads and MLP follow)")
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--vocab", type=int, default=1024)
+    ap.add_argument("--save-every", type=int, default=50)
+    ap.add_argument("--eval-every", type=int, default=50)
     a = ap.parse_args()
     import mlx.core as mx
     import mlx_lm
@@ -60,14 +65,18 @@ def main() -> None:
     print("| method | iterations | wall s | validation s (passes) | share | saving s (checkpoints) | share |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="mf-evalcost-") as tmp:
-        model = build_tiny_model(Path(tmp) / "model", texts, hidden_size=256, num_layers=4, num_heads=4,
-                                 num_kv_heads=2, intermediate_size=512, vocab_size=1024)
+        model = build_tiny_model(Path(tmp) / "model", texts, hidden_size=a.hidden, num_layers=a.layers,
+                                 num_heads=max(4, a.hidden // 64), num_kv_heads=2,
+                                 intermediate_size=2 * a.hidden, vocab_size=a.vocab)
+        print(f"# model: hidden {a.hidden}, {a.layers} blocks, vocab {a.vocab}; save every {a.save_every}, "
+              f"validate every {a.eval_every}")
         for method in a.methods:
             totals: dict = {}
             originals = [(name, timed(loop.StepHook, name, totals)) for name in ("_validate", "_save")]
             recipe = apply_overrides(with_paths(Recipe(), str(model), str(data)),
                                      [f"iterations={a.iters}", f"type={method}", "num_layers=-1",
-                                      f"max_seq_length={a.seq}", "learning_rate=1e-4"])
+                                      f"max_seq_length={a.seq}", "learning_rate=1e-4",
+                                      f"save_every={a.save_every}", f"eval_every={a.eval_every}"])
             tic = time.perf_counter()
             result = train_run(recipe, Path(tmp) / f"run-{method}", lambda e: None)
             wall = time.perf_counter() - tic

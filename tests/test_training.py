@@ -68,6 +68,9 @@ def test_run_folder_contract(trained_run):
     adapters = {p.name for p in (trained_run / "adapters").iterdir()}
     assert {"adapter_config.json", "adapters.safetensors", "0000004_adapters.safetensors",
             "0000012_adapters.safetensors"} <= adapters
+    final, last = trained_run / "adapters" / "adapters.safetensors", trained_run / "adapters" / "0000012_adapters.safetensors"
+    assert final.read_bytes() == last.read_bytes()  # the final weights are the last checkpoint's (cloned)...
+    assert not final.samefile(last)  # ...in a file of their own: rewriting one never changes the other
     config = json.loads((trained_run / "adapters" / "adapter_config.json").read_text())
     assert config["fine_tune_type"] == "lora" and config["lora_parameters"]["scale"] == 2.0
     records = runs.read_metrics(trained_run)

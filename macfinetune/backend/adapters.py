@@ -117,7 +117,7 @@ def save_checkpoint(run_dir: Path, iteration: int, model, optimizer) -> Path:
     adapters = run_dir / runs.ADAPTERS
     path = adapters / runs.checkpoint_name(iteration)
     _save_tensors(path, weights, "checkpoint-adapters")
-    _save_tensors(adapters / runs.FINAL_ADAPTERS, weights, "final-adapters")
+    atomic.copy_atomically(path, adapters / runs.FINAL_ADAPTERS, "final-adapters")  # a clone on APFS
     state = {k: v for k, v in tree_flatten(optimizer.state) if isinstance(v, mx.array)}
     _save_tensors(runs.optimizer_file(run_dir, iteration), state, "optimizer")
     return path

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -82,6 +84,26 @@ def write_atomically(path: Path, write: Callable[[Path], None], suffix: str = ".
         tmp_path.unlink(missing_ok=True)
     _fsync_dir(path.parent)
     _label_point(label, "renamed")
+
+
+def copy_atomically(source: Path, path: Path, label: str = "") -> None:
+    """``path`` becomes a copy of ``source``, atomically; on APFS a clone that shares the blocks.
+
+    A clone (``clonefile``) costs no time and no disk until one of the two files is rewritten, and
+    neither ever sees the other's writes, unlike a hard link. Elsewhere the bytes are copied.
+    """
+    write_atomically(path, lambda tmp: _clone_or_copy(Path(source), tmp), suffix=Path(path).suffix, label=label)
+
+
+def _clone_or_copy(source: Path, dest: Path) -> None:
+    if sys.platform == "darwin":
+        import ctypes
+
+        dest.unlink(missing_ok=True)  # clonefile creates the file itself
+        clonefile = getattr(ctypes.CDLL(None), "clonefile", None)  # macOS 10.12+
+        if clonefile is not None and clonefile(os.fsencode(source), os.fsencode(dest), 0) == 0:
+            return
+    shutil.copyfile(source, dest)  # not APFS (or an older macOS): the bytes
 
 
 def write_text(path: Path, text: str, label: str = "") -> None:

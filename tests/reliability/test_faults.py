@@ -103,3 +103,18 @@ def _assert_whole_or_absent(run, torn_metrics: bool) -> None:
             json.loads(lines[-1])
     else:
         json.loads(lines[-1])
+
+
+@pytest.mark.parametrize("platform", ["linux", "darwin"])
+def test_the_final_adapters_are_a_copy_never_a_link(platform, tmp_path, monkeypatch):
+    """copy_atomically (a clone on APFS, else a copy): writing into one file leaves the other as it was."""
+    monkeypatch.setattr(atomic.sys, "platform", platform)  # "darwin" here: clonefile is absent, the copy is used
+    source, copy = tmp_path / "0000004_adapters.safetensors", tmp_path / "adapters.safetensors"
+    source.write_bytes(b"checkpoint 4")
+    copy.write_bytes(b"an older final file")
+    atomic.copy_atomically(source, copy, "final-adapters")
+    assert copy.read_bytes() == b"checkpoint 4" and not copy.samefile(source)
+    with open(copy, "r+b") as f:  # mlx-lm's own trainer rewrites adapters.safetensors in place
+        f.write(b"X")
+    assert source.read_bytes() == b"checkpoint 4"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
