@@ -15,6 +15,7 @@ than mlx-lm's ``train`` are reported apart and are not held to the targets.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 from dataclasses import replace
@@ -42,6 +43,38 @@ MLX_TUNE_NOTE = ("mlx-tune's SFTTrainer trains with mlx-lm's own train() and def
                  "maximum, not the length of its longest batch, and does not name the data: rows shorter than the "
                  "maximum lower every L and L^2 term. Reported apart ('context a maximum'), with the length at which "
                  "the estimate meets the measured peak ('implied_length').")
+
+# Rows measured before 2025-04 ran two mechanisms that have since changed; they are estimated with the mechanisms
+# of their time, derived from the same terms, not fitted (docs/estimator.md, "Older MLX"):
+# - attention: until mlx #2054 ("no sdpa in grad", 2025-04-08) the fused SDPA kernel ran in the forward pass of
+#   training too, keeping no L^2 scores, and its VJP (fast.cpp Custom::vjp) re-ran the unfused fallback for one
+#   block at a time in the backward pass: nothing L^2 is kept across blocks, and one block's backward holds the
+#   recomputed probabilities (attention_kept) besides its own backward copies (attention_backward);
+# - loss: until mlx-lm #63 (2025-04-03) default_loss upcast the logits to float32 before cross_entropy:
+#   10.0 bf16 copies of batch x L x vocab against 4.0 today (bench/probe_loss_copies.py), so logits + 6.0.
+OLDER_MLX = "mlx before 2025-04 (fused SDPA in training, float32 logits)"
+LOSS_UPCAST_EXTRA = 6.0  # bench/probe_loss_copies.py: 10.0 - 4.0
+
+
+def older_mlx_metal(metal: dict) -> dict:
+    return {**metal, "attention_kept": 0.0, "attention_backward": metal["attention_kept"] + metal["attention_backward"],
+            "logits": metal["logits"] + LOSS_UPCAST_EXTRA}
+
+
+@contextlib.contextmanager
+def mechanisms_of(row: dict):
+    """The estimator with the Metal mechanisms of the row's MLX (today's unless the row says otherwise)."""
+    if row.get("mechanisms") != OLDER_MLX:
+        yield
+        return
+    today = estimator.coefficients
+    older = replace(today(), metal=older_mlx_metal(today().metal))
+    estimator.coefficients = lambda: older
+    try:
+        yield
+    finally:
+        estimator.coefficients = today
+
 
 ROWS = [
     dict(name="mlx-train-perf Qwen3-8B-4bit L1024", config="Qwen3-8B-4bit", measured_gb=(2.12 + 4.29) * GIB,
@@ -78,10 +111,27 @@ ROWS = [
          settings=dict(num_layers=16, rank=8, target_modules=("q_proj", "v_proj"), batch_size=4,
                        max_seq_length=2048),
          source="https://github.com/ml-explore/mlx-lm/pull/53 ('Post': Peak mem 40.508 GB)", machine="not stated",
-         mlx="mlx at ml-explore/mlx#2006 (2025-03)", trainer="mlx-lm train", held_out=True,
+         mlx="mlx at ml-explore/mlx#2006 (2025-03)", trainer="mlx-lm train", held_out=True, mechanisms=OLDER_MLX,
          uncertain="'a 1B' model: taken as Llama-3.2-1B (bf16); mlx-lm's defaults of 2025-03 (16 blocks, rank 8, "
                    "q_proj and v_proj; checked in mlx-lm's history); 80,880 tokens in 10 iterations of batch 4 "
                    "(~2,022 per row) with 'a ~2048 sequence length': rows taken as filling 2048"),
+    dict(name="mlx-lm PR #53 1B L2048 b4 (step not compiled)", config="Llama-3.2-1B-Instruct", measured_gb=47.302,
+         settings=dict(num_layers=16, rank=8, target_modules=("q_proj", "v_proj"), batch_size=4,
+                       max_seq_length=2048),
+         source="https://github.com/ml-explore/mlx-lm/pull/53 ('Pre': Peak mem 47.302 GB)", machine="not stated",
+         mlx="mlx at ml-explore/mlx#2006 (2025-03)", trainer="mlx-lm train", held_out=True, mechanisms=OLDER_MLX,
+         uncertain="the same run as the compiled row before the step was compiled (the estimate does not tell a "
+                   "compiled step from one that is not: its coefficients come from compiled steps)"),
+    dict(name="mlx-lm PR #47 1B L4096 b4 (step not compiled)", config="Llama-3.2-1B-Instruct", measured_gb=69.810,
+         settings=dict(num_layers=16, rank=8, target_modules=("q_proj", "v_proj"), batch_size=4,
+                       max_seq_length=4096),
+         source="https://github.com/ml-explore/mlx-lm/pull/47 (description, 2025-03-22, 'Without splitting': "
+                "Iter 5 ... Trained Tokens 81900, Peak mem 69.810 GB)", machine="not stated (>= 96 GB)",
+         mlx="mlx and mlx-lm main of 2025-03-22", trainer="mlx-lm train", held_out=True, mechanisms=OLDER_MLX,
+         uncertain="mlx-community/llama-3.2-1B-Instruct-bf16, mlx-lm's defaults of the day (16 blocks = all, rank "
+                   "8, q_proj and v_proj, batch 4, Adam, no checkpointing, step not compiled before mlx-lm #53); "
+                   "81,900 trained tokens in 5 iterations = 4 x 4,095 per step: every row cut at 4,096; run on the "
+                   "PR's branch without its --seq-step-size (the same path as main); the data is not named"),
     dict(name="unsloth PR #1289 Llama-3-8B 4-bit b2 wikisql", config="Meta-Llama-3-8B", base_bits=4,
          measured_gb=5.419,
          settings=dict(num_layers=16, rank=16, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
@@ -126,7 +176,7 @@ ROWS = [
 
 def implied_length(shape, row: dict) -> int | None:
     """The sequence length (a multiple of 32) at which the estimate first reaches the measured peak."""
-    for length in range(64, row["settings"]["max_seq_length"] + 1, 32):
+    for length in range(64, row["settings"]["max_seq_length"] + 1, 32):  # (no older-MLX row gives a maximum)
         settings = estimator.Settings(device="gpu", **{**row["settings"], "max_seq_length": length})
         if estimator.estimate(shape, settings).total_gb >= row["measured_gb"]:
             return length
@@ -138,11 +188,14 @@ def estimate_row(row: dict) -> dict:
     if row.get("base_bits"):  # trained on a base quantized at load (MLX affine, group 64)
         shape = replace(shape, quant_bits=row["base_bits"], quant_group=64)
     settings = estimator.Settings(device="gpu", **row["settings"])
-    est = estimator.estimate(shape, settings)
+    with mechanisms_of(row):
+        est = estimator.estimate(shape, settings)
     out = {k: v for k, v in row.items() if k != "settings"}
     if row.get("context_is_maximum"):
         out["implied_length"] = implied_length(shape, row)
     out["settings"] = {k: list(v) if isinstance(v, tuple) else v for k, v in row["settings"].items()}
+    if row.get("mechanisms"):  # what today's mechanisms would have said of it
+        out["estimate_today_gb"] = round(estimator.estimate(shape, settings).total_gb, 3)
     out.update(measured_gb=round(row["measured_gb"], 3), estimate_gb=round(est.total_gb, 3),
                error=round((est.total_gb - row["measured_gb"]) / row["measured_gb"], 4), phase=est.phase,
                breakdown_gb=est.breakdown_gb())
@@ -160,8 +213,9 @@ def summary(rows: list[dict]) -> dict:
 
 def summaries(rows: list[dict]) -> dict:
     known = [r for r in rows if not r.get("context_is_maximum")]
-    mlx_lm = [r for r in known if r["trainer"].startswith("mlx-lm")]
+    mlx_lm = [r for r in known if r["trainer"].startswith("mlx-lm") and not r.get("mechanisms")]
     return {"mlx-lm trainer": summary(mlx_lm), "mlx-lm trainer, held out": summary([r for r in mlx_lm if r["held_out"]]),
+            "mlx-lm trainer, " + OLDER_MLX: summary([r for r in known if r.get("mechanisms") == OLDER_MLX]),
             "other trainers": summary([r for r in known if not r["trainer"].startswith("mlx-lm")]),
             "context a maximum (lengths unknown)": summary([r for r in rows if r.get("context_is_maximum")]),
             "all rows": summary(rows)}
@@ -180,8 +234,10 @@ def write(path: Path, rows: list[dict]) -> None:
 def markdown(path: Path) -> str:
     data = yaml.safe_load(path.read_text())
     lines = ["| row | trainer | held out | measured GB | estimate GB | error | source |", "|---|---|---|---:|---:|---:|---|"]
-    lines += [f"| {r['name']} | {r['trainer']} | {'yes' if r['held_out'] else 'no'} | {r['measured_gb']:.2f} | "
+    lines += [f"| {r['name']} | {r['trainer']}{', older MLX' if r.get('mechanisms') else ''} | "
+              f"{'yes' if r['held_out'] else 'no'} | {r['measured_gb']:.2f} | "
               f"{r['estimate_gb']:.2f} | {r['error']:+.1%}"
+              f"{_today(r)}"
               f"{' (meets the peak at ' + str(r['implied_length']) + ' tokens)' if r.get('implied_length') else ''} | "
               f"{r['source']} |" for r in data["rows"]]
     lines.append("")
@@ -190,6 +246,13 @@ def markdown(path: Path) -> str:
             lines.append(f"- {name}: {s['rows']} rows, median |error| {s['median_abs_error']:.1%}, signed median "
                          f"{s['signed_median_error']:+.1%}, worst {s['worst_abs_error']:.1%}")
     return "\n".join(lines)
+
+
+def _today(row: dict) -> str:
+    if "estimate_today_gb" not in row:
+        return ""
+    error = (row["estimate_today_gb"] - row["measured_gb"]) / row["measured_gb"]
+    return f" (today's mechanisms: {row['estimate_today_gb']:.2f} GB, {error:+.0%})"
 
 
 def main(argv=None) -> int:
