@@ -76,6 +76,23 @@ def count_tokens(rows: Sequence[dict], tokenizer, batch_size: int = _BATCH) -> l
     return counts
 
 
+def template_refusals(rows: Sequence[dict], tokenizer) -> list[tuple[int, str]]:
+    """(index, the template's error) of each chat, completions or preference row the chat template refuses."""
+    from macfinetune.core.formats import pairs
+
+    if not rows or _is_text(rows[0]):
+        return []
+    refused = []
+    for i, row in enumerate(rows):
+        for chat in [pairs.pair_as_chat(row, k) for k in pairs.PAIR_KEYS] if pairs.is_pair(row) else [row]:
+            try:
+                tokenizer.apply_chat_template(_messages(chat)[0], tools=chat.get("tools"), tokenize=False)
+            except Exception as e:  # jinja templates raise what they like (raise_exception, TypeError, ...)
+                refused.append((i, f"{type(e).__name__}: {e}"))
+                break
+    return refused
+
+
 def _render_batch(rows: Sequence[dict], tokenizer) -> tuple[str, list]:
     """("text", texts) or ("chat", [(full, prompt) or the template's error message])."""
     if rows and _is_text(rows[0]):

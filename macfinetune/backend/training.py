@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import shlex
 import shutil
 import socket
 import threading
@@ -123,6 +124,7 @@ def train_run(recipe: Recipe, run_dir: Path, emit: Emit, control: JobControl | N
     for note in pre.notes:
         emit(Stage("train", note))
     folder = models.resolve_model_path(recipe.model.path)
+    check_templates(pre, folder)
     memory = memory_gate(pre, folder, allow_over_budget, confirm)
     if memory.warning:
         emit(Stage("train", memory.warning))
@@ -159,6 +161,36 @@ def memory_gate(pre: Preflight, folder: Path, allow_over_budget: bool = False,
             raise
         # the estimator's own doubts about the settings; the checks against the loaded model decide
         return gate.Gate(None, None, None, None, note=str(e))
+
+
+_REFUSALS_SHOWN = 5
+
+
+def check_templates(pre: Preflight, folder: Path) -> None:
+    """Rows the model's chat template cannot render stop mlx-lm mid-run: refuse them before anything is written,
+    naming each row's file and line (as ``data inspect --model`` does)."""
+    from macfinetune.backend import tokens
+    from macfinetune.backend.hfdata import load_hf_dataset
+
+    try:
+        tokenizer = tokens.load_tokenizer(folder)
+    except ProblemError:
+        return  # loading the model reports a broken tokenizer
+    if not tokens.template_refusals(pre.train_rows + pre.valid_rows, tokenizer):
+        return
+    data = formats.load_any(pre.recipe.data.path, load_hf=load_hf_dataset)  # again, for the rows' files and lines
+    refused = [(split.refs[i], error) for split in data.splits
+               for i, error in tokens.template_refusals(split.rows, tokenizer)]
+    problems = [Problem(f"the model's chat template cannot render this row ({error}); fix or remove the row, or "
+                        "train a model whose template renders it", file=ref.file, line=ref.line,
+                        value=None if ref.line else f"row {ref.index + 1}")
+                for ref, error in refused[:_REFUSALS_SHOWN]]
+    if len(refused) > _REFUSALS_SHOWN:
+        problems.append(Problem(f"and {len(refused) - _REFUSALS_SHOWN} more rows the template cannot render; "
+                                f"macfinetune data inspect {shlex.quote(pre.recipe.data.path)} "
+                                f"--model {shlex.quote(pre.recipe.model.path)} "
+                                "lists them all", file=refused[0][0].file))
+    raise ProblemError(problems)
 
 
 _LONGEST_SAMPLE = 64  # rows tokenized to find the longest: the longest by characters

@@ -40,6 +40,18 @@ CATALOGUE = {
     "a 10 MB single line": (json.dumps({"text": "x" * 10_000_000}) + "\n", [], "a 10.0 MB row"),
     "empty file": ("", [], "the file is empty"),
     "fewer rows than the batch size": (rows(3), ["--set", "batch_size=8"], "fewer than training.batch_size = 8"),
+    "a row the chat template cannot render (content parts)": (
+        rows(12) + json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]},
+                                            {"role": "assistant", "content": "Arr!"}]}) + "\n",
+        [], "line 13: the model's chat template cannot render this row (TypeError"),
+    "a tool call without content the chat template cannot render": (
+        rows(11) + json.dumps({"messages": [
+            {"role": "user", "content": "weather in Oslo"},
+            {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "get_weather",
+                                                                                   "arguments": {"city": "Oslo"}}}]},
+            {"role": "tool", "content": "sunny", "name": "get_weather"},
+            {"role": "assistant", "content": "It is sunny"}]}) + "\n" + rows(1),
+        [], "line 12: the model's chat template cannot render this row"),
     "recipe key typo": (None, ["--set", "trainig.batch_size=2"], "unknown key"),
     "unknown optimizer": (None, ["--set", "optimizer=lion"], "'lion' is not one of adam, adamw, sgd, adafactor"),
     "negative learning rate": (None, ["--set", "learning_rate=-1e-4"], "out of range"),
