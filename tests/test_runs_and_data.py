@@ -92,6 +92,13 @@ def test_resolve_best_last_and_number(tmp_path):
         runs.resolve_checkpoint(run, "newest")
 
 
+@pytest.mark.parametrize("which", ["best", "last", "4"])
+def test_a_run_that_saved_nothing_says_so_whatever_checkpoint_is_asked(tmp_path, which):
+    run = _fake_run(tmp_path, {})
+    with pytest.raises(ProblemError, match="no adapter weights were saved here: the run stopped or failed before"):
+        runs.resolve_checkpoint(run, which)
+
+
 def test_dead_running_run_reads_as_interrupted(tmp_path):
     status = runs.new_status("m", "lora", 100)
     runs.write_status(tmp_path, status)

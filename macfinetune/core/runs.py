@@ -346,6 +346,9 @@ def resolve_checkpoint(path: Path, which: str | int = "best") -> tuple[Path, int
     """The adapter weights file for 'best', 'last' or an iteration number, with its iteration."""
     adapters = adapters_dir(path)
     found = _committed(adapters, list_checkpoints(adapters))
+    if not found and not (adapters / FINAL_ADAPTERS).exists():
+        raise ProblemError(Problem("no adapter weights were saved here: the run stopped or failed before its first "
+                                   "checkpoint, so there is nothing to load; train it again", file=str(path)))
     which = str(which).strip().lower()
     if which == "last":
         if found:
