@@ -216,6 +216,27 @@ def test_below_a_billion_parameters_the_demo_rules_apply():
     assert values["training.learning_rate"].value == 2.0e-3
     assert "below the seeds" in values["training.learning_rate"].reason
     assert "M parameters" in values["method.rank"].reason
+    assert "do not fit" not in values["method.type"].reason  # full fine-tuning was not weighed, not refused
+    assert "all 2 blocks" in values["method.num_layers"].reason  # the blocks it has, not the rule's 100000
+
+
+def test_recommend_reads_the_data_it_is_given(tiny_model, tmp_path, capsys):
+    """--data sizes the recipe: its training rows set the passes, its longest row (the model's tokens) the length;
+    data that cannot be read is refused with its file and line."""
+    from conftest import SAMPLE_DATA
+
+    from macfinetune import cli
+
+    assert cli.main(["recommend", "--model", str(tiny_model), "--data", str(SAMPLE_DATA), "--json"]) == 0
+    choices = {c["key"]: c for c in json.loads(capsys.readouterr().out)["choices"]}
+    assert choices["data.max_seq_length"]["value"] == 256 and "your longest row is" in choices["data.max_seq_length"]["reason"]
+    assert "converted to iterations" not in choices["training.epochs"]["reason"]  # the rows are known
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "a"}\n{"text": "b",}\n')
+    assert cli.main(["recommend", "--model", str(tiny_model), "--data", str(broken)]) == 2
+    assert "broken.jsonl line 2: not valid JSON" in capsys.readouterr().err
+    assert cli.main(["recommend", "--model", str(tiny_model), "--data", str(tmp_path / "missing.jsonl")]) == 2
+    assert "dataset not found" in capsys.readouterr().err
 
 
 @pytest.mark.slow

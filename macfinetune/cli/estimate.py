@@ -58,9 +58,11 @@ def add_parsers(sub) -> None:
                         "the budget, recorded as calibration rows that correct later estimates")
     c = sub.add_parser("recommend", help="a recipe for a model on this Mac, with the reason for every choice")
     c.add_argument("--model", required=True, help="model folder (config.json is enough), downloaded repo id or known name")
-    c.add_argument("--data", default="", help="dataset the recipe will train on (written into the recipe)")
-    c.add_argument("--rows", type=int, help="training rows in your data (sets the number of passes)")
-    c.add_argument("--longest-row", type=int, help="tokens in your longest row (caps the sequence length)")
+    c.add_argument("--data", default="", help="dataset the recipe will train on: read for its training rows and, "
+                                              "with a model folder's tokenizer, its longest row (written into the recipe)")
+    c.add_argument("--rows", type=int, help="training rows in your data (sets the number of passes; default: --data's)")
+    c.add_argument("--longest-row", type=int, help="tokens in your longest row (caps the sequence length; default: "
+                                                   "--data's, counted with the model's tokenizer)")
     c.add_argument("--memory-gb", type=float, help="recommend for a Mac with this much memory (default: this machine)")
     c.add_argument("--out", type=Path, help="write the recipe to this YAML file")
     c.add_argument("--json", action="store_true", help="print one JSON object")
@@ -256,8 +258,11 @@ def cmd_recommend(args) -> int:
             raise ProblemError(Problem(f"--{name.replace('_', '-')} must be 1 or more", field=name, value=value))
     shape = catalog.find_shape(args.model)
     machine = _machine(args.memory_gb)
-    rec = recommend(shape, machine, model_path=args.model, data_path=args.data, train_rows=args.rows,
-                    longest_row_tokens=args.longest_row)
+    rows, longest = args.rows, args.longest_row
+    if args.data:
+        rows, longest = _data_numbers(args.data, args.model, rows, longest)
+    rec = recommend(shape, machine, model_path=args.model, data_path=args.data, train_rows=rows,
+                    longest_row_tokens=longest)
     if args.out:
         if args.out.exists():
             raise ProblemError(Problem("the file exists; choose a new name (nothing you made is overwritten)",
@@ -276,6 +281,20 @@ def cmd_recommend(args) -> int:
     lines.append(f"recipe written to {args.out}" if args.out else "write it as a recipe with --out FILE.yaml")
     print("\n".join(lines))
     return EXIT_OK
+
+
+def _data_numbers(data: str, model: str, rows: int | None, longest: int | None) -> tuple[int | None, int | None]:
+    """Training rows and the longest row's tokens of ``data`` (the doctor's numbers), where not given; tokens
+    only when ``model`` is a folder with a tokenizer (a known name is its config alone)."""
+    from macfinetune import jobs
+    from macfinetune.core.control import JobControl
+    from macfinetune.core.modelinfo import has_tokenizer
+
+    folder = Path(model).expanduser()
+    counted = longest is None and folder.is_dir() and has_tokenizer(folder)
+    report = jobs.inspect_dataset(lambda event: None, JobControl(), path=data, model=str(folder) if counted else None)
+    train = next(s.rows for s in report.splits if s.name == "train")
+    return rows or train, longest or (report.lengths.max if report.lengths else None)
 
 
 def _show(value) -> str:

@@ -92,3 +92,8 @@ def _tokenizer_needs_code(folder: Path) -> bool:
 def needs_remote_code(config: dict) -> bool:
     """config.json points at Python classes shipped in the repository."""
     return bool(config.get("auto_map"))
+
+
+def has_tokenizer(folder: Path) -> bool:
+    """Whether a model folder holds tokenizer files (a known name's config alone does not)."""
+    return any((Path(folder) / name).exists() for name in _TOKENIZER_FILES)

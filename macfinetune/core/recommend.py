@@ -72,7 +72,8 @@ def recommend(shape: ModelShape, machine: Machine, *, model_path: str = "", data
         model_path = prequantized_repo(model_path or "model", trained.quant_bits)
         choices.append(Choice("model.path", model_path, _prequantized_reason(shape, s)))
     choices += _adapter_choices(shape, band, s) + _training_choices(shape, band, s, train_rows)
-    choices += _fit_choices(fit) + _schedule_choices(train_rows, s.grad_accumulation)
+    choices += _fit_choices(fit, _length_reason(shape, band, longest_row_tokens))
+    choices += _schedule_choices(train_rows, s.grad_accumulation)
     return Recommendation(_recipe(choices, model_path, data_path, s), tuple(choices), fit, trained)
 
 
@@ -96,6 +97,16 @@ def _sequence_length(shape: ModelShape, band: dict, longest: int | None) -> int:
     return min(length, shape.max_positions or length)
 
 
+def _length_reason(shape: ModelShape, band: dict, longest: int | None) -> str:
+    """Why ``_sequence_length`` chose its length: seed 000's rule, the data's longest row or the model's positions."""
+    length, rule = _sequence_length(shape, band, longest), band["max_seq_length"]
+    if length == rule:
+        return "seed 000: 3072 only below 15B, 1536-2048 for 20B+"
+    if shape.max_positions and length == shape.max_positions:
+        return f"the model's {shape.max_positions} positions (seed 000's rule: {rule})"
+    return f"your longest row is {longest} tokens, rounded up to 256 (seed 000's {rule} would only add padding)"
+
+
 def _choose_method(shape: ModelShape, machine: Machine, band: dict,
                    longest: int | None) -> tuple[ModelShape, Fit, str]:
     """The first method, in quality order, that fits with at most checkpointing, shorter rows and a
@@ -108,7 +119,7 @@ def _choose_method(shape: ModelShape, machine: Machine, band: dict,
         fit = auto_fit(shape, _base_settings(shape, band, method, quantize, longest), machine)
         gentle = all(c.key in _GENTLE for c in fit.changes)
         if fit.found and gentle:
-            return shape, fit, _method_reason(method, quantize, fit, machine)
+            return shape, fit, _method_reason(method, quantize, fit, machine, band.get("below_seeds", False))
     method, quantize = candidates[-1]
     fit = auto_fit(shape, _base_settings(shape, band, method, quantize, longest), machine)
     if quantize and not fit.found:
@@ -129,8 +140,11 @@ def _prequantized_reason(shape: ModelShape, s: Settings) -> str:
             f"quantizing it while loading holds the {full:.0f} GB full-precision weights")
 
 
-def _method_reason(method: str, quantize: int | None, fit: Fit, machine: Machine) -> str:
+def _method_reason(method: str, quantize: int | None, fit: Fit, machine: Machine, below_seeds: bool = False) -> str:
     need = f"{fit.estimate.total_gb:.1f} GB of {machine.usable_bytes / GB:.1f} GB usable"
+    if below_seeds:
+        return (f"LoRA fits ({need}): below the seeds' 1B-32B range the demo recipe's method, which learns there "
+                "(full fine-tuning and DoRA were not weighed)")
     texts = {
         ("full", None): f"full fine-tuning fits ({need}): it trains every weight, the most capacity",
         ("dora", None): f"DoRA fits ({need}): better convergence than LoRA at a similar memory (seed 000)",
@@ -152,9 +166,13 @@ def _adapter_choices(shape: ModelShape, band: dict, s: Settings) -> list[Choice]
     return [
         Choice("method.rank", s.rank, f"{source} for {billions}: rank {band[f'{prefix}_rank']}"),
         Choice("method.alpha", alpha, "alpha = 2 x rank (seed 000): mlx-lm's scale alpha / rank = 2"),
-        Choice("method.num_layers", s.num_layers, f"{source}: {band[f'{prefix}_layers']} blocks for {billions}"),
+        Choice("method.num_layers", s.num_layers, f"{source}: {_blocks(band[f'{prefix}_layers'], shape)} for {billions}"),
         Choice("method.dropout", rules()["lora_dropout"], "LoRA dropout 0.05 (seeds 001, 002, 004)"),
     ]
+
+
+def _blocks(rule: int, shape: ModelShape) -> str:
+    return f"all {shape.layers} blocks" if rule >= shape.layers else f"{rule} of {shape.layers} blocks"
 
 
 def _training_choices(shape: ModelShape, band: dict, s: Settings, rows: int | None) -> list[Choice]:
@@ -173,13 +191,13 @@ def _training_choices(shape: ModelShape, band: dict, s: Settings, rows: int | No
     return [lr, *extra]
 
 
-def _fit_choices(fit: Fit) -> list[Choice]:
+def _fit_choices(fit: Fit, length_reason: str) -> list[Choice]:
     s, changed = fit.settings, {c.key: c for c in fit.changes}
     out = []
     for key, value, default_reason in (
         ("training.batch_size", s.batch_size, "seed 000: batch 3+ below 10B, 2 for 10-20B, 1 above 20B"),
         ("training.grad_accumulation", s.grad_accumulation, "no accumulation needed"),
-        ("data.max_seq_length", s.max_seq_length, "seed 000: 3072 only below 15B, 1536-2048 for 20B+"),
+        ("data.max_seq_length", s.max_seq_length, length_reason),
         ("training.grad_checkpoint", s.grad_checkpoint, "seed 000: gradient checkpointing for large models"),
         ("model.quantize", s.quantize, "the base is trained as it is"),
     ):
