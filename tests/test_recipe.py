@@ -101,6 +101,29 @@ def test_epochs_become_iterations_and_warmup_ratio_becomes_updates():
     assert plan.warmup_updates == 2  # round(0.1 * 25)
 
 
+def test_every_iteration_reaches_an_optimizer_update():
+    """Epochs become whole accumulations (the last gradients are applied); iterations that are not a multiple of
+    the accumulation are refused with the two nearest that are."""
+    recipe = rc.apply_overrides(rc.Recipe(), ["epochs=1", "batch_size=4", "grad_accumulation=3", "save_every=30"])
+    plan = make_plan(recipe, train_rows=100, valid_rows=10)  # 25 batches: 27 iterations, 9 updates
+    assert (plan.iterations, plan.optimizer_updates) == (27, 9)
+    with pytest.raises(ProblemError) as e:
+        rc.apply_overrides(rc.Recipe(), ["iterations=5", "grad_accumulation=2", "save_every=2"])
+    assert [(p.field, p.value) for p in e.value.problems] == [("training.iterations", 5)]
+    assert ("multiple of training.grad_accumulation (2) so that every iteration's gradients reach an optimizer "
+            "update; use 4 or 6") in e.value.problems[0].message
+
+
+def test_what_the_plan_changes_is_said():
+    """A warmup longer than the run, and epochs shorter than one batch, are noted, not silently changed."""
+    recipe = rc.apply_overrides(rc.Recipe(), ["iterations=3", "warmup_steps=1000"])
+    assert make_plan(recipe, 100, 10).notes == (
+        "training.warmup_steps 1000 is longer than the run's 3 optimizer updates: warming up over 2",)
+    tiny = make_plan(rc.apply_overrides(rc.Recipe(), ["epochs=0.001", "batch_size=4"]), 100, 10)
+    assert tiny.iterations == 1 and "less than one batch of 4: training 1 iteration" in tiny.notes[0]
+    assert make_plan(rc.apply_overrides(rc.Recipe(), ["iterations=100", "warmup_steps=10"]), 100, 10).notes == ()
+
+
 def test_schedules_in_mlx_lm_format():
     recipe = rc.apply_overrides(rc.Recipe(), ["iterations=100", "lr_schedule=cosine", "warmup_steps=10",
                                               "learning_rate=1e-4", "min_lr_ratio=0.1"])

@@ -91,7 +91,7 @@ def preflight(recipe: Recipe, run_dir: Path, hosts: int = 1) -> Preflight:
     if not valid:
         train, valid = dataset.split_rows(train, recipe.data.valid_fraction, recipe.training.seed)
     plan = make_plan(recipe, len(train), len(valid), data_file=recipe.data.path, hosts=hosts)
-    return Preflight(recipe, Path(run_dir), train, valid, fmt, plan, notes)
+    return Preflight(recipe, Path(run_dir), train, valid, fmt, plan, tuple(notes) + plan.notes)
 
 
 def document_chunks(recipe: Recipe) -> formats.TokenChunks:

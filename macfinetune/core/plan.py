@@ -24,6 +24,7 @@ class Plan:
     lora_scale: float
     hosts: int = 1  # processes (Macs) that train it together; batch_size is each one's share
     global_batch: int = 0  # rows per step over all hosts (what mlx-lm's iterate_batches is given)
+    notes: tuple[str, ...] = ()  # where the numbers differ from what the recipe asked for, in words
 
 
 def make_plan(recipe: Recipe, train_rows: int, valid_rows: int, data_file: str = "data", hosts: int = 1,
@@ -51,12 +52,20 @@ def make_plan(recipe: Recipe, train_rows: int, valid_rows: int, data_file: str =
             )
         )
     batches_per_epoch = train_rows // t.batch_size
+    notes = []
     if t.iterations is not None:
         iterations = t.iterations
-    else:
-        iterations = max(1, math.ceil(t.epochs * batches_per_epoch))
+    else:  # whole optimizer updates: the last accumulated gradients are applied
+        steps = t.epochs * batches_per_epoch
+        iterations = t.grad_accumulation * max(1, math.ceil(steps / t.grad_accumulation))
+        if steps < 1:
+            notes.append(f"training.epochs {t.epochs:g} of {train_rows} rows is less than one batch of "
+                         f"{t.batch_size}: training {iterations} iteration{'s' if iterations > 1 else ''}")
     updates = max(1, iterations // t.grad_accumulation)
     warmup = t.warmup_steps if t.warmup_steps else round(t.warmup_ratio * updates)
+    if t.warmup_steps and warmup > max(updates - 1, 0):
+        notes.append(f"training.warmup_steps {t.warmup_steps} is longer than the run's {updates} optimizer "
+                     f"update{'s' if updates > 1 else ''}: warming up over {max(updates - 1, 0)}")
     return Plan(
         iterations=iterations,
         epochs=iterations / batches_per_epoch,
@@ -71,6 +80,7 @@ def make_plan(recipe: Recipe, train_rows: int, valid_rows: int, data_file: str =
         lora_scale=recipe.method.scale,
         hosts=hosts,
         global_batch=global_batch,
+        notes=tuple(notes),
     )
 
 

@@ -165,6 +165,15 @@ def check_recipe(recipe: Recipe, file: str = "<recipe>", lines: dict[str, int] |
             t.weight_decay,
         ),
         (
+            t.iterations is not None and t.iterations % t.grad_accumulation != 0,
+            "training.iterations",
+            f"iterations must be a multiple of training.grad_accumulation ({t.grad_accumulation}) so that every "
+            "iteration's gradients reach an optimizer update; use "
+            f"{max(t.grad_accumulation, (t.iterations or 0) // t.grad_accumulation * t.grad_accumulation)} or "
+            f"{-(-(t.iterations or 0) // t.grad_accumulation) * t.grad_accumulation}",
+            t.iterations,
+        ),
+        (
             recipe.eval.save_every % t.grad_accumulation != 0,
             "eval.save_every",
             f"save_every must be a multiple of training.grad_accumulation ({t.grad_accumulation}) so that "
