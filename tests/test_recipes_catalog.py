@@ -106,6 +106,9 @@ def test_save_as_recipe_from_a_run(tmp_path, monkeypatch):
         catalog.save_run_as_recipe(run, "my-recipe")
     with pytest.raises(ProblemError, match="letters"):
         catalog.save_run_as_recipe(run, "../escape")
+    with pytest.raises(ProblemError, match="a shipped recipe has this name, and yours would hide it"):
+        catalog.save_run_as_recipe(run, "demo-tiny-lora")
+    assert not (paths.user_recipes_home() / "demo-tiny-lora.yaml").exists()
 
 
 def test_a_run_folder_becomes_a_calibration_row(tmp_path):

@@ -167,6 +167,9 @@ def save_run_as_recipe(run_dir: Path, name: str, description: str = "") -> Path:
     if target.exists():
         raise ProblemError(Problem("a recipe with this name already exists; choose another name",
                                    file=str(target), field="name", value=name))
+    if paths.shipped("recipes", f"{name}.yaml").exists():  # yours would hide it wherever a name is given
+        raise ProblemError(Problem("a shipped recipe has this name, and yours would hide it; choose another name",
+                                   field="name", value=name))
     recipe = replace(recipe, name=name, description=description or recipe.description or f"saved from {run_dir}")
     target.parent.mkdir(parents=True, exist_ok=True)
     save_recipe(target, recipe, header=f"Saved from the run {Path(run_dir).resolve()}.")
