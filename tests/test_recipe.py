@@ -115,10 +115,10 @@ def test_every_iteration_reaches_an_optimizer_update():
 
 
 def test_what_the_plan_changes_is_said():
-    """A warmup longer than the run, and epochs shorter than one batch, are noted, not silently changed."""
+    """A warmup beyond the run's updates, and epochs shorter than one batch, are noted, not silently changed."""
     recipe = rc.apply_overrides(rc.Recipe(), ["iterations=3", "warmup_steps=1000"])
     assert make_plan(recipe, 100, 10).notes == (
-        "training.warmup_steps 1000 is longer than the run's 3 optimizer updates: warming up over 2",)
+        "training.warmup_steps 1000 exceeds the run's 3 optimizer updates: warming up over 2",)
     tiny = make_plan(rc.apply_overrides(rc.Recipe(), ["epochs=0.001", "batch_size=4"]), 100, 10)
     assert tiny.iterations == 1 and "less than one batch of 4: training 1 iteration" in tiny.notes[0]
     assert make_plan(rc.apply_overrides(rc.Recipe(), ["iterations=100", "warmup_steps=10"]), 100, 10).notes == ()

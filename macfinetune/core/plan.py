@@ -64,7 +64,7 @@ def make_plan(recipe: Recipe, train_rows: int, valid_rows: int, data_file: str =
     updates = max(1, iterations // t.grad_accumulation)
     warmup = t.warmup_steps if t.warmup_steps else round(t.warmup_ratio * updates)
     if t.warmup_steps and warmup > max(updates - 1, 0):
-        notes.append(f"training.warmup_steps {t.warmup_steps} is longer than the run's {updates} optimizer "
+        notes.append(f"training.warmup_steps {t.warmup_steps} exceeds the run's {updates} optimizer "
                      f"update{'s' if updates > 1 else ''}: warming up over {max(updates - 1, 0)}")
     return Plan(
         iterations=iterations,
