@@ -156,6 +156,16 @@ def _unknown_recipe(name: str) -> str:
     return f"no recipe named {name!r}; {hint}`macfinetune recipes` lists them (a recipe file ends in .yaml)"
 
 
+HIDES_SHIPPED = "a shipped recipe has this name, and yours would hide it; choose another name"
+
+
+def hides_shipped(path: Path) -> bool:
+    """A recipe file in the user's recipes named like a shipped one: it would hide it wherever a name is given."""
+    path = Path(path)
+    return path.parent.resolve() == paths.user_recipes_home().resolve() and \
+        paths.shipped("recipes", path.name).exists()
+
+
 def save_run_as_recipe(run_dir: Path, name: str, description: str = "") -> Path:
     """Copy a run's resolved recipe into the user's recipes as ``name``; returns the new file."""
     if not _NAME.match(name):
@@ -167,9 +177,8 @@ def save_run_as_recipe(run_dir: Path, name: str, description: str = "") -> Path:
     if target.exists():
         raise ProblemError(Problem("a recipe with this name already exists; choose another name",
                                    file=str(target), field="name", value=name))
-    if paths.shipped("recipes", f"{name}.yaml").exists():  # yours would hide it wherever a name is given
-        raise ProblemError(Problem("a shipped recipe has this name, and yours would hide it; choose another name",
-                                   field="name", value=name))
+    if hides_shipped(target):
+        raise ProblemError(Problem(HIDES_SHIPPED, field="name", value=name))
     recipe = replace(recipe, name=name, description=description or recipe.description or f"saved from {run_dir}")
     target.parent.mkdir(parents=True, exist_ok=True)
     save_recipe(target, recipe, header=f"Saved from the run {Path(run_dir).resolve()}.")

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QPushButton,
 )
 
-from macfinetune.core import paths, wizard
+from macfinetune.core import catalog, paths, wizard
 from macfinetune.core.recipe import save_recipe
 from macfinetune.ui.wizard.fields import error_color
 from macfinetune.ui.wizard.gauge import GaugeBar, legend_html
@@ -340,12 +340,20 @@ class ReviewStep(Step):
     def _on_save_clicked(self) -> None:
         folder = paths.user_recipes_home()
         path, _ = QFileDialog.getSaveFileName(self, "Save as recipe", str(folder / "my-recipe.yaml"), "Recipes (*.yaml)")
-        if path:
-            self.save_to(Path(path))
+        problem = self.save_to(Path(path)) if path else ""
+        if problem:
+            QMessageBox.warning(self, "Recipe not saved", problem)
 
-    def save_to(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_recipe(path, self.page.recipe, header="Saved from the New-run wizard.")
+    def save_to(self, path: Path) -> str:
+        """Write the recipe on screen to ``path``; '' when saved, else why not (nothing is written)."""
+        if catalog.hides_shipped(path):
+            return f"{path.name}: {catalog.HIDES_SHIPPED}."
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_recipe(path, self.page.recipe, header="Saved from the New-run wizard.")
+        except OSError as e:
+            return f"{path}: could not write the recipe ({e.strerror or e})."
+        return ""
 
 
 def _numbers_html(plan: wizard.Review, hostfile=None) -> str:

@@ -215,8 +215,21 @@ def test_save_as_recipe_writes_what_train_would_run(qtbot, make_page, tmp_path):
     page.steps["model"].choose_path(QWEN)
     page.state.set("data.path", "data.jsonl")
     page.refresh()
-    page.steps["review"].save_to(tmp_path / "mine.yaml")
+    assert page.steps["review"].save_to(tmp_path / "mine.yaml") == ""
     assert load_recipe(tmp_path / "mine.yaml") == page.recipe
+
+
+def test_save_as_recipe_says_why_it_did_not_save(qtbot, make_page, tmp_path, monkeypatch):
+    """A shipped recipe's name in your recipes folder would hide it; an unwritable place is said, not raised."""
+    from macfinetune.core import paths
+
+    monkeypatch.setenv("MACFINETUNE_HOME", str(tmp_path / "home"))
+    page = make_page()
+    review = page.steps["review"]
+    shadow = paths.user_recipes_home() / "demo-tiny-lora.yaml"
+    assert "a shipped recipe has this name" in review.save_to(shadow) and not shadow.exists()
+    (tmp_path / "a-file").write_text("x")
+    assert "could not write the recipe" in review.save_to(tmp_path / "a-file" / "r.yaml")
 
 
 def test_a_preset_fills_the_settings(qtbot, make_page):
