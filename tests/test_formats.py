@@ -166,6 +166,23 @@ def test_tsv_with_a_mapping_and_an_input_column(tmp_path):
     assert data.split("train").rows[0] == chat(("user", "Translate\n\nHello"), ("assistant", "Hola"))
 
 
+def test_extra_empty_fields_at_the_end_of_a_row_are_ignored(tmp_path):
+    data = formats.load_any(write(tmp_path / "t.csv", "prompt,completion\nQ,A,,\nR,B\n"))
+    assert data.split("train").rows == (chat(("user", "Q"), ("assistant", "A")), chat(("user", "R"), ("assistant", "B")))
+
+
+def test_every_ragged_row_is_named_up_to_the_quote_that_never_closes(tmp_path):
+    text = "prompt,completion\nQ,Arr, blue\nR,B\nonly one field\nS,\"C\n" + "T,D\n" * 3
+    found = problems_of(formats.load_any, write(tmp_path / "t.csv", text))
+    assert [(p.line, p.message.split(":")[0]) for p in found] == [
+        (2, "3 fields, the header has 2"), (4, "1 field, the header has 2"), (5, "a quote opened here is never closed")]
+
+
+def test_text_after_a_closing_quote_is_refused_not_guessed(tmp_path):
+    (p,) = problems_of(formats.load_any, write(tmp_path / "t.csv", 'prompt,completion\nQ,"Arr" he said\n'))
+    assert p.line == 2 and p.message.startswith("text follows the closing quote of a field")
+
+
 def test_table_of_text(tmp_path):
     data = formats.load_any(write(tmp_path / "t.csv", "id,body\n1,First doc\n2,Second doc\n"),
                             mapping=ColumnMapping(text="body"))

@@ -18,18 +18,29 @@ def rows(n, row=CHAT):
 
 
 def data_file(tmp_path, content):
-    path = tmp_path / "user-data.jsonl"
+    name, content = content if isinstance(content, tuple) else ("user-data.jsonl", content)
+    path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     return path
 
 
-# name -> (file content or None for the sample data, extra CLI args, expected words)
+# name -> (file content, or (file name, content), or None for the sample data; extra CLI args; expected words)
 CATALOGUE = {
     "malformed JSONL": (rows(3) + '{"messages": [\n', [], "line 4: not valid JSON"),
     "JSON array not closed": ("[" + json.dumps(CHAT) + ",\n" + json.dumps(CHAT) + "\n", [],
                               "line 2: not valid JSON: the array is not closed"),
     "mixed formats": (rows(2) + '{"text": "plain"}\n', [], "line 3: this row is text but the first row is chat"),
     "empty row object": (rows(2) + "{}\n", [], "line 3: this row is of no known format"),
+    "CSV row with an unquoted comma": (("ragged.csv", "prompt,completion\nWhat is the sky?,Arr, it be blue!\nQ,A\n"), [],
+                                       'ragged.csv line 2: 3 fields, the header has 2: quote a field that holds a '
+                                       'comma ("Arr, it be blue!")'),
+    "CSV row with too few fields": (("short.csv", "prompt,completion\nQ,A\nonly one field\nQ,A\n"), [],
+                                    "short.csv line 3: 1 field, the header has 2"),
+    "TSV row with a tab in a field": (("t.tsv", "prompt\tcompletion\nQ\tA\tB\n"), [],
+                                      't.tsv line 2: 3 fields, the header has 2: quote a field that holds a tab'),
+    "CSV quote never closed": (("quote.csv", 'prompt,completion\nQ,A\n"never closed,x\nQ,A\nQ,A\n'), [],
+                               "quote.csv line 3: a quote opened here is never closed: the rest of the file would "
+                               "be one field"),
     "no assistant turn with masking": (
         rows(3) + json.dumps({"messages": [{"role": "user", "content": "only a question"}]}) + "\n",
         ["--set", "mask_prompt=true"], "rows 4 have a single message"),
