@@ -386,6 +386,21 @@ def test_json_object_holding_the_rows(tmp_path):
     assert single.split("train").rows == ({"text": "a pretty-printed row"},)
 
 
+@pytest.mark.parametrize("extra", [{}, {"version": 2}])
+def test_a_one_line_json_object_holding_the_rows(tmp_path, extra):
+    rows = [{"prompt": "p", "completion": "c"}, {"prompt": "q", "completion": "d"}]
+    path = write(tmp_path / "export.json", json.dumps({**extra, "data": rows}))  # json.dump's one line
+    train = formats.load_any(path).split("train")
+    assert list(train.rows) == rows and [str(r) for r in train.refs] == ["export.json row 1", "export.json row 2"]
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+def test_a_row_of_a_known_format_is_a_row_even_with_a_list_under_data(tmp_path, indent):
+    row = {"text": "a document", "data": [{"text": "not a row"}]}
+    data = formats.load_any(write(tmp_path / "one.jsonl", json.dumps(row, indent=indent) + "\n"))
+    assert data.split("train").rows == (row,)
+
+
 def test_a_missing_file_is_not_taken_for_a_hub_name(tmp_path):
     (p,) = problems_of(formats.load_any, "data/train.jsonl")
     assert "dataset not found" in p.message

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from macfinetune.core import dataset
+from macfinetune.core.formats.converters import detect_row_format
 from macfinetune.core.formats.rows import (
     _MAX_PROBLEMS,
     _ROW_LIST_KEYS,
@@ -39,17 +40,29 @@ def _json_lines(text: str, path: Path) -> list[tuple[RowRef, object]]:
 
 
 def _json_lines_or_object(text: str, path: Path) -> list[tuple[RowRef, object]]:
-    """JSON Lines, or one JSON object (pretty-printed) that holds the rows under a key like 'data'."""
+    """JSON Lines, or one JSON object (on one line or pretty-printed) that holds the rows under a key like 'data'.
+
+    The file is such a wrapper when it holds one object, that object is no row of a known format and
+    it has a list under one of ``_ROW_LIST_KEYS``; a one-row file whose row has 'text' (or 'messages',
+    ...) next to a 'data' list stays a row.
+    """
     try:
-        return _json_lines(text, path)
+        numbered = _json_lines(text, path)
     except ProblemError:
         whole = _parse_whole(text) if "\n" in text.strip() else None  # one object over several lines
         if whole is None:
             raise
-    key = next((k for k in _ROW_LIST_KEYS if isinstance(whole, dict) and isinstance(whole.get(k), list)), None)
+        numbered = [(RowRef(str(path), 1, 0), whole)]
+    key = _wrapper_key(numbered[0][1]) if len(numbered) == 1 else None
     if key is None:
-        return [(RowRef(str(path), 1, 0), whole)]
+        return numbered
     return _json_array(text, path, start=re.search(rf'"{key}"\s*:\s*\[', text).end() - 1)
+
+
+def _wrapper_key(value) -> str | None:
+    if not isinstance(value, dict) or detect_row_format(value) is not None:
+        return None
+    return next((k for k in _ROW_LIST_KEYS if isinstance(value.get(k), list)), None)
 
 
 def _parse_whole(text: str):
