@@ -31,6 +31,9 @@ CATALOGUE = {
                               "line 2: not valid JSON: the array is not closed"),
     "mixed formats": (rows(2) + '{"text": "plain"}\n', [], "line 3: this row is text but the first row is chat"),
     "empty row object": (rows(2) + "{}\n", [], "line 3: this row is of no known format"),
+    "a row nested too deeply": (rows(2) + '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n", [],
+                                "line 3: nested too deeply to read"),
+    "a 5,001-digit number": (rows(2) + '{"text": 1' + "0" * 5000 + "}\n", [], "line 3: a number with 5001 digits"),
     "CSV row with an unquoted comma": (("ragged.csv", "prompt,completion\nWhat is the sky?,Arr, it be blue!\nQ,A\n"), [],
                                        'ragged.csv line 2: 3 fields, the header has 2: quote a field that holds a '
                                        'comma ("Arr, it be blue!")'),

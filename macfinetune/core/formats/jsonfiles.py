@@ -29,7 +29,7 @@ def _json_lines(text: str, path: Path) -> list[tuple[RowRef, object]]:
             continue
         try:
             numbered.append((RowRef(str(path), number, len(numbered)), json.loads(line)))
-        except json.JSONDecodeError as e:
+        except (ValueError, RecursionError) as e:
             problems.append(Problem(_json_error(e), file=str(path),
                                     line=number, value=_clip(line)))
         if len(problems) >= _MAX_PROBLEMS:
@@ -68,7 +68,7 @@ def _wrapper_key(value) -> str | None:
 def _parse_whole(text: str):
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         return None
 
 
@@ -95,8 +95,8 @@ def _json_array(text: str, path: Path, start: int | None = None) -> list[tuple[R
         counted = pos
         try:
             value, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            raise fail(_json_error(e), file=str(path), line=e.lineno) from None
+        except (ValueError, RecursionError) as e:
+            raise fail(_json_error(e), file=str(path), line=getattr(e, "lineno", line)) from None
         if _too_long(text[counted:pos]):
             raise ProblemError(_too_long_problem(text[counted:pos], path, line))
         numbered.append((RowRef(str(path), None if one_line else line, len(numbered), in_array=True), value))

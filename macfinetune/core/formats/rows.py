@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -136,9 +137,14 @@ class _Part:
     notes: tuple = ()
 
 
-def _json_error(e) -> str:
-    """json's message with its column ("Unterminated string starting at" already ends in "at")."""
-    return f"not valid JSON: {e.msg.removesuffix(' at')} at column {e.colno}"
+def _json_error(e: ValueError | RecursionError) -> str:
+    """What json.loads raised, in words: its message with the column ("... starting at" already ends in "at")."""
+    if isinstance(e, json.JSONDecodeError):
+        return f"not valid JSON: {e.msg.removesuffix(' at')} at column {e.colno}"
+    if isinstance(e, RecursionError):
+        return "nested too deeply to read (arrays and objects more than about a thousand levels deep)"
+    digits = re.search(r"has (\d+) digits", str(e))  # Python reads integers of at most 4,300 digits
+    return f"a number with {digits[1]} digits, more than Python reads (4,300); write it as text" if digits else f"not valid JSON: {e}"
 
 
 def _clip(text: str, limit: int = 120) -> str:
