@@ -135,6 +135,8 @@ def test_mlx_lm_formats_pass_through(tmp_path, rows, fmt, mlx):
         ('[{"text": "a"},\n {"text": "b"}\n', 2, "not closed"),
         ('{"text": "a"}\n{"prompt": "p", "completion": "c"}\n', 2, "one file holds one format"),
         ('{"text": "a"}\n[1]\n', 2, "expected a JSON object"),
+        ('{"text": 5}\n', 1, "'text' must be text, got a number"),
+        ('{"prompt": "p", "chosen": null, "rejected": "r"}\n', 1, "'chosen' must be text or an assistant message, got null"),
         ('{"foo": 1}\n', 1, "unknown row format"),
         ('{"messages": [{"role": "user"}]}\n', 1, "has no content"),
         ('{"text": "  "}\n', 1, "empty"),
@@ -399,6 +401,12 @@ def test_a_row_of_a_known_format_is_a_row_even_with_a_list_under_data(tmp_path, 
     row = {"text": "a document", "data": [{"text": "not a row"}]}
     data = formats.load_any(write(tmp_path / "one.jsonl", json.dumps(row, indent=indent) + "\n"))
     assert data.split("train").rows == (row,)
+
+
+def test_chat_roles_and_their_aliases_are_accepted(tmp_path):
+    row = chat(("developer", "be brief"), ("user", "hi"), ("assistant", "calling"), ("tool", "42"), ("ipython", "x"),
+               ("function", "y"), ("assistant", "ok"), system="a pirate")
+    assert formats.load_any(jsonl(tmp_path / "c.jsonl", [row])).split("train").rows == (row,)
 
 
 def test_a_missing_file_is_not_taken_for_a_hub_name(tmp_path):
