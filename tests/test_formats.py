@@ -135,6 +135,8 @@ def test_mlx_lm_formats_pass_through(tmp_path, rows, fmt, mlx):
         ('[{"text": "a"},\n {"text": "b"}\n', 2, "not closed"),
         ('{"text": "a"}\n{"prompt": "p", "completion": "c"}\n', 2, "one file holds one format"),
         ('{"text": "a"}\n[1]\n', 2, "expected a JSON object"),
+        ('{"text": 5}\n', 1, "'text' must be text, got a number"),
+        ('{"prompt": "p", "chosen": null, "rejected": "r"}\n', 1, "'chosen' must be text or an assistant message, got null"),
         ('{"foo": 1}\n', 1, "unknown row format"),
         ('{"messages": [{"role": "user"}]}\n', 1, "has no content"),
         ('{"text": "  "}\n', 1, "empty"),
@@ -164,6 +166,23 @@ def test_tsv_with_a_mapping_and_an_input_column(tmp_path):
     mapping = formats.parse_mapping("prompt=task, input=ctx, completion=gold")
     data = formats.load_any(write(tmp_path / "t.tsv", text), mapping=mapping)
     assert data.split("train").rows[0] == chat(("user", "Translate\n\nHello"), ("assistant", "Hola"))
+
+
+def test_extra_empty_fields_at_the_end_of_a_row_are_ignored(tmp_path):
+    data = formats.load_any(write(tmp_path / "t.csv", "prompt,completion\nQ,A,,\nR,B\n"))
+    assert data.split("train").rows == (chat(("user", "Q"), ("assistant", "A")), chat(("user", "R"), ("assistant", "B")))
+
+
+def test_every_ragged_row_is_named_up_to_the_quote_that_never_closes(tmp_path):
+    text = "prompt,completion\nQ,Arr, blue\nR,B\nonly one field\nS,\"C\n" + "T,D\n" * 3
+    found = problems_of(formats.load_any, write(tmp_path / "t.csv", text))
+    assert [(p.line, p.message.split(":")[0]) for p in found] == [
+        (2, "3 fields, the header has 2"), (4, "1 field, the header has 2"), (5, "a quote opened here is never closed")]
+
+
+def test_text_after_a_closing_quote_is_refused_not_guessed(tmp_path):
+    (p,) = problems_of(formats.load_any, write(tmp_path / "t.csv", 'prompt,completion\nQ,"Arr" he said\n'))
+    assert p.line == 2 and p.message.startswith("text follows the closing quote of a field")
 
 
 def test_table_of_text(tmp_path):
@@ -367,6 +386,27 @@ def test_json_object_holding_the_rows(tmp_path):
     assert [r.line for r in data.split("train").refs] == [4, 5] and data.format == "completions"
     single = formats.load_any(write(tmp_path / "one.json", '{\n  "text": "a pretty-printed row"\n}\n'))
     assert single.split("train").rows == ({"text": "a pretty-printed row"},)
+
+
+@pytest.mark.parametrize("extra", [{}, {"version": 2}])
+def test_a_one_line_json_object_holding_the_rows(tmp_path, extra):
+    rows = [{"prompt": "p", "completion": "c"}, {"prompt": "q", "completion": "d"}]
+    path = write(tmp_path / "export.json", json.dumps({**extra, "data": rows}))  # json.dump's one line
+    train = formats.load_any(path).split("train")
+    assert list(train.rows) == rows and [str(r) for r in train.refs] == ["export.json row 1", "export.json row 2"]
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+def test_a_row_of_a_known_format_is_a_row_even_with_a_list_under_data(tmp_path, indent):
+    row = {"text": "a document", "data": [{"text": "not a row"}]}
+    data = formats.load_any(write(tmp_path / "one.jsonl", json.dumps(row, indent=indent) + "\n"))
+    assert data.split("train").rows == (row,)
+
+
+def test_chat_roles_and_their_aliases_are_accepted(tmp_path):
+    row = chat(("developer", "be brief"), ("user", "hi"), ("assistant", "calling"), ("tool", "42"), ("ipython", "x"),
+               ("function", "y"), ("assistant", "ok"), system="a pirate")
+    assert formats.load_any(jsonl(tmp_path / "c.jsonl", [row])).split("train").rows == (row,)
 
 
 def test_a_missing_file_is_not_taken_for_a_hub_name(tmp_path):

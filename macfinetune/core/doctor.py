@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 from macfinetune.core import formats
 from macfinetune.core.formats import LoadedData, RowRef, pairs
+from macfinetune.core.formats.rows import ROLE_ALIASES
 from macfinetune.core.problems import Problem
 
 
@@ -54,7 +55,6 @@ _NEXT_ROLES = {
     "assistant": {"user", "tool"},
     "tool": {"tool", "assistant"},
 }
-_ROLE_ALIASES = {"developer": "system", "ipython": "tool", "function": "tool"}
 _DETAILS_SHOWN = 10
 
 
@@ -226,7 +226,7 @@ def role_order(row: dict) -> str | None:
         return None
     previous = None
     for i, message in enumerate(row["messages"], start=1):
-        role = _ROLE_ALIASES.get(message.get("role"), message.get("role"))
+        role = ROLE_ALIASES.get(message.get("role"), message.get("role"))
         if role not in _NEXT_ROLES:
             return f"message {i} has the unknown role {message.get('role')!r}"
         if role not in _NEXT_ROLES[previous]:

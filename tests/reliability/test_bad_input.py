@@ -18,18 +18,44 @@ def rows(n, row=CHAT):
 
 
 def data_file(tmp_path, content):
-    path = tmp_path / "user-data.jsonl"
+    name, content = content if isinstance(content, tuple) else ("user-data.jsonl", content)
+    path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     return path
 
 
-# name -> (file content or None for the sample data, extra CLI args, expected words)
+PC = "".join(json.dumps({"prompt": "q", "completion": "a"}) + "\n" for _ in range(3))
+USR = {"messages": [{"role": "usr", "content": "hi"}, {"role": "assistant", "content": "Arr!"}]}
+
+# name -> (file content, or (file name, content), or None for the sample data; extra CLI args; expected words)
 CATALOGUE = {
     "malformed JSONL": (rows(3) + '{"messages": [\n', [], "line 4: not valid JSON"),
     "JSON array not closed": ("[" + json.dumps(CHAT) + ",\n" + json.dumps(CHAT) + "\n", [],
                               "line 2: not valid JSON: the array is not closed"),
     "mixed formats": (rows(2) + '{"text": "plain"}\n', [], "line 3: this row is text but the first row is chat"),
-    "empty row object": (rows(2) + "{}\n", [], "line 3: this row is of no known format"),
+    "empty row object": (rows(2) + "{}\n", [], "line 3: 'messages' is missing (the first row has messages)"),
+    "a key the first row has is missing": (PC + '{"prompt": "q"}\n', [],
+                                           "line 4: 'completion' is missing (the first row has prompt and completion)"),
+    "a null row": (rows(2) + "null\n", [], "line 3: expected a JSON object, got null"),
+    "an array row": (rows(2) + "[1, 2]\n", [], "line 3: expected a JSON object, got an array"),
+    "an unknown chat role": (rows(2) + json.dumps(USR) + "\n", [],
+                             "line 3 (messages[0].role): message 1 has the unknown role 'usr'; the roles are system, "
+                             "user, assistant, tool (or developer, ipython, function)"),
+    "a row nested too deeply": (rows(2) + '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n", [],
+                                "line 3: nested too deeply to read"),
+    "a 5,001-digit number": (rows(2) + '{"text": 1' + "0" * 5000 + "}\n", [], "line 3: a number with 5001 digits"),
+    "a parquet file": (("table.parquet", b"PAR1\x15\x04\x15\x90\x01"), [],
+                       "table.parquet: parquet files are not read; convert to .jsonl, .json, .csv or .tsv"),
+    "CSV row with an unquoted comma": (("ragged.csv", "prompt,completion\nWhat is the sky?,Arr, it be blue!\nQ,A\n"), [],
+                                       'ragged.csv line 2: 3 fields, the header has 2: quote a field that holds a '
+                                       'comma ("Arr, it be blue!")'),
+    "CSV row with too few fields": (("short.csv", "prompt,completion\nQ,A\nonly one field\nQ,A\n"), [],
+                                    "short.csv line 3: 1 field, the header has 2"),
+    "TSV row with a tab in a field": (("t.tsv", "prompt\tcompletion\nQ\tA\tB\n"), [],
+                                      't.tsv line 2: 3 fields, the header has 2: quote a field that holds a tab'),
+    "CSV quote never closed": (("quote.csv", 'prompt,completion\nQ,A\n"never closed,x\nQ,A\nQ,A\n'), [],
+                               "quote.csv line 3: a quote opened here is never closed: the rest of the file would "
+                               "be one field"),
     "no assistant turn with masking": (
         rows(3) + json.dumps({"messages": [{"role": "user", "content": "only a question"}]}) + "\n",
         ["--set", "mask_prompt=true"], "rows 4 have a single message"),

@@ -5,7 +5,17 @@ from __future__ import annotations
 import json
 
 from macfinetune.core.formats.pairs import convert_pair, is_pair
-from macfinetune.core.formats.rows import _MAX_PROBLEMS, _SHAREGPT_ROLES, RowRef, _Bad, _clip, _Part
+from macfinetune.core.formats.rows import (
+    _MAX_PROBLEMS,
+    _SHAREGPT_ROLES,
+    CHAT_ROLES,
+    ROLE_ALIASES,
+    RowRef,
+    _Bad,
+    _clip,
+    _Part,
+    json_type,
+)
 from macfinetune.core.problems import Problem, ProblemError, fail
 
 
@@ -35,19 +45,34 @@ _ROW_FORMATS = (
 )
 
 
+# The keys that make each format; a row missing some that the first row has is told which.
+_FORMAT_KEYS = {
+    "preference": ("chosen", "rejected"),
+    "completions": ("prompt", "completion"),
+    "sharegpt": ("conversations", "messages"),
+    "tools": ("messages", "tools"),
+    "chat": ("messages",),
+    "alpaca": ("instruction", "output"),
+    "text": ("text",),
+}
+
+
 def _convert_records(numbered: list[tuple[RowRef, object]], file: str) -> _Part:
     """Detect the format from the first record (as mlx-lm does) and convert every record."""
     if not numbered:
         raise fail("the dataset has no rows", file=file)
     first_ref, first = numbered[0]
-    fmt = detect_row_format(first) if isinstance(first, dict) else None
+    if not isinstance(first, dict):
+        raise fail(f"expected a JSON object, got {json_type(first)}", file=file, line=first_ref.line,
+                   value=_clip(json.dumps(first, default=str)))
+    fmt = detect_row_format(first)
     if fmt is None:
         raise fail(_unknown_format_message(first), file=file, line=first_ref.line, value=_clip(json.dumps(first, default=str)))
-    convert = _CONVERTERS[fmt]
+    convert, keys = _CONVERTERS[fmt], [k for k in _FORMAT_KEYS[fmt] if k in first]
     rows, refs, problems = [], [], []
     for ref, record in numbered:
         try:
-            rows.append(convert(_same_format(record, fmt)))
+            rows.append(convert(_same_format(record, fmt, keys)))
             refs.append(ref)
         except _Bad as bad:
             problems.append(Problem(f"{ref}: {bad.message}" if ref.line is None else bad.message,
@@ -59,20 +84,25 @@ def _convert_records(numbered: list[tuple[RowRef, object]], file: str) -> _Part:
     return _Part(fmt, rows, refs, file)
 
 
-def _unknown_format_message(first) -> str:
-    keys = sorted(first) if isinstance(first, dict) else type(first).__name__
-    return (f"unknown row format (keys {keys}); expected one of: messages (chat), prompt+completion, text, "
+def _unknown_format_message(first: dict) -> str:
+    return (f"unknown row format (keys {sorted(first)}); expected one of: messages (chat), prompt+completion, text, "
             "instruction+output (Alpaca), conversations (ShareGPT), chosen+rejected (preference pairs)")
 
 
-def _same_format(record, fmt: str) -> dict:
+def _same_format(record, fmt: str, keys: list[str]) -> dict:
+    """``record`` when it has the first row's format ``fmt`` (made by ``keys``); otherwise what differs."""
     if not isinstance(record, dict):
-        raise _Bad(f"expected a JSON object, got {type(record).__name__}", value=record)
+        raise _Bad(f"expected a JSON object, got {json_type(record)}", value=record)
     found = detect_row_format(record)
-    if found != fmt and {found, fmt} != {"chat", "tools"}:
-        raise _Bad(f"this row is {found or 'of no known format'} but the first row is {fmt}; one file holds one format",
+    if found == fmt or {found, fmt} == {"chat", "tools"}:
+        return record
+    missing = [k for k in keys if k not in record]
+    if found is None and missing:
+        names = " and ".join(f"'{k}'" for k in missing)
+        raise _Bad(f"{names} {'is' if len(missing) == 1 else 'are'} missing (the first row has {' and '.join(keys)})",
                    value=json.dumps(record, ensure_ascii=False, default=str))
-    return record
+    raise _Bad(f"this row is {found or 'of no known format'} but the first row is {fmt}; one file holds one format",
+               value=json.dumps(record, ensure_ascii=False, default=str))
 
 
 def _text_field(record: dict, key: str, *, optional: bool = False) -> str:
@@ -80,7 +110,7 @@ def _text_field(record: dict, key: str, *, optional: bool = False) -> str:
     if value is None and optional:
         return ""
     if not isinstance(value, str):
-        raise _Bad(f"'{key}' must be text, got {type(value).__name__}", field=key, value=value)
+        raise _Bad(f"'{key}' must be text, got {json_type(value)}", field=key, value=value)
     return value
 
 
@@ -99,6 +129,10 @@ def _check_message(message, number: int) -> None:
     if not isinstance(message, dict) or not isinstance(message.get("role"), str):
         raise _Bad(f"message {number} must be an object with 'role' and 'content'", field=f"messages[{number - 1}]",
                    value=message)
+    role = message["role"]
+    if role not in CHAT_ROLES and role not in ROLE_ALIASES:
+        raise _Bad(f"message {number} has the unknown role {role!r}; the roles are {', '.join(CHAT_ROLES)} "
+                   f"(or {', '.join(ROLE_ALIASES)})", field=f"messages[{number - 1}].role", value=role)
     content = message.get("content")
     if content is None and not message.get("tool_calls"):
         raise _Bad(f"message {number} ({message['role']}) has no content", field=f"messages[{number - 1}].content")

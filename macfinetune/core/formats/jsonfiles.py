@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from macfinetune.core import dataset
+from macfinetune.core.formats.converters import detect_row_format
 from macfinetune.core.formats.rows import (
     _MAX_PROBLEMS,
     _ROW_LIST_KEYS,
@@ -28,7 +29,7 @@ def _json_lines(text: str, path: Path) -> list[tuple[RowRef, object]]:
             continue
         try:
             numbered.append((RowRef(str(path), number, len(numbered)), json.loads(line)))
-        except json.JSONDecodeError as e:
+        except (ValueError, RecursionError) as e:
             problems.append(Problem(_json_error(e), file=str(path),
                                     line=number, value=_clip(line)))
         if len(problems) >= _MAX_PROBLEMS:
@@ -39,23 +40,35 @@ def _json_lines(text: str, path: Path) -> list[tuple[RowRef, object]]:
 
 
 def _json_lines_or_object(text: str, path: Path) -> list[tuple[RowRef, object]]:
-    """JSON Lines, or one JSON object (pretty-printed) that holds the rows under a key like 'data'."""
+    """JSON Lines, or one JSON object (on one line or pretty-printed) that holds the rows under a key like 'data'.
+
+    The file is such a wrapper when it holds one object, that object is no row of a known format and
+    it has a list under one of ``_ROW_LIST_KEYS``; a one-row file whose row has 'text' (or 'messages',
+    ...) next to a 'data' list stays a row.
+    """
     try:
-        return _json_lines(text, path)
+        numbered = _json_lines(text, path)
     except ProblemError:
         whole = _parse_whole(text) if "\n" in text.strip() else None  # one object over several lines
         if whole is None:
             raise
-    key = next((k for k in _ROW_LIST_KEYS if isinstance(whole, dict) and isinstance(whole.get(k), list)), None)
+        numbered = [(RowRef(str(path), 1, 0), whole)]
+    key = _wrapper_key(numbered[0][1]) if len(numbered) == 1 else None
     if key is None:
-        return [(RowRef(str(path), 1, 0), whole)]
+        return numbered
     return _json_array(text, path, start=re.search(rf'"{key}"\s*:\s*\[', text).end() - 1)
+
+
+def _wrapper_key(value) -> str | None:
+    if not isinstance(value, dict) or detect_row_format(value) is not None:
+        return None
+    return next((k for k in _ROW_LIST_KEYS if isinstance(value.get(k), list)), None)
 
 
 def _parse_whole(text: str):
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         return None
 
 
@@ -82,8 +95,8 @@ def _json_array(text: str, path: Path, start: int | None = None) -> list[tuple[R
         counted = pos
         try:
             value, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            raise fail(_json_error(e), file=str(path), line=e.lineno) from None
+        except (ValueError, RecursionError) as e:
+            raise fail(_json_error(e), file=str(path), line=getattr(e, "lineno", line)) from None
         if _too_long(text[counted:pos]):
             raise ProblemError(_too_long_problem(text[counted:pos], path, line))
         numbered.append((RowRef(str(path), None if one_line else line, len(numbered), in_array=True), value))

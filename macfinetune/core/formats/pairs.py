@@ -15,7 +15,7 @@ the conversation before the answer and the two assistant answers to it. Accepted
 
 from __future__ import annotations
 
-from macfinetune.core.formats.rows import _Bad
+from macfinetune.core.formats.rows import _Bad, json_type
 from macfinetune.core.problems import Problem
 
 PAIR_KEYS = ("chosen", "rejected")
@@ -75,7 +75,7 @@ def _answer(value, key: str) -> str:
             raise _Bad(f"'{key}' must be an assistant message, got role {value.get('role')!r}", field=key, value=value)
         value = value.get("content")
     if not isinstance(value, str):
-        raise _Bad(f"'{key}' must be text or an assistant message, got {type(value).__name__}", field=key,
+        raise _Bad(f"'{key}' must be text or an assistant message, got {json_type(value)}", field=key,
                    value=value)
     return value
 

@@ -24,6 +24,7 @@ from macfinetune.core.formats.rows import (
     _SPLIT_NAMES,
     _TABLE_DELIMITERS,
     _TEXT_SUFFIXES,
+    _UNREAD_SUFFIXES,
     DEFAULT_CHUNK_CHARS,
     HF_PREFIX,
     SPLITS,
@@ -257,6 +258,8 @@ def _hf_splits(name: str, found: dict) -> dict:
 def _read_file(path: Path, mapping: ColumnMapping | None, chunk_chars: int | None,
                token_chunks: TokenChunks | None = None) -> _Part:
     suffix = path.suffix.lower()
+    if suffix in _UNREAD_SUFFIXES:
+        raise fail(f"{suffix[1:]} files are not read; convert to .jsonl, .json, .csv or .tsv", file=str(path))
     if suffix in _TABLE_DELIMITERS:
         return _read_table(path, _TABLE_DELIMITERS[suffix], mapping or ColumnMapping())
     if suffix in _TEXT_SUFFIXES:

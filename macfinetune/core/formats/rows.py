@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ _SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "val"
 _JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 _TABLE_DELIMITERS = {".csv": ",", ".tsv": "\t"}
 _TEXT_SUFFIXES = (".txt", ".md", ".markdown")
-_FILE_SUFFIXES = (*_JSON_SUFFIXES, *_TABLE_DELIMITERS, *_TEXT_SUFFIXES, ".parquet")
+_UNREAD_SUFFIXES = (".parquet", ".arrow", ".xlsx", ".xls")  # known, not read: say so instead of "not UTF-8"
+_FILE_SUFFIXES = (*_JSON_SUFFIXES, *_TABLE_DELIMITERS, *_TEXT_SUFFIXES, *_UNREAD_SUFFIXES)
 _ROW_LIST_KEYS = ("data", "rows", "examples", "instances", "train")  # {"data": [rows]} wrappers
 _MAX_PROBLEMS = 20
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -98,6 +100,10 @@ _COLUMN_ALIASES = {
     "text": ("text", "content", "document", "body"),
 }
 
+# Chat roles, and the other names chat templates use for them.
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+ROLE_ALIASES = {"developer": "system", "ipython": "tool", "function": "tool"}
+
 # ShareGPT speaker names -> chat roles.
 _SHAREGPT_ROLES = {
     "human": "user",
@@ -136,9 +142,22 @@ class _Part:
     notes: tuple = ()
 
 
-def _json_error(e) -> str:
-    """json's message with its column ("Unterminated string starting at" already ends in "at")."""
-    return f"not valid JSON: {e.msg.removesuffix(' at')} at column {e.colno}"
+def _json_error(e: ValueError | RecursionError) -> str:
+    """What json.loads raised, in words: its message with the column ("... starting at" already ends in "at")."""
+    if isinstance(e, json.JSONDecodeError):
+        return f"not valid JSON: {e.msg.removesuffix(' at')} at column {e.colno}"
+    if isinstance(e, RecursionError):
+        return "nested too deeply to read (arrays and objects more than about a thousand levels deep)"
+    digits = re.search(r"has (\d+) digits", str(e))  # Python reads integers of at most 4,300 digits
+    return f"a number with {digits[1]} digits, more than Python reads (4,300); write it as text" if digits else f"not valid JSON: {e}"
+
+
+def json_type(value) -> str:
+    """A JSON value's type in JSON's words: null, true, a number, text, an array, an object."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    names = ((str, "text"), ((int, float), "a number"), (list, "an array"), (dict, "an object"))
+    return next((name for kind, name in names if isinstance(value, kind)), type(value).__name__)
 
 
 def _clip(text: str, limit: int = 120) -> str:

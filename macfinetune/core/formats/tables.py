@@ -8,8 +8,16 @@ from dataclasses import fields
 from pathlib import Path
 
 from macfinetune.core.formats.converters import _join_prompt, _system_message
-from macfinetune.core.formats.rows import _COLUMN_ALIASES, ColumnMapping, RowRef, _Part, _read_text
-from macfinetune.core.problems import fail
+from macfinetune.core.formats.rows import (
+    _COLUMN_ALIASES,
+    _MAX_PROBLEMS,
+    ColumnMapping,
+    RowRef,
+    _clip,
+    _Part,
+    _read_text,
+)
+from macfinetune.core.problems import Problem, ProblemError, fail
 
 
 def parse_mapping(text: str) -> ColumnMapping:
@@ -25,21 +33,57 @@ def parse_mapping(text: str) -> ColumnMapping:
 
 
 def _read_table(path: Path, delimiter: str, mapping: ColumnMapping) -> _Part:
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter=delimiter)
-    header = next(reader, None)
-    if not header:
-        raise fail("the table is empty", file=str(path))
+    records, problems = _records(path, delimiter)
+    if not records:
+        raise ProblemError(problems) if problems else fail("the table is empty", file=str(path))
+    (_, header), body = records[0], records[1:]
     columns = resolve_columns([h.strip() for h in header], mapping, str(path))
-    rows, refs, line = [], [], reader.line_num + 1
-    for cells in reader:
-        if any(c.strip() for c in cells):
-            rows.append(_table_row(cells, columns, path, line))
-            refs.append(RowRef(str(path), line, len(refs)))
-        line = reader.line_num + 1
-    if not rows:
+    widths = [p for line, cells in body if (p := _width_problem(cells, len(header), delimiter, path, line))]
+    problems = widths[: _MAX_PROBLEMS - len(problems)] + problems
+    if problems:
+        raise ProblemError(problems)
+    if not body:
         raise fail("the table has a header but no rows", file=str(path))
+    rows = [_table_row(cells, columns, path, line) for line, cells in body]
+    refs = [RowRef(str(path), line, i) for i, (line, _) in enumerate(body)]
     fmt_note = ", ".join(f"{k} = column {header[i].strip()!r}" for k, i in columns.items())
     return _Part("table", rows, refs, str(path), (f"{path.name}: {fmt_note}",))
+
+
+# csv's error -> what it means for the user's file (strict: a stray quote is an error, not a guess).
+_CSV_ERRORS = (
+    ("unexpected end of data", "a quote opened here is never closed: the rest of the file would be one field"),
+    ("expected after", 'text follows the closing quote of a field; inside a quoted field, write a quote as two ("")'),
+    ("field larger than field limit", "a field over 131,072 characters: a quote opened here is probably never closed"),
+)
+
+
+def _records(path: Path, delimiter: str) -> tuple[list[tuple[int, list[str]]], list[Problem]]:
+    """(line, cells) of every non-blank record, and the problem that stopped the reading, if one did."""
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter=delimiter, strict=True)
+    records, line = [], 1
+    try:
+        for cells in reader:
+            if any(c.strip() for c in cells):
+                records.append((line, cells))
+            line = reader.line_num + 1
+    except csv.Error as e:
+        why = next((why for text, why in _CSV_ERRORS if text in str(e)), f"not valid CSV ({e})")
+        return records, [Problem(why, file=str(path), line=line)]
+    return records, []
+
+
+def _width_problem(cells: list[str], width: int, delimiter: str, path: Path, line: int) -> Problem | None:
+    """A row with more fields than the header (extra empty ones at the end aside) or fewer."""
+    if len(cells) > width and any(c.strip() for c in cells[width:]):
+        joined = delimiter.join(cells[width - 1 :])
+        name = "tab" if delimiter == "\t" else "comma"
+        message = f'{len(cells)} fields, the header has {width}: quote a field that holds a {name} ("{_clip(joined)}")'
+    elif len(cells) < width:
+        message = f"{len(cells)} field{'s' if len(cells) > 1 else ''}, the header has {width}: give every column a field, empty ones too"
+    else:
+        return None
+    return Problem(message, file=str(path), line=line, value=_clip(delimiter.join(cells)))
 
 
 def resolve_columns(header: list[str], mapping: ColumnMapping, file: str = "") -> dict[str, int]:
@@ -75,7 +119,7 @@ def _guess_columns(lower: dict[str, int]) -> dict[str, int]:
 def _table_row(cells: list[str], columns: dict[str, int], path: Path, line: int) -> dict:
     def cell(role: str) -> str:
         i = columns.get(role)
-        return cells[i] if i is not None and i < len(cells) else ""
+        return cells[i] if i is not None else ""
 
     if "prompt" not in columns:
         if not cell("text").strip():
