@@ -428,3 +428,9 @@ def test_rows_over_a_megabyte_are_refused(tmp_path, layout, line):
             "one line": json.dumps(rows[1]) + "\n"}[layout]
     (p,) = problems_of(formats.load_any, write(tmp_path / "big.jsonl", text))
     assert "a 1.2 MB row" in p.message and p.line == line
+
+
+def test_a_folder_whose_train_file_is_parquet_is_refused_by_that_file(tmp_path):
+    (tmp_path / "train.parquet").write_bytes(b"PAR1\x15\x04")
+    with pytest.raises(ProblemError, match="train.parquet: parquet files are not read; convert to .jsonl"):
+        formats.load_any(tmp_path)

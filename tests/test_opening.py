@@ -36,10 +36,11 @@ def test_unknown_paths_are_explained(tmp_path):
 
 def test_the_open_dialog_filter_lists_every_kind_of_file():
     assert opening.OPEN_FILTER.startswith("Recipes and datasets (*.yaml *.yml *.jsonl *.json ")
-    assert "*.parquet" in opening.OPEN_FILTER and opening.OPEN_FILTER.endswith(";;All files (*)")
+    assert opening.OPEN_FILTER.endswith(";;All files (*)") and "*.md" in opening.DATA_FILTER
+    assert "parquet" not in opening.OPEN_FILTER + opening.DATA_FILTER  # refused with a reason, not offered
 
 
 def test_data_suffixes_are_the_readers():
     from macfinetune.core.formats.rows import _FILE_SUFFIXES
 
-    assert sorted(opening.DATA_SUFFIXES) == sorted(_FILE_SUFFIXES)
+    assert sorted(opening.DATA_SUFFIXES + opening.UNREAD_DATA_SUFFIXES) == sorted(_FILE_SUFFIXES)

@@ -16,10 +16,12 @@ from pathlib import Path
 from macfinetune.core.runs import RECIPE
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
-DATA_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".txt", ".md", ".markdown", ".parquet")  # what
-#   core.formats reads (a test keeps them equal; importing core.formats here would slow the window's start)
+DATA_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".txt", ".md", ".markdown")  # what core.formats
+#   reads (a test keeps them equal; importing core.formats here would slow the window's start)
+UNREAD_DATA_SUFFIXES = (".parquet", ".arrow", ".xlsx", ".xls")  # datasets it names and refuses, saying why
 _HF_DATASET_MARKERS = ("dataset_dict.json", "dataset_info.json")
 OPEN_FILTER = (f"Recipes and datasets (*{' *'.join((*RECIPE_SUFFIXES, *DATA_SUFFIXES))});;All files (*)")
+DATA_FILTER = f"Datasets (*{' *'.join(DATA_SUFFIXES)});;All files (*)"
 
 
 def open_kind(path: str | Path) -> str:
@@ -35,7 +37,7 @@ def open_kind(path: str | Path) -> str:
         suffix = path.suffix.lower()
         if suffix in RECIPE_SUFFIXES:
             return "recipe"
-        if suffix in DATA_SUFFIXES:
+        if suffix in DATA_SUFFIXES + UNREAD_DATA_SUFFIXES:  # the data step says why an unread one is not read
             return "data"
     return "unknown"
 

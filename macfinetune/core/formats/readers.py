@@ -219,7 +219,8 @@ def _split_files(folder: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         split = _SPLIT_NAMES.get(path.stem.lower())
-        if split is None or not path.is_file() or path.suffix.lower() not in (*_JSON_SUFFIXES, *_TABLE_DELIMITERS):
+        known = (*_JSON_SUFFIXES, *_TABLE_DELIMITERS, *_UNREAD_SUFFIXES)  # an unread one is refused by its name
+        if split is None or not path.is_file() or path.suffix.lower() not in known:
             continue
         if split in found:
             raise fail(f"two files for the {split} split: {found[split].name} and {path.name}; keep one",

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from macfinetune.core import doctor, formats, wizard
+from macfinetune.core import doctor, formats, opening, wizard
 from macfinetune.core.formats import pairs
 from macfinetune.core.problems import ProblemError
 from macfinetune.ui.wizard.fields import make_error_label, show_error
@@ -124,8 +124,7 @@ class DataStep(Step):
             self.choose_path(text)
 
     def _on_file_clicked(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a dataset file", "",
-                                              "Datasets (*.jsonl *.json *.ndjson *.csv *.tsv *.txt *.md *.parquet)")
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a dataset file", "", opening.DATA_FILTER)
         if path:
             self.choose_path(path)
 
