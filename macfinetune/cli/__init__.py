@@ -7,7 +7,8 @@ hosts probe); ``common`` holds exit codes and the
 stop handler. No Qt here (an import contract checks it).
 
 Exit codes: 0 done, 1 the job failed while running, 2 bad input (nothing written), 130 stopped
-(143 when the stop was a SIGTERM).
+(143 when the stop was a SIGTERM); ``macfinetune.__main__.run``, the console script, adds 130 for a
+Ctrl-C while this package imports and 141 for a closed pipe.
 """
 
 from __future__ import annotations

@@ -1,0 +1,73 @@
+"""The command line at its edges: odd numbers, Ctrl-C at awkward moments, closed pipes, paths with spaces."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from macfinetune import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(capsys, *args):
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _entry_point() -> str:
+    """The `macfinetune` console script, as pyproject.toml declares it ('module:function')."""
+    return re.search(r'^macfinetune = "(.+)"$', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+
+
+@pytest.mark.parametrize("command", ["estimate", "recommend", "recipes"])
+@pytest.mark.parametrize("memory", ["nan", "0.5", "1e-9", "5000"])
+def test_memory_outside_1_to_4096_gb_is_refused(capsys, tiny_model, command, memory):
+    model = ["--model", tiny_model] if command != "recipes" else []
+    code, _, err = run_cli(capsys, command, *model, "--memory-gb", memory)
+    assert code == 2
+    assert "memory must be 1 to 4096 GB" in err and "Traceback" not in err
+
+
+def test_generate_refuses_a_negative_seed_and_a_non_finite_temperature(capsys, trained_run):
+    for option, value, field in (("--seed", "-1", "seed"), ("--temp", "nan", "temperature"),
+                                 ("--temp", "inf", "temperature")):
+        code, out, err = run_cli(capsys, "generate", "--adapter", trained_run, "--prompt", "hi", option, value)
+        assert code == 2
+        assert err.startswith(f"error: {field}") and "Traceback" not in err
+        assert out == ""
+
+
+def test_ctrl_c_while_the_command_line_imports_exits_130_quietly(tmp_path):
+    module, function = _entry_point().split(":")
+    # a real SIGINT, delivered while macfinetune.cli imports its command modules
+    code = (
+        "import os, signal, sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'macfinetune.cli.train':\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        f"from {module} import {function}\n"
+        f"sys.exit({function}(['runs']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                          env={**os.environ, "MACFINETUNE_HOME": str(tmp_path)})
+    assert proc.returncode == 130
+    assert proc.stderr.strip() == "stopped" and proc.stdout == ""
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    module, function = _entry_point().split(":")
+    code = f"import sys\nfrom {module} import {function}\nsys.exit({function}(['recipes']))\n"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+                            env={**os.environ, "MACFINETUNE_HOME": str(tmp_path)})
+    proc.stdout.close()  # like `| head` that has read what it wanted: the writes find no reader
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert proc.returncode == 141
+    assert err == ""
