@@ -2,13 +2,17 @@
 
 import os
 import re
+import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import FAST, SAMPLE_DATA
 
 from macfinetune import cli
+from macfinetune.core.events import CheckpointSaved
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,6 +21,10 @@ def run_cli(capsys, *args):
     code = cli.main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def sets(*items):
+    return [x for item in items for x in ("--set", item)]
 
 
 def _entry_point() -> str:
@@ -71,3 +79,55 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
     proc.wait(timeout=60)
     assert proc.returncode == 141
     assert err == ""
+
+
+def _interrupt_on(monkeypatch, target: str, event_type):
+    """Press Ctrl-C (a real SIGINT to this process) when ``target`` (a ``show(event)`` method) first sees
+    an ``event_type`` event."""
+    cls_path, _, method = target.rpartition(".")
+    module, _, cls_name = cls_path.rpartition(".")
+    cls = getattr(__import__(module, fromlist=[cls_name]), cls_name)
+    original, sent = getattr(cls, method), []
+
+    def show(self, event):
+        original(self, event)
+        if isinstance(event, event_type) and not sent:
+            sent.append(event)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(cls, method, show)
+
+
+def _line(out: str, prefix: str) -> str:
+    return next(line.removeprefix(prefix) for line in out.splitlines() if line.startswith(prefix))
+
+
+def test_suggested_commands_quote_a_run_folder_with_spaces_and_work_as_printed(capsys, monkeypatch, tiny_model,
+                                                                            tmp_path):
+    run = tmp_path / "Application Support" / "run 1"
+    with monkeypatch.context() as patch:
+        _interrupt_on(patch, "macfinetune.cli.train.Progress.show", CheckpointSaved)
+        code, out, err = run_cli(capsys, "train", "demo-tiny-lora", "--model", tiny_model, "--data", SAMPLE_DATA,
+                                 "--out", run, *sets(*FAST))
+    assert code == 130, err
+    resume = shlex.split(_line(out, "continue with: "))
+    assert resume == ["macfinetune", "train", "--resume", str(run)]
+    generate, fuse = (shlex.split(part) for part in _line(out, "next: ").split("  |  "))
+    assert generate[:4] == ["macfinetune", "generate", "--adapter", str(run)]
+    assert fuse == ["macfinetune", "fuse", str(run)]
+    code, out, err = run_cli(capsys, *resume[1:])
+    assert code == 0 and "finished at iteration 12" in out, err
+    code, out, err = run_cli(capsys, *fuse[1:])
+    assert code == 0 and (run / "fused-best" / "config.json").is_file(), err
+
+
+
+
+
+def test_data_prepare_suggests_commands_that_keep_a_folder_with_spaces_whole(capsys, tmp_path):
+    out_dir = tmp_path / "my data" / "prepared"
+    code, out, err = run_cli(capsys, "data", "prepare", SAMPLE_DATA / "train.jsonl", "--out", out_dir)
+    assert code == 0, err
+    inspect, train = (shlex.split(part) for part in _line(out, "next: ").split("  |  "))
+    assert inspect == ["macfinetune", "data", "inspect", str(out_dir), "--model", "MODEL"]
+    assert train == ["macfinetune", "train", "RECIPE", "--data", str(out_dir)]

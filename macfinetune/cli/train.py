@@ -7,7 +7,14 @@ import time
 from pathlib import Path
 
 from macfinetune import jobs
-from macfinetune.cli.common import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, stop_on_ctrl_c, stopped_by
+from macfinetune.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_STOPPED,
+    shell_command,
+    stop_on_ctrl_c,
+    stopped_by,
+)
 from macfinetune.core import paths, runs
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import (
@@ -141,9 +148,9 @@ def _train_exit(result) -> int:
     if result.message:
         print(result.message)
     if result.state == "stopped":
-        print(f"continue with: macfinetune train --resume {result.run_dir}")
-    print(f"next: macfinetune generate --adapter {result.run_dir} --compare --prompt '...'"
-          f"  |  macfinetune fuse {result.run_dir}")
+        print(f"continue with: {shell_command('macfinetune', 'train', '--resume', result.run_dir)}")
+    print(f"next: {shell_command('macfinetune', 'generate', '--adapter', result.run_dir, '--compare', '--prompt', 'your question')}"
+          f"  |  {shell_command('macfinetune', 'fuse', result.run_dir)}")
     return EXIT_STOPPED if result.state == "stopped" else EXIT_OK
 
 
@@ -309,7 +316,7 @@ def _print_demo(result, seconds: float) -> None:
               f"(best checkpoint: iteration {result.best_iteration})")
     for answer in result.answers:
         print(f"\nprompt: {answer.prompt}\n  base : {answer.base.strip()!r}\n  tuned: {answer.tuned.strip()!r}")
-    print(f"\nbase model: {result.model_dir} (reuse it: --model {result.model_dir})"
+    print(f"\nbase model: {result.model_dir} (reuse it: {shell_command('--model', result.model_dir)})"
           f"\nrun folder: {result.run_dir}\nfused model: {result.fused_dir}\ndone in {seconds:.0f} s")
 
 
