@@ -12,7 +12,7 @@ import pytest
 from conftest import FAST, SAMPLE_DATA
 
 from macfinetune import cli
-from macfinetune.core.events import CheckpointSaved
+from macfinetune.core.events import CheckpointSaved, RunStarted, TokenChunk
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,7 +121,40 @@ def test_suggested_commands_quote_a_run_folder_with_spaces_and_work_as_printed(c
     assert code == 0 and (run / "fused-best" / "config.json").is_file(), err
 
 
+def test_a_run_stopped_before_its_first_checkpoint_says_nothing_was_saved(capsys, monkeypatch, tiny_model, tmp_path):
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _interrupt_on(patch, "macfinetune.cli.train.Progress.show", RunStarted)
+        code, out, err = run_cli(capsys, "train", "demo-tiny-lora", "--model", tiny_model, "--data", SAMPLE_DATA,
+                                 "--out", run, *sets(*FAST))
+    assert code == 130, err
+    assert "nothing was saved" in out
+    assert "--resume" not in out and "generate" not in out and "fuse" not in out
+    again = shlex.split(_line(out, "start again with: "))
+    code, out, err = run_cli(capsys, *again[1:], "--out", tmp_path / "again", *sets("iterations=4"))
+    assert code == 0 and "finished at iteration 4" in out, err
 
+
+def test_demo_stopped_before_its_first_checkpoint_has_nothing_to_fuse(capsys, monkeypatch, tmp_path):
+    home = tmp_path / "Application Support"
+    monkeypatch.setenv("MACFINETUNE_HOME", str(home))
+    with monkeypatch.context() as patch:
+        _interrupt_on(patch, "macfinetune.cli.train.Progress.show", RunStarted)
+        code, out, err = run_cli(capsys, "demo", "--out", tmp_path / "demo")
+    assert code == 130, err
+    assert "stopped before the first checkpoint; nothing to fuse" in out
+    assert "None" not in out and "Traceback" not in err
+    reuse = shlex.split(_line(out, "base model: ").partition("(reuse it: ")[2].removesuffix(")"))
+    assert reuse[0] == "--model" and Path(reuse[1]).is_relative_to(home) and (Path(reuse[1]) / "config.json").is_file()
+
+
+def test_ctrl_c_during_generate_stops_it_and_marks_the_cut_answer(capsys, monkeypatch, trained_run):
+    _interrupt_on(monkeypatch, "macfinetune.cli.use._StreamPrinter.show", TokenChunk)
+    code, out, err = run_cli(capsys, "generate", "--adapter", trained_run, "--compare", "--prompt", "Tell me a story",
+                             "--max-tokens", "500", "--temp", "1.0")
+    assert code == 130
+    assert out.startswith("--- base ---") and "--- tuned ---" not in out
+    assert re.search(r"^\[base\] \d+ tokens, .*stopped$", err, re.M) and "[tuned]" not in err
 
 
 def test_data_prepare_suggests_commands_that_keep_a_folder_with_spaces_whole(capsys, tmp_path):
