@@ -164,3 +164,19 @@ def test_data_prepare_suggests_commands_that_keep_a_folder_with_spaces_whole(cap
     inspect, train = (shlex.split(part) for part in _line(out, "next: ").split("  |  "))
     assert inspect == ["macfinetune", "data", "inspect", str(out_dir), "--model", "MODEL"]
     assert train == ["macfinetune", "train", "RECIPE", "--data", str(out_dir)]
+
+
+def test_screenshot_into_a_missing_folder_says_so(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "--screenshot", tmp_path / "nowhere" / "shot.png")
+    assert code == 2
+    assert f"{tmp_path / 'nowhere'}: no such folder" in err
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_screenshot_of_an_unknown_page_exits_2_listing_every_page(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--screenshot", str(tmp_path / "shot.png"), "--page", "nosuch"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    listed = re.search(r"invalid choice: 'nosuch' \(choose from (.*)\)", err).group(1)
+    assert {"runs", "new", "monitor", "checkpoints", "playground", "welcome", "review"} == set(re.findall(r"\w+", listed))
