@@ -104,7 +104,7 @@ def test_console_script_runs_without_traceback(tmp_path):
     assert proc.returncode == 2 and "error:" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def _broken_model(tiny_model, tmp_path, drop=(), model_type=None):
+def _broken_model(tiny_model, tmp_path, drop=(), config=None):
     import json
     import shutil
 
@@ -113,26 +113,37 @@ def _broken_model(tiny_model, tmp_path, drop=(), model_type=None):
     for pattern in drop:
         for f in folder.glob(pattern):
             f.unlink()
-    if model_type:
-        config = json.loads((folder / "config.json").read_text())
-        (folder / "config.json").write_text(json.dumps({**config, "model_type": model_type}))
+    if config:
+        (folder / "config.json").write_text(json.dumps(config(json.loads((folder / "config.json").read_text()))))
     return folder
 
 
+def _without(key):
+    return lambda config: {k: v for k, v in config.items() if k != key}
+
+
+NO_TOKENIZER = "has no tokenizer files (tokenizer.json or tokenizer.model); the download may be incomplete"
+
+
 @pytest.mark.parametrize(
-    "drop, model_type, expected",
+    "drop, config, expected",
     [
-        (["tokenizer*"], None, "has no tokenizer"),
+        (["tokenizer*"], None, NO_TOKENIZER),
+        (["tokenizer.json"], None, NO_TOKENIZER),  # tokenizer_config.json alone holds no vocabulary
         (["*.safetensors"], None, "has no .safetensors weights"),
         (["config.json"], None, "has no config.json"),
-        ([], "made_up_arch", "no implementation of model_type 'made_up_arch'"),
+        ([], lambda c: {**c, "model_type": "made_up_arch"}, "no implementation of model_type 'made_up_arch'"),
+        ([], _without("hidden_size"), "model (hidden_size): config.json lacks hidden_size, which mlx-lm's "
+                                      "llama model needs"),
+        ([], lambda c: [1, 2], "config.json is not a JSON object"),
     ],
 )
-def test_broken_model_folders_exit_2(capsys, tiny_model, tmp_path, drop, model_type, expected):
-    model = _broken_model(tiny_model, tmp_path, drop, model_type)
+def test_broken_model_folders_exit_2(capsys, tiny_model, tmp_path, drop, config, expected):
+    model = _broken_model(tiny_model, tmp_path, drop, config)
     code, _, err = run_cli(capsys, "train", "demo-tiny-lora", "--model", model, "--data", SAMPLE_DATA,
                            "--out", tmp_path / "run")
-    assert code == 2 and expected in err and "Traceback" not in err
+    assert code == 2 and expected in err
+    assert "Traceback" not in err and "mlx-lm could not load" not in err
     assert not (tmp_path / "run").exists()
 
 

@@ -43,13 +43,11 @@ def generate(model, tokenizer, prompt: str, sampling: Sampling, *, source: str =
             pending, last_flush = [], time.perf_counter()
         if control.stop_requested:
             break
+    stopped = control.stop_requested
     if pending:
         emit(TokenChunk(source, "".join(pending)))
         pieces += pending
-    text = "".join(pieces)
-    if response is None:
-        return GenerationFinished(source, text, 0, 0, 0.0)
-    return GenerationFinished(source, text, response.prompt_tokens, response.generation_tokens, response.generation_tps)
+    return _finished(source, "".join(pieces), response, stopped)
 
 
 def load_generator(model: str | None, adapter: tuple[Path, str] | None, emit=lambda e: None):
@@ -82,6 +80,8 @@ def run_generate(model: str | None, adapter: tuple[Path, str] | None, prompt: st
     results = []
     if compare:
         results.append(generate(net, tokenizer, prompt, sampling, source="base", system=system, emit=emit, control=control))
+        if control and control.stop_requested:
+            return results
     if adapter:
         adapter_ops.apply_adapter(net, adapters_dir, weights)
     source = "tuned" if adapter else "model"
@@ -114,6 +114,8 @@ def _compare_fused(model: str | None, prompt: str, sampling: Sampling, **kw) -> 
                                    "folder (it records its base)", field="compare", value=model))
     results = []
     for source, folder in (("base", base), ("tuned", model)):
+        if kw["control"] and kw["control"].stop_requested:
+            break
         kw["emit"](Stage("generate", f"Loading {folder}"))
         net, tokenizer, _ = models.load_model(models.resolve_model_path(folder))
         results.append(generate(net, tokenizer, prompt, sampling, source=source, **kw))
@@ -204,15 +206,16 @@ def stream_chat(model, tokenizer, prompt, sampling: Sampling, *, pane: str, emit
             emit(TokenChunk(pane, text))
         if control.stop_requested:
             break
+    stopped = control.stop_requested
     if (text := batcher.flush()) is not None:
         emit(TokenChunk(pane, text))
-    finished = _finished(pane, "".join(pieces), response)
+    finished = _finished(pane, "".join(pieces), response, stopped)
     emit(finished)
     return finished
 
 
-def _finished(pane: str, text: str, response) -> GenerationFinished:
+def _finished(source: str, text: str, response, stopped: bool) -> GenerationFinished:
     if response is None:
-        return GenerationFinished(pane, text, 0, 0, 0.0)
-    return GenerationFinished(pane, text, response.prompt_tokens, response.generation_tokens,
-                              response.generation_tps)
+        return GenerationFinished(source, text, 0, 0, 0.0, stopped)
+    return GenerationFinished(source, text, response.prompt_tokens, response.generation_tokens,
+                              response.generation_tps, stopped)

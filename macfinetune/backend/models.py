@@ -53,10 +53,11 @@ def _download(repo_id: str) -> Path:
 
 
 def check_architecture(config: dict, folder: Path) -> None:
+    """mlx-lm implements config.json's model_type and the config has every field that model requires."""
     from mlx_lm.utils import _get_classes
 
     try:
-        _get_classes(config)
+        _, args_class = _get_classes(config)
     except ValueError:
         extra = (
             "; the repository ships its own model code (auto_map), which macfinetune never runs"
@@ -73,6 +74,22 @@ def check_architecture(config: dict, folder: Path) -> None:
         ) from None
     except (ImportError, AttributeError) as e:
         raise ProblemError(Problem(f"mlx-lm cannot load this architecture: {e}", file=str(folder))) from None
+    missing = _missing_fields(args_class, config)
+    if missing:
+        raise ProblemError(Problem(f"config.json lacks {', '.join(missing)}, which mlx-lm's {config['model_type']} "
+                                   "model needs", file=str(folder), field=missing[0]))
+
+
+def _missing_fields(args_class, config: dict) -> list[str]:
+    """ModelArgs fields without a default that config.json lacks (for the models that take them as they are)."""
+    import inspect
+
+    from mlx_lm.models.base import BaseModelArgs
+
+    if getattr(args_class.from_dict, "__func__", None) is not BaseModelArgs.from_dict.__func__:
+        return []  # its own from_dict may derive or rename fields
+    params = inspect.signature(args_class).parameters.values()
+    return [p.name for p in params if p.default is p.empty and p.name not in config]
 
 
 def load_model(folder: Path):

@@ -7,7 +7,8 @@ hosts probe); ``common`` holds exit codes and the
 stop handler. No Qt here (an import contract checks it).
 
 Exit codes: 0 done, 1 the job failed while running, 2 bad input (nothing written), 130 stopped
-(143 when the stop was a SIGTERM).
+(143 when the stop was a SIGTERM); ``macfinetune.__main__.run``, the console script, adds 130 for a
+Ctrl-C while this package imports and 141 for a closed pipe.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from macfinetune import __version__
 from macfinetune.cli import account, data, estimate, export, hosts, train, use
@@ -26,6 +28,7 @@ from macfinetune.cli.common import (
     print_problems,
 )
 from macfinetune.core.problems import ProblemError
+from macfinetune.ui.pages import screenshot_pages
 
 _GROUPS = (train, use, estimate, data, account, export, hosts)
 
@@ -39,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"macfinetune {__version__}")
     parser.add_argument("--screenshot", metavar="OUT.png", help="render a page of the app offscreen with a demo run "
                         "loaded (fixed size) into OUT.png, then exit")
-    parser.add_argument("--page", default="monitor", help="page for --screenshot: runs, new, monitor, checkpoints, "
-                        "playground, welcome, review (the wizard's last step, filled) (default monitor)")
+    parser.add_argument("--page", default="monitor", choices=screenshot_pages(), metavar="PAGE",
+                        help=f"page for --screenshot: {', '.join(screenshot_pages())} (review: the wizard's last "
+                        "step, filled) (default monitor)")
     parser.add_argument("--theme", choices=("light", "dark"), default="light", help="palette for --screenshot")
     parser.add_argument("--self-test", action="store_true", help="check that this install (or the frozen app) has "
                         "everything: imports, model modules, Qt, trains the tiny model a few steps, generates; "
@@ -97,10 +101,17 @@ def _open_app(parser: argparse.ArgumentParser) -> int:
 
 
 def _screenshot(args) -> int:
+    folder = Path(args.screenshot).parent
+    if not folder.is_dir():
+        print(f"error: {folder}: no such folder (for --screenshot)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from macfinetune import app
 
-    return app.screenshot(args.screenshot, args.page, args.theme)
+    code = app.screenshot(args.screenshot, args.page, args.theme)
+    if code:
+        print(f"error: could not write {args.screenshot}", file=sys.stderr)
+    return code
 
 
 def _self_test() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import sys
 
@@ -9,6 +10,12 @@ from macfinetune.core.control import JobControl
 from macfinetune.core.problems import ProblemError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 130
+
+
+def shell_command(*words) -> str:
+    """A command line to copy into a shell, each word quoted where needed (on a Mac every default
+    run folder is under "~/Library/Application Support")."""
+    return shlex.join(str(word) for word in words)
 
 
 def print_problems(error: ProblemError) -> None:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from macfinetune import jobs
-from macfinetune.cli.common import EXIT_OK, EXIT_STOPPED, StopOnCtrlC
+from macfinetune.cli.common import EXIT_OK, EXIT_STOPPED, StopOnCtrlC, shell_command
 from macfinetune.core import doctor, formats, models_catalog
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import Stage
@@ -137,8 +137,8 @@ def _prepare(data: formats.LoadedData, args) -> int:
     for note in data.notes:
         print(f"  {note}")
     print(f"wrote {', '.join(p.name for p in prepared.files)} in {prepared.out_dir}")
-    print(f"next: macfinetune data inspect {prepared.out_dir} --model MODEL  |  "
-          f"macfinetune train RECIPE --data {prepared.out_dir}")
+    print(f"next: {shell_command('macfinetune', 'data', 'inspect', prepared.out_dir, '--model', 'MODEL')}  |  "
+          f"{shell_command('macfinetune', 'train', 'RECIPE', '--data', prepared.out_dir)}")
     return EXIT_OK
 
 
@@ -246,7 +246,7 @@ def _download(args) -> int:
 def _convert(args) -> int:
     out = jobs.convert(_DownloadPrinter().show, JobControl(), source=args.source, bits=args.quantize,
                        group_size=args.group_size, out_dir=args.out, dtype=args.dtype)
-    print(f"MLX model: {out}\nnext: macfinetune train RECIPE --model {out}")
+    print(f"MLX model: {out}\nnext: {shell_command('macfinetune', 'train', 'RECIPE', '--model', out)}")
     return EXIT_OK
 
 

@@ -12,7 +12,7 @@ import textwrap
 from dataclasses import replace
 from pathlib import Path
 
-from macfinetune.cli.common import EXIT_OK
+from macfinetune.cli.common import EXIT_OK, shell_command
 from macfinetune.core import catalog, timing
 from macfinetune.core.autofit import auto_fit, prequantized
 from macfinetune.core.calibration import collect_rows, machine_rate
@@ -312,7 +312,7 @@ def cmd_recipes(args) -> int:
             raise ProblemError(Problem("--save-from RUN_DIR and --name NAME go together", field="name",
                                        value=args.name or str(args.save_from)))
         path = catalog.save_run_as_recipe(args.save_from, args.name, args.description)
-        print(f"saved {path}\ntrain with it: macfinetune train {args.name} --data ...")
+        print(f"saved {path}\ntrain with it: {shell_command('macfinetune', 'train', args.name, '--data', 'DATA')}")
         return EXIT_OK
     machine = _machine(args.memory_gb)
     rows = [_recipe_row(entry, machine) for entry in catalog.list_recipes()]

@@ -7,7 +7,14 @@ import time
 from pathlib import Path
 
 from macfinetune import jobs
-from macfinetune.cli.common import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, stop_on_ctrl_c, stopped_by
+from macfinetune.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_STOPPED,
+    shell_command,
+    stop_on_ctrl_c,
+    stopped_by,
+)
 from macfinetune.core import paths, runs
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import (
@@ -140,10 +147,14 @@ def _train_exit(result) -> int:
     print(f"{result.state} at iteration {result.iteration}; {best}\nrun folder: {result.run_dir}")
     if result.message:
         print(result.message)
+    if result.state == "stopped" and not runs.complete_checkpoints(result.run_dir):
+        print("nothing was saved: the run stopped before its first checkpoint\n"
+              f"start again with: {shell_command('macfinetune', 'train', result.run_dir / runs.RECIPE)}")
+        return EXIT_STOPPED
     if result.state == "stopped":
-        print(f"continue with: macfinetune train --resume {result.run_dir}")
-    print(f"next: macfinetune generate --adapter {result.run_dir} --compare --prompt '...'"
-          f"  |  macfinetune fuse {result.run_dir}")
+        print(f"continue with: {shell_command('macfinetune', 'train', '--resume', result.run_dir)}")
+    print(f"next: {shell_command('macfinetune', 'generate', '--adapter', result.run_dir, '--compare', '--prompt', 'your question')}"
+          f"  |  {shell_command('macfinetune', 'fuse', result.run_dir)}")
     return EXIT_STOPPED if result.state == "stopped" else EXIT_OK
 
 
@@ -293,13 +304,13 @@ def cmd_demo(args) -> int:
     out = args.out or runs.default_run_dir(paths.demo_home(), "demo", "tiny")
     control = JobControl()
     started = time.perf_counter()
-    with stop_on_ctrl_c(control):
+    with stop_on_ctrl_c(control) as stopper:
         result = jobs.demo(Progress().show, control, out_dir=out, overrides=args.set)
     if result.state == "failed":
         print(f"error: the demo's training failed; see {result.run_dir}", file=sys.stderr)
         return EXIT_FAILED
     _print_demo(result, time.perf_counter() - started)
-    return EXIT_OK if result.state == "finished" else EXIT_STOPPED
+    return stopped_by(stopper, EXIT_OK if result.state == "finished" else EXIT_STOPPED)
 
 
 def _print_demo(result, seconds: float) -> None:
@@ -309,8 +320,16 @@ def _print_demo(result, seconds: float) -> None:
               f"(best checkpoint: iteration {result.best_iteration})")
     for answer in result.answers:
         print(f"\nprompt: {answer.prompt}\n  base : {answer.base.strip()!r}\n  tuned: {answer.tuned.strip()!r}")
-    print(f"\nbase model: {result.model_dir} (reuse it: --model {result.model_dir})"
-          f"\nrun folder: {result.run_dir}\nfused model: {result.fused_dir}\ndone in {seconds:.0f} s")
+    print(f"\nbase model: {result.model_dir} (reuse it: {shell_command('--model', result.model_dir)})"
+          f"\nrun folder: {result.run_dir}\n{_demo_outcome(result)}\ndone in {seconds:.0f} s")
+
+
+def _demo_outcome(result) -> str:
+    if result.fused_dir is None:
+        before = "stopped before the first checkpoint" if result.state == "stopped" else "no validated checkpoint"
+        return f"{before}; nothing to fuse"
+    stopped = f"stopped early: fused the best checkpoint so far (iteration {result.best_iteration})\n"
+    return f"{stopped if result.state == 'stopped' else ''}fused model: {result.fused_dir}"
 
 
 COMMANDS = {"train": cmd_train, "runs": cmd_runs, "demo": cmd_demo}

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from macfinetune import jobs
-from macfinetune.cli.common import EXIT_OK, stop_on_ctrl_c
+from macfinetune.cli.common import EXIT_OK, EXIT_STOPPED, stop_on_ctrl_c, stopped_by
 from macfinetune.cli.train import Progress
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import Stage, TokenChunk
@@ -57,13 +57,14 @@ def cmd_generate(args) -> int:
     sampling = Sampling(max_tokens=args.max_tokens, temperature=args.temp, top_p=args.top_p, seed=args.seed)
     printer = _StreamPrinter(compare=args.compare)
     control = JobControl()
-    with stop_on_ctrl_c(control):
+    with stop_on_ctrl_c(control) as stopper:
         results = jobs.generate(printer.show, control, model=args.model, adapter=adapter, prompt=args.prompt,
                                 sampling=sampling, compare=args.compare, system=args.system)
     printer.close()
     for r in results:
-        print(f"[{r.source}] {r.generated_tokens} tokens, {r.tokens_per_second:.1f} tok/s", file=sys.stderr)
-    return EXIT_OK
+        print(f"[{r.source}] {r.generated_tokens} tokens, {r.tokens_per_second:.1f} tok/s"
+              f"{', stopped' if r.stopped else ''}", file=sys.stderr)
+    return stopped_by(stopper, EXIT_STOPPED if control.stop_requested else EXIT_OK)
 
 
 class _StreamPrinter:

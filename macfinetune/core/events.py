@@ -128,6 +128,7 @@ class GenerationFinished:
     prompt_tokens: int
     generated_tokens: int
     tokens_per_second: float
+    stopped: bool = False  # cut short by a stop request
     time: float = field(default_factory=time.time, compare=False)
 
 

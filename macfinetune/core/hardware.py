@@ -17,6 +17,7 @@ from macfinetune.core.problems import Problem, ProblemError
 
 GB = 1e9  # mx.get_peak_memory() / 1e9 is what mlx-lm reports as GB
 GIB = 2**30  # Macs are sold in GiB: a "16 GB" Mac has 16 GiB
+MIN_MEMORY_GB, MAX_MEMORY_GB = 1, 4096  # the Macs --memory-gb and the estimator accept
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,9 @@ def working_set_for(memory_bytes: int) -> int:
 def machine_from_memory(memory_gb: float, chip_name: str | None = None, working_set_bytes: int | None = None,
                         source: str = "", device: str = "gpu") -> Machine:
     """A Mac with ``memory_gb`` GB (GiB, as sold) of unified memory."""
-    if not memory_gb or memory_gb <= 0 or memory_gb > 4096:
-        raise ProblemError(Problem(f"memory must be 1 to 4096 GB, got {memory_gb!r}", field="memory_gb",
-                                   value=memory_gb))
+    if not MIN_MEMORY_GB <= memory_gb <= MAX_MEMORY_GB:  # NaN fails both comparisons
+        raise ProblemError(Problem(f"memory must be {MIN_MEMORY_GB} to {MAX_MEMORY_GB} GB, got {memory_gb!r}",
+                                   field="memory_gb", value=memory_gb))
     memory = int(memory_gb * GIB)
     working = working_set_bytes or working_set_for(memory)
     reserve = int(hardware_table()["reserve_gb"] * GB)

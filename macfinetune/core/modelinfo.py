@@ -9,7 +9,8 @@ from pathlib import Path
 from macfinetune.core.problems import Problem, ProblemError
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "tiktoken.model")
+# files that hold a vocabulary (tokenizer_config.json alone does not); vocab.json: BPE with merges.txt
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tiktoken.model", "vocab.json")
 
 
 def looks_like_repo_id(text: str) -> bool:
@@ -25,7 +26,9 @@ def read_config(folder: Path) -> dict:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise ProblemError(Problem(f"config.json is not valid JSON: {e}", file=str(path))) from None
-    if not isinstance(config, dict) or "model_type" not in config:
+    if not isinstance(config, dict):
+        raise ProblemError(Problem("config.json is not a JSON object", file=str(path)))
+    if "model_type" not in config:
         raise ProblemError(Problem("config.json has no 'model_type'", file=str(path), field="model_type"))
     return config
 
@@ -61,7 +64,8 @@ def check_model_folder(folder: Path) -> list[Problem]:
         )
     if not names.intersection(_TOKENIZER_FILES):
         problems.append(
-            Problem("the model folder has no tokenizer (tokenizer.json or tokenizer.model)", file=str(folder))
+            Problem("the model folder has no tokenizer files (tokenizer.json or tokenizer.model); the download may "
+                    "be incomplete", file=str(folder))
         )
     return problems
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,9 @@ class Sampling:
     def problems(self) -> list[Problem]:
         rules = [
             (self.max_tokens < 1, "max_tokens", "must be at least 1", self.max_tokens),
-            (self.temperature < 0, "temperature", "must be 0 (greedy) or more", self.temperature),
+            (not 0 <= self.temperature < math.inf, "temperature", "must be a finite number, 0 (greedy) or more", self.temperature),
             (not 0 < self.top_p <= 1, "top_p", "must be above 0 and at most 1", self.top_p),
+            (not 0 <= self.seed < 2**64, "seed", "must be 0 to 2**64 - 1", self.seed),
         ]
         return [Problem(msg, field=name, value=value) for bad, name, msg, value in rules if bad]
 

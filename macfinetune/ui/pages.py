@@ -29,5 +29,13 @@ REGISTRY: tuple[PageSpec, ...] = (
 )
 
 
+WIZARD_STEPS = ("review",)  # wizard steps a screenshot shows (in the window, filled with the demo model and data)
+
+
 def page_ids() -> list[str]:
     return [p.id for p in REGISTRY]
+
+
+def screenshot_pages() -> list[str]:
+    """What ``--screenshot`` renders: every page, the first-launch welcome and the wizard's steps."""
+    return [*page_ids(), "welcome", *WIZARD_STEPS]

@@ -10,11 +10,10 @@ from PySide6.QtCore import QObject, QSettings, Signal, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication, QStyleFactory
 
 from macfinetune.core import sample_chat, sample_run
-from macfinetune.ui.pages import page_ids
+from macfinetune.ui.pages import WIZARD_STEPS, screenshot_pages
 from macfinetune.ui.widgets.theme import dark_palette
 
 SIZE = (1280, 800)
-WIZARD_STEPS = ("review",)  # wizard steps rendered (in the window) filled with the demo model and data
 DEMO_MODEL = "mlx-community/Qwen3-1.7B-bf16"  # estimated from its shipped config.json: nothing downloads
 
 
@@ -55,11 +54,11 @@ def live_events(upto: int = 420) -> list:
 def render(app: QApplication, out: str, page: str, theme: str = "light") -> int:
     from macfinetune.ui.main_window import create_main_window
 
+    if page not in screenshot_pages():
+        raise ValueError(f"unknown page {page!r}; pages: {', '.join(screenshot_pages())}")
     if page == "welcome":
         return _render_welcome(app, out, theme)
     step, page = (page, "new") if page in WIZARD_STEPS else (None, page)
-    if page not in page_ids():
-        raise SystemExit(f"unknown page {page!r}; pages: {', '.join(page_ids())}")
     qInstallMessageHandler(_quiet_offscreen)
     app.setStyle(QStyleFactory.create("Fusion"))
     if theme == "dark":
