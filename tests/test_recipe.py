@@ -136,3 +136,8 @@ def test_batch_larger_than_data_is_a_problem():
     recipe = rc.apply_overrides(rc.Recipe(), ["batch_size=8"])
     with pytest.raises(ProblemError, match="fewer than training.batch_size = 8"):
         make_plan(recipe, train_rows=5, valid_rows=1, data_file="d.jsonl")
+
+
+def test_a_section_set_as_a_key_says_it_is_a_section():
+    with pytest.raises(ProblemError, match="training is a section, not a key; set one of its keys, e.g. training.it"):
+        rc.apply_overrides(rc.Recipe(), ["training=5"])

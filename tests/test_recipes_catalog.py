@@ -136,6 +136,9 @@ def test_model_names_resolve_without_a_download(tmp_path, monkeypatch):
     assert catalog.find_shape("org/tiny").hidden == 64
     with pytest.raises(ProblemError, match="no config.json"):
         catalog.find_shape("org/unknown-model")
+    with pytest.raises(ProblemError, match="no such folder") as e:  # a path, not a name: no list of names
+        catalog.find_shape(str(tmp_path / "gone"))
+    assert "known name" not in str(e.value)
 
 
 # --- the commands -----------------------------------------------------------------------------

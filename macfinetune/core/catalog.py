@@ -90,6 +90,9 @@ def find_shape(model: str) -> ModelShape:
     shipped = shipped_config(model)
     if shipped is not None:
         return shipped
+    if model.startswith(("/", "~", ".")) or "\\" in model:  # a path, not a name: say the folder is missing
+        raise ProblemError(Problem("no such folder: pass a model folder that holds config.json", file=str(folder),
+                                   field="model", value=model))
     raise ProblemError(Problem(
         "no config.json for this model: pass a folder that holds one, download the model first, "
         f"or use a known name ({', '.join(sorted(known_models()))})", field="model", value=model))

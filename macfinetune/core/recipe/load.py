@@ -121,6 +121,10 @@ def _unknown_key(key: str, where: dict, value) -> Problem:
     leaf = key.rsplit(".", 1)[-1]
     if leaf in FOREIGN_KEYS:
         hint = FOREIGN_KEYS[leaf]
+    elif key in SECTIONS:  # '--set training=5': a section, not a key
+        some = [k for k in all_keys() if k.startswith(key + ".")][:3]
+        return Problem(f"{key} is a section, not a key; set one of its keys, e.g. {', '.join(some)}",
+                       file=where["file"], line=where["line"], field=key, value=value)
     else:
         candidates = all_keys() + list(SECTIONS) if "." not in key else all_keys()
         close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
