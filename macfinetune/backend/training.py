@@ -242,6 +242,9 @@ def resume_run(run_dir: Path, emit: Emit, control: JobControl | None = None, hos
 
 def _check_resumable(run_dir: Path) -> tuple[runs.RunStatus, runs.CheckpointState]:
     status = runs.read_status(run_dir)
+    if status is None and (run_dir / runs.STATUS).is_file():
+        raise ProblemError(Problem(f"{runs.STATUS} cannot be read (damaged or edited by hand); the run's checkpoints "
+                                   f"are intact: restore {runs.STATUS} or train again", file=str(run_dir / runs.STATUS)))
     if status is None or not (run_dir / runs.RECIPE).exists():
         raise ProblemError(Problem("not a run folder (no status.json or recipe.yaml)", file=str(run_dir)))
     if status.state in ("running", "paused"):

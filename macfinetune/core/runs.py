@@ -55,7 +55,8 @@ def check_new_dir(path: Path, what: str = "output folder") -> list[Problem]:
     """A folder we are about to create must not exist, and its parent must be writable."""
     path = Path(path)
     if path.exists():
-        return [Problem(f"{what} already exists; choose another --out or remove it", file=str(path), value=str(path))]
+        kind = what if path.is_dir() else f"a file is where the {what} would go; it"
+        return [Problem(f"{kind} already exists; choose another --out or remove it", file=str(path), value=str(path))]
     parent = _existing_parent(path)
     if not os.access(parent, os.W_OK | os.X_OK):
         return [Problem(f"cannot create the {what}: {parent} is not writable", file=str(path), value=str(path))]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,6 +102,19 @@ def test_resume_refuses_finished_and_foreign_folders(trained_run, tmp_path):
         resume_run(trained_run, lambda e: None)
     with pytest.raises(ProblemError, match="not a run folder"):
         resume_run(tmp_path, lambda e: None)
+    damaged = tmp_path / "damaged"
+    shutil.copytree(trained_run, damaged)
+    (damaged / "status.json").write_text('{"state": "runn')  # edited by hand, or a disk that lost its tail
+    with pytest.raises(ProblemError, match="status.json cannot be read .* the run's checkpoints are intact"):
+        resume_run(damaged, lambda e: None)
+
+
+def test_a_file_where_the_output_folder_would_go_is_named_as_a_file(tmp_path):
+    from macfinetune.core import runs
+
+    (tmp_path / "out.txt").write_text("mine")
+    assert "a file is where the fused model folder would go" in str(runs.check_new_dir(tmp_path / "out.txt",
+                                                                                      "fused model folder")[0])
 
 
 def _cli(*args, **kwargs):
