@@ -135,7 +135,7 @@ NO_TOKENIZER = "has no tokenizer files (tokenizer.json or tokenizer.model); the 
         ([], lambda c: {**c, "model_type": "made_up_arch"}, "no implementation of model_type 'made_up_arch'"),
         ([], _without("hidden_size"), "model (hidden_size): config.json lacks hidden_size, which mlx-lm's "
                                       "llama model needs"),
-        ([], lambda c: [1, 2], "config.json is not a JSON object"),
+        ([], lambda c: [1, 2], "config.json: not a JSON object"),
     ],
 )
 def test_broken_model_folders_exit_2(capsys, tiny_model, tmp_path, drop, config, expected):

@@ -25,11 +25,12 @@ def read_config(folder: Path) -> dict:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
-        raise ProblemError(Problem(f"config.json is not valid JSON: {e}", file=str(path))) from None
+        line = getattr(e, "lineno", None)  # the file is named once, by the problem's file and line
+        raise ProblemError(Problem(f"not valid JSON: {getattr(e, 'msg', e)}", file=str(path), line=line)) from None
     if not isinstance(config, dict):
-        raise ProblemError(Problem("config.json is not a JSON object", file=str(path)))
+        raise ProblemError(Problem("not a JSON object", file=str(path)))
     if "model_type" not in config:
-        raise ProblemError(Problem("config.json has no 'model_type'", file=str(path), field="model_type"))
+        raise ProblemError(Problem("has no 'model_type'", file=str(path), field="model_type"))
     return config
 
 

@@ -180,9 +180,10 @@ def read_shape(folder: Path | str) -> ModelShape:
     except FileNotFoundError:
         raise ProblemError(Problem("no config.json in the model folder", file=str(folder), value=str(folder))) from None
     except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise ProblemError(Problem(f"config.json cannot be read: {e}", file=str(path))) from None
+        raise ProblemError(Problem(f"cannot be read: {getattr(e, 'msg', e)}", file=str(path),
+                                   line=getattr(e, "lineno", None))) from None
     if not isinstance(config, dict):
-        raise ProblemError(Problem("config.json is not a JSON object", file=str(path)))
+        raise ProblemError(Problem("not a JSON object", file=str(path)))
     return shape_from_config(config, file=str(path), weights_dtype=weights_dtype(folder))
 
 
