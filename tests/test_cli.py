@@ -147,6 +147,18 @@ def test_broken_model_folders_exit_2(capsys, tiny_model, tmp_path, drop, config,
     assert not (tmp_path / "run").exists()
 
 
+def test_an_unknown_architecture_is_the_only_message(tiny_model, tmp_path):
+    """Checked before any tokenizer reads config.json: transformers' own warning about the model type (written
+    to the process's stderr, beyond capsys) never comes first."""
+    model = _broken_model(tiny_model, tmp_path, config=lambda c: {**c, "model_type": "made_up_arch"})
+    proc = subprocess.run([sys.executable, "-m", "macfinetune", "train", "demo-tiny-lora", "--model", str(model),
+                           "--data", str(SAMPLE_DATA), "--out", str(tmp_path / "run")], capture_output=True, text=True,
+                          env={**os.environ, "MACFINETUNE_HOME": str(tmp_path / "home")}, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {model / 'config.json'} (model_type): mlx-lm has no "
+                                                "implementation of model_type 'made_up_arch'"]
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
 def test_unwritable_output_exits_2(capsys, tiny_model, tmp_path):
     locked = tmp_path / "locked"

@@ -124,6 +124,7 @@ def train_run(recipe: Recipe, run_dir: Path, emit: Emit, control: JobControl | N
     for note in pre.notes:
         emit(Stage("train", note))
     folder = models.resolve_model_path(recipe.model.path)
+    models.check_architecture(modelinfo.read_config(folder), folder)  # before any tokenizer reads the config
     check_templates(pre, folder)
     memory = memory_gate(pre, folder, allow_over_budget, confirm)
     if memory.warning:
