@@ -141,3 +141,19 @@ def test_batch_larger_than_data_is_a_problem():
 def test_a_section_set_as_a_key_says_it_is_a_section():
     with pytest.raises(ProblemError, match="training is a section, not a key; set one of its keys, e.g. training.it"):
         rc.apply_overrides(rc.Recipe(), ["training=5"])
+
+
+def test_the_fast_yaml_reads_what_pyyaml_reads_and_marks_the_same_errors():
+    import yaml
+
+    from macfinetune.core import yamlfast
+
+    for path in shipped("recipes", "x.yaml").parent.glob("*.yaml"):
+        text = path.read_text()
+        assert yamlfast.safe_load(text) == yaml.safe_load(text), path.name
+    bad = "training:\n  iterations: 5\n\tbatch_size: 2\n"
+    with pytest.raises(yaml.YAMLError) as fast:
+        yamlfast.safe_load(bad)
+    with pytest.raises(yaml.YAMLError) as slow:
+        yaml.safe_load(bad)
+    assert fast.value.problem_mark.line == slow.value.problem_mark.line

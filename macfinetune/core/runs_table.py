@@ -10,7 +10,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from macfinetune.core import events, runs
+from macfinetune.core import events, runs, yamlfast
 
 CSV_COLUMNS = ("event", "iteration", "time", "train_loss", "val_loss", "learning_rate", "iterations_per_second",
                "tokens_per_second", "trained_tokens", "peak_memory_gb")
@@ -105,7 +105,7 @@ def flat_recipe(run_dir: Path) -> dict[str, object]:
     import yaml  # here, not at import: the window paints before it needs YAML
 
     try:
-        data = yaml.safe_load((Path(run_dir) / runs.RECIPE).read_text(encoding="utf-8")) or {}
+        data = yamlfast.safe_load((Path(run_dir) / runs.RECIPE).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         return {}
     out: dict[str, object] = {}

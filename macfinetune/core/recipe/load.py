@@ -6,6 +6,7 @@ import difflib
 from dataclasses import replace
 from pathlib import Path
 
+from macfinetune.core import yamlfast
 from macfinetune.core.problems import Problem, ProblemError
 from macfinetune.core.recipe.convert import _INVALID, _convert
 from macfinetune.core.recipe.dump import recipe_to_dict
@@ -39,7 +40,7 @@ def parse_recipe(text: str, file: str = "<recipe>") -> Recipe:
     import yaml  # here, not at import: the app paints before it needs YAML
 
     try:
-        data = yaml.safe_load(text)
+        data = yamlfast.safe_load(text)
         lines = _key_lines(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -279,7 +280,7 @@ def with_paths(recipe: Recipe, model: str | None = None, data: str | None = None
 def _key_lines(text: str) -> dict[str, int]:
     """Line number (1-based) of every key, dotted, from the YAML node tree."""
     yaml = _yaml()
-    root = yaml.compose(text)
+    root = yamlfast.compose(text)
     out: dict[str, int] = {}
     if not isinstance(root, yaml.MappingNode):
         return out
