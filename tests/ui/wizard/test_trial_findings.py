@@ -21,3 +21,23 @@ def test_unreadable_data_is_the_only_problem_and_the_data_step_says_why(qtbot, m
     assert "batch_size" not in page.blockers.text()
     lengths = page.steps["data"].histogram_text.text()
     assert "choose a model" not in lengths and "could not be read" in lengths
+
+
+def test_a_truncated_config_json_is_named_as_not_valid_json_with_file_and_line(qtbot, make_page, tiny_model, tmp_path):
+    import shutil
+
+    from macfinetune.core.modelinfo import read_config
+    from macfinetune.core.problems import ProblemError
+
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_model, broken)
+    (broken / "config.json").write_text('{"model_type": "llama",\n "hidden_size": ')
+    page = make_page()
+    page.steps["model"].choose_path(str(broken))
+    message = error(page, "model.path")
+    assert message.startswith(f"{broken / 'config.json'} line 2: not valid JSON: Expecting value at column 17")
+    assert "model_type" not in message
+    try:
+        read_config(broken)
+    except ProblemError as e:
+        assert message == str(e)  # the CLI's words
