@@ -112,6 +112,8 @@ def test_stop_ends_the_answer_and_cancels_the_queued_one(real, qtbot):
     assert page.panes[BASE].speed.text().endswith("· stopped")
     assert int(page.panes[BASE].speed.text().split()[0]) < 1000
     assert page.panes[TUNED].load.text() == "⚠ stopped before it answered"
+    for pane in (BASE, TUNED):  # both panes keep the question
+        assert "You\nWrite a long story." in page.panes[pane].text()
     assert page.conversations[TUNED].turns == () and page.conversations[BASE].turns[-1][0] == "assistant"
     assert page.send_button.isEnabled() is False  # the prompt box is empty again
     page.prompt.setPlainText("again")
