@@ -56,6 +56,7 @@ class WizardPage(QWidget):
         self._workers: list = []
         self.gauge = MemoryGauge(self)
         self.gauge.setObjectName("gauge")
+        self.step_list = QListWidget(self)  # before the steps: Tab goes from the list into the step
         self.steps = {"model": ModelStep(self), "data": DataStep(self), "method": MethodStep(self),
                       "settings": SettingsStep(self), "review": ReviewStep(self)}
         self._build()
@@ -84,7 +85,6 @@ class WizardPage(QWidget):
     # --- layout ----------------------------------------------------------------------------
 
     def _build(self) -> None:
-        self.step_list = QListWidget(self)
         self.step_list.setObjectName("stepList")
         self.step_list.addItems([_TITLES[s] for s in STEPS])
         self.step_list.setFixedWidth(self.step_list.fontMetrics().horizontalAdvance("5  Settings") + 48)

@@ -41,3 +41,31 @@ def test_a_truncated_config_json_is_named_as_not_valid_json_with_file_and_line(q
         read_config(broken)
     except ProblemError as e:
         assert message == str(e)  # the CLI's words
+
+
+def _tab_chain(qtbot, start, count: int) -> list[str]:
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication
+
+    start.setFocus()
+    names = []
+    for _ in range(count):
+        widget = QApplication.focusWidget()
+        names.append(widget.objectName() or widget.text())
+        qtbot.keyClick(widget, Qt.Key.Key_Tab)
+    return names
+
+
+def test_tab_walks_the_step_list_then_the_step_then_back_and_next(qtbot, make_page, tiny_model):
+    page = make_page(folders=[tiny_model.parent])
+    choose_tiny(qtbot, page, tiny_model)
+    page.activateWindow()
+    qtbot.waitUntil(page.isActiveWindow)
+    chain = _tab_chain(qtbot, page.step_list, 12)
+    assert chain[:4] == ["stepList", "modelTable", "field:model.path", "Add folder…"]
+    assert chain.index("hubId") < chain.index("Next") and "Back" not in chain  # Back is off on the first step
+    assert chain[chain.index("Next") + 1] == "stepList"
+    page.go("method")
+    chain = _tab_chain(qtbot, page.step_list, 30)
+    cycle = chain[:chain.index("Next") + 1]
+    assert cycle.count("catalogTable") == 1 and cycle[-2:] == ["Back", "Next"] and chain[len(cycle)] == "stepList"
