@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+from conftest import SAMPLE_DATA
+
 from .conftest import wait_data
-from .test_wizard import choose_tiny, error
+from .test_wizard import button, choose_tiny, error
 
 
 def test_unreadable_data_is_the_only_problem_and_the_data_step_says_why(qtbot, make_page, tiny_model, tmp_path):
@@ -69,3 +71,19 @@ def test_tab_walks_the_step_list_then_the_step_then_back_and_next(qtbot, make_pa
     chain = _tab_chain(qtbot, page.step_list, 30)
     cycle = chain[:chain.index("Next") + 1]
     assert cycle.count("catalogTable") == 1 and cycle[-2:] == ["Back", "Next"] and chain[len(cycle)] == "stepList"
+
+
+def test_while_a_run_trains_review_says_so_and_train_is_off(qtbot, make_page, tiny_model, tmp_path):
+    training = [False]
+    page = make_page(folders=[tiny_model.parent], is_training=lambda: training[0])
+    choose_tiny(qtbot, page, tiny_model)
+    page.steps["data"].choose_path(str(SAMPLE_DATA))
+    wait_data(qtbot, page)
+    page.go("review")
+    assert page.blockers.text() == "Ready to train." and button(page, "train").isEnabled()
+    training[0] = True
+    page.on_session_state("running")
+    assert page.blockers.text().startswith("A run is training") and not button(page, "train").isEnabled()
+    training[0] = False
+    page.on_session_state("idle")
+    assert page.blockers.text() == "Ready to train." and button(page, "train").isEnabled()
