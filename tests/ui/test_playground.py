@@ -211,3 +211,13 @@ def test_sample_run_helper_writes_committed_checkpoints(tmp_path):
     sample_run.write_sample_run(tmp_path / "r")
     assert sample_chat.write_sample_checkpoints(tmp_path / "r") == list(range(100, 1001, 100))
     assert chat.run_choice(tmp_path / "r").best == 1000
+
+
+def test_a_prompt_beyond_the_models_context_is_refused_with_both_numbers(real, qtbot):
+    page, seen = real
+    ask(qtbot, page, "ship " * 3000)
+    for pane in (BASE, TUNED):
+        said = page.panes[pane].load.text()
+        assert re.match(r"⚠ .*the conversation is [\d,]+ tokens and this model reads at most 1,024", said), said
+        assert "ship ship" in page.panes[pane].text()  # the question stays in sight
+    assert not [e for e in seen if isinstance(e, TokenChunk)]  # nothing was generated
