@@ -163,3 +163,18 @@ def test_a_copy_that_fails_is_a_problem_naming_the_host_not_a_crash(fake_ssh, tm
     out = capsys.readouterr()
     assert f"problem: far: copying {data} failed: rsync: connection unexpectedly closed" in out.out
     assert "Traceback" not in out.err
+
+
+def test_host_names_and_addresses_are_checked_as_mlx_reads_them():
+    from macfinetune.core import hosts
+    from macfinetune.core.problems import ProblemError
+
+    assert hosts.host_problems("me@studio.local", ["10.0.0.2", "fe80::1"]) == []
+    assert hosts.host_problems("127.0.0.1", []) == hosts.host_problems("my_mac-2", []) == []
+    assert hosts.host_problems("bad host name with spaces", []) == [
+        "'bad host name with spaces' is not a host name or address (user@host: letters, digits, '.', '-', '_')"]
+    assert hosts.host_problems("mini", ["not-an-ip"]) == [
+        "'not-an-ip' is not an IP address (MLX's ring backend connects to addresses like 10.0.0.2)"]
+    with pytest.raises(ProblemError) as e:
+        hosts.parse_hostfile({"hosts": [{"ssh": "127.0.0.1"}, {"ssh": "a b", "ips": []}]}, "m.json")
+    assert e.value.problems[0].field == "hosts[1]" and "'a b' is not a host name" in e.value.problems[0].message

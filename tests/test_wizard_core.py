@@ -181,3 +181,29 @@ def test_field_spec_reads_the_schema():
     meta, kind = wizard.field_spec("training.iterations")
     assert meta["low"] == 1 and kind == int | None
     assert wizard.help_text("method.rank") == wizard.field_spec("method.rank")[0]["help"]
+
+
+def test_a_run_estimated_under_a_minute_says_so_not_zero_seconds():
+    from types import SimpleNamespace
+
+    assert wizard.duration_text(SimpleNamespace(seconds=(0.2, 0.4))) == "under a minute"
+    assert wizard.duration_text(SimpleNamespace(seconds=(20, 150))) == "under a minute to 2 min"
+    assert wizard.duration_text(SimpleNamespace(seconds=(130, 400))) == "2 min to 6 min"
+
+
+def test_the_verdict_names_the_metal_limit_only_on_a_mac(shape):
+    from macfinetune.core.estimator import judge
+
+    est = wizard.review(Recipe(), shape, machine_from_memory(16), timing.seed_rate(None)).estimate
+    assert "Metal working-set limit" in judge(est, machine_from_memory(16)).message
+    linux = judge(est, machine_from_memory(16, device="cpu")).message
+    assert "Metal" not in linux and "memory limit" in linux
+
+
+def test_an_unknown_model_name_lists_a_few_known_names_not_all():
+    from macfinetune.core.problems import ProblemError
+
+    with pytest.raises(ProblemError) as e:
+        catalog.find_shape("someone/does-not-exist-xyz")
+    message = e.value.problems[0].message
+    assert message.endswith(f"(Qwen/Qwen3-1.7B, Qwen/Qwen3-14B, Qwen/Qwen3-32B, … {len(catalog.known_models())} in all)")

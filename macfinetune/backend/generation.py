@@ -168,8 +168,19 @@ def run_chat(pane: str, model: str | None, adapter: tuple[Path, str] | None, mes
 
     emit(ModelLoaded(pane, str(folder), weights.name if weights else "", time.perf_counter() - started,
                      ready.reused, ready.swapped))
-    return stream_chat(ready.model, ready.tokenizer, chat_prompt(ready.tokenizer, messages), sampling, pane=pane,
-                       emit=emit, control=control)
+    prompt = chat_prompt(ready.tokenizer, messages)
+    _check_context(prompt, ready.tokenizer, folder)
+    return stream_chat(ready.model, ready.tokenizer, prompt, sampling, pane=pane, emit=emit, control=control)
+
+
+def _check_context(prompt: list[int] | str, tokenizer, folder: Path) -> None:
+    """Refuse a conversation longer than the model's context (config.json) before generating."""
+    from macfinetune.core import chat, modelinfo, models_catalog
+
+    tokens = len(prompt) if isinstance(prompt, list) else len(tokenizer.encode(prompt))
+    problem = chat.context_problem(tokens, models_catalog.context_length(modelinfo.read_config(folder)))
+    if problem is not None:
+        raise ProblemError(problem)
 
 
 def _ready_model(cache, model: str | None, adapter: tuple[Path, str] | None, emit):

@@ -93,9 +93,10 @@ def find_shape(model: str) -> ModelShape:
     if model.startswith(("/", "~", ".")) or "\\" in model:  # a path, not a name: say the folder is missing
         raise ProblemError(Problem("no such folder: pass a model folder that holds config.json", file=str(folder),
                                    field="model", value=model))
+    names = sorted(known_models())
     raise ProblemError(Problem(
         "no config.json for this model: pass a folder that holds one, download the model first, "
-        f"or use a known name ({', '.join(sorted(known_models()))})", field="model", value=model))
+        f"or use a known name ({', '.join(names[:3])}, … {len(names)} in all)", field="model", value=model))
 
 
 def known_models() -> dict[str, str]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from macfinetune.core import runs
+from macfinetune.core.problems import Problem
 
 BASE, TUNED = "base", "tuned"  # the two panes; "checkpoint N" for the all-checkpoints answers
 ROLES = ("system", "user", "assistant")
@@ -51,6 +52,14 @@ class Conversation:
         """The turns to send, led by the system prompt when there is one."""
         head = (("system", system.strip()),) if system.strip() else ()
         return head + self.turns
+
+
+def context_problem(prompt_tokens: int, context: int | None) -> Problem | None:
+    """A conversation longer than the model reads (its context): refused before it answers, with both numbers."""
+    if not context or prompt_tokens <= context:
+        return None
+    return Problem(f"the conversation is {prompt_tokens:,} tokens and this model reads at most {context:,} (its "
+                   "context); shorten the prompt or start a New chat", value=prompt_tokens)
 
 
 def as_dicts(messages) -> list[dict]:

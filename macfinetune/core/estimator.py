@@ -631,7 +631,8 @@ def judge(est: Estimate, machine: Machine) -> Verdict:
     else:
         status = "fits"
     message = (f"needs {total / GB:.1f} GB of {usable / GB:.1f} GB usable (GB = 10^9 bytes; "
-               f"Metal working-set limit {machine.working_set_bytes / GB:.1f} GB of {machine.memory_bytes / GB:.1f} GB "
+               f"{'Metal working-set limit' if machine.device == 'gpu' else 'memory limit'} "
+               f"{machine.working_set_bytes / GB:.1f} GB of {machine.memory_bytes / GB:.1f} GB "
                f"= {machine.memory_bytes / GIB:.0f} GiB of memory; "
                f"the system keeps {machine.reserve_bytes / GB:.0f} GB)")
     return Verdict(status, total, usable, message)

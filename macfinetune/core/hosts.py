@@ -8,13 +8,17 @@ Pure Python: no MLX, no SSH here (``backend.launch`` runs the commands; this mod
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from macfinetune.core.problems import Problem, ProblemError
 
 BACKENDS = ("ring", "jaccl", "mpi")
+_NAME = re.compile(r"^([\w.-]+@)?[A-Za-z0-9_]([\w.-]*[A-Za-z0-9_])?$")  # [user@]host, or an ssh config alias
 RUN_FILE = "distributed.json"  # in the run folder: how many hosts started it and the global batch
 RESUME_STAGING = ".cache/macfinetune/resume"  # on the other Macs, under the home folder: a run folder sent
 #                                           there so their ranks can resume it (rank 0's Mac keeps the original)
@@ -101,7 +105,38 @@ def _host(entry, n: int, path: str, line: int | None) -> tuple[Host | None, list
     if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
         return None, [Problem(f"{where}.ips must be a list of addresses", file=path,
                               line=line, field=f"{where}.ips", value=ips)]
+    wrong = host_problems(entry["ssh"].strip(), ips)
+    if wrong:
+        return None, [Problem(f"{where}: {w}", file=path, line=line, field=where, value=entry) for w in wrong]
     return Host(entry["ssh"].strip(), tuple(ips)), []
+
+
+def host_problems(ssh: str, ips: Sequence[str]) -> list[str]:
+    """What is wrong with one host, in words: ``ssh`` is ``[user@]host`` (a name or an address), each of
+    ``ips`` an IP address, as ``mlx.launch`` reads them (it connects the ring backend to ``ips``)."""
+    return [p for p in (ssh_problem(ssh),) if p] + address_problems(ips)
+
+
+def ssh_problem(ssh: str) -> str:
+    """Why ``ssh`` is not ``[user@]host`` ('' when it is)."""
+    if not ssh:
+        return "no SSH host (user@host or host)"
+    if _NAME.match(ssh) or _is_address(ssh.rsplit("@", 1)[-1]):
+        return ""
+    return f"{ssh!r} is not a host name or address (user@host: letters, digits, '.', '-', '_')"
+
+
+def address_problems(ips: Sequence[str]) -> list[str]:
+    return [f"{ip!r} is not an IP address (MLX's ring backend connects to addresses like 10.0.0.2)"
+            for ip in ips if not _is_address(ip)]
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _line_of(text: str, key: str) -> int | None:

@@ -26,7 +26,8 @@ def read_config(folder: Path) -> dict:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         line = getattr(e, "lineno", None)  # the file is named once, by the problem's file and line
-        raise ProblemError(Problem(f"not valid JSON: {getattr(e, 'msg', e)}", file=str(path), line=line)) from None
+        why = f"{e.msg.removesuffix(' at')} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else e
+        raise ProblemError(Problem(f"not valid JSON: {why}", file=str(path), line=line)) from None
     if not isinstance(config, dict):
         raise ProblemError(Problem("not a JSON object", file=str(path)))
     if "model_type" not in config:

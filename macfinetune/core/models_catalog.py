@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from macfinetune.core import paths
+from macfinetune.core import modelinfo, paths
 from macfinetune.core.problems import Problem, ProblemError
 
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx",
@@ -204,10 +204,12 @@ def describe(folder: Path, *, name: str | None = None, source: str = "folder",
              supported: Collection[str] | None = None, revision: str | None = None) -> ModelEntry:
     """A model folder described from its files; nothing is loaded."""
     folder = Path(folder)
-    config = _read_json(folder / "config.json") or {}
     files = _file_names(folder)
+    config = _read_json(folder / "config.json")
+    unreadable = _config_problem(folder) if config is None and "config.json" in files else None
+    config = config or {}
     problems = tuple(usability_problems(config, files, supported, _read_json(folder / "tokenizer_config.json"),
-                                        where=str(folder)))
+                                        where=str(folder), unreadable=unreadable))
     parameters, parameters_from = parameter_count(folder, config)
     return ModelEntry(
         name=name or folder.name, path=folder, source=source, model_type=config.get("model_type"),
@@ -232,6 +234,16 @@ def _file_names(folder: Path) -> set[str]:
         return set()
 
 
+def _config_problem(folder: Path) -> Problem:
+    """A config.json that is not a JSON object, in the words training uses (``modelinfo.read_config``:
+    the file, line and column)."""
+    try:
+        modelinfo.read_config(folder)
+    except ProblemError as e:
+        return Problem(str(e.problems[0]), file=str(folder), field="config.json")
+    return Problem("config.json cannot be read", file=str(folder), field="config.json")
+
+
 def _read_json(path: Path) -> dict | None:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
@@ -241,17 +253,20 @@ def _read_json(path: Path) -> dict | None:
 
 
 def usability_problems(config: dict, files: Collection[str], supported: Collection[str] | None,
-                       tokenizer_config: dict | None = None, where: str = "") -> list[Problem]:
+                       tokenizer_config: dict | None = None, where: str = "",
+                       unreadable: Problem | None = None) -> list[Problem]:
     """Why mlx-lm cannot fine-tune this model: architecture, remote code, weights, tokenizer.
 
     ``files`` are the names in the model folder (or the repository); ``supported`` the model
-    types mlx-lm implements (None: not checked).
+    types mlx-lm implements (None: not checked); ``unreadable`` why config.json could not be read.
     """
     problems = []
     if not files:
         return [Problem("the folder is empty or cannot be read", file=where)]
     if "config.json" not in files:
         problems.append(Problem(_no_config_message(files), file=where, field="config.json"))
+    elif unreadable:
+        problems.append(unreadable)
     else:
         problems += _architecture_problems(config, supported, where)
     problems += _weight_problems(files, where)

@@ -246,8 +246,8 @@ def _iterations(recipe: Recipe, train_rows: int | None, valid_rows: int,
 def duration_text(t: timing.TimeEstimate) -> str:
     if t.seconds is None:
         return "known once the data is read (epochs need its size)"
-    low, high = t.seconds
-    return f"{timing.format_duration(low)} to {timing.format_duration(high)}"
+    low, high = (timing.format_duration(x) if x >= 60 else "under a minute" for x in t.seconds)
+    return low if low == high else f"{low} to {high}"
 
 
 def apply_fit(recipe: Recipe, fit: Fit) -> Recipe:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -29,6 +30,7 @@ from PySide6.QtWidgets import (
 from macfinetune.core import hosts as hosts_mod
 from macfinetune.core.events import JobCancelled, JobFailed, JobFinished, Stage
 from macfinetune.core.problems import ProblemError
+from macfinetune.ui.wizard.fields import error_color
 
 INTRO = ("The Macs a run can train on, over MLX's distributed backend. Each one needs SSH without a password "
          "from this Mac (ssh-copy-id), the same macfinetune, MLX and mlx-lm at the same path, and the model "
@@ -60,6 +62,7 @@ class MachinesDialog(QDialog):
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.itemChanged.connect(self._on_table_item_changed)
         self.backend = QComboBox(self)
         self.backend.setObjectName("machinesBackend")
         for key in hosts_mod.BACKENDS:
@@ -93,6 +96,7 @@ class MachinesDialog(QDialog):
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel,
                                    parent=self)
         buttons.accepted.connect(self.accept)
+        self.save = buttons.button(QDialogButtonBox.StandardButton.Save)
         buttons.rejected.connect(self.reject)
         top = QVBoxLayout(self)
         top.addWidget(intro)
@@ -120,24 +124,51 @@ class MachinesDialog(QDialog):
 
     def add_host(self, ssh: str, ips: str) -> None:
         row = self.table.rowCount()
+        self.table.blockSignals(True)  # (a row is judged once both of its cells are there)
         self.table.insertRow(row)
         self.table.setItem(row, 0, QTableWidgetItem(ssh))
         self.table.setItem(row, 1, QTableWidgetItem(ips))
+        self.table.blockSignals(False)
+        self.show_problems()
 
     def _on_remove_clicked(self) -> None:
         rows = sorted({i.row() for i in self.table.selectedIndexes()}, reverse=True)
         for row in rows:
             self.table.removeRow(row)
+        self.show_problems()
+
+    def _on_table_item_changed(self, item) -> None:
+        self.show_problems()
+
+    def _row(self, row: int) -> tuple[str, list[str]]:
+        ssh, ips = ((self.table.item(row, c).text() if self.table.item(row, c) else "").strip() for c in (0, 1))
+        return ssh, [ip.strip() for ip in ips.split(",") if ip.strip()]
+
+    def show_problems(self) -> None:
+        """Each row's problems (core.hosts) in its cells' tooltips and below the table; no Save while any."""
+        lines, color = [], QColor(error_color(self.palette()))
+        self.table.blockSignals(True)
+        for row in range(self.table.rowCount()):
+            ssh, ips = self._row(row)
+            cells = ((hosts_mod.ssh_problem(ssh),), hosts_mod.address_problems(ips)) if ssh or ips else ((), ())
+            for column, problems in enumerate(cells):
+                item = self.table.item(row, column)
+                text = "; ".join(p for p in problems if p)
+                item.setToolTip(text)
+                item.setForeground(color if text else self.palette().color(QPalette.ColorRole.Text))
+                lines += [f"Row {row + 1}: {text}"] if text else []
+        self.table.blockSignals(False)
+        self.error.setText("\n".join(lines))
+        self.save.setEnabled(not lines)
 
     def hostfile(self) -> hosts_mod.Hostfile:
         """The table as a checked hostfile; ProblemError names the row that is wrong."""
         entries = []
         for row in range(self.table.rowCount()):
-            ssh = (self.table.item(row, 0).text() if self.table.item(row, 0) else "").strip()
-            ips = (self.table.item(row, 1).text() if self.table.item(row, 1) else "").strip()
+            ssh, ips = self._row(row)
             if not ssh and not ips:
                 continue
-            entries.append({"ssh": ssh, "ips": [ip.strip() for ip in ips.split(",") if ip.strip()]})
+            entries.append({"ssh": ssh, "ips": ips})
         return hosts_mod.parse_hostfile({"backend": self.backend.currentData(), "hosts": entries}, str(self.path))
 
     # --- check -----------------------------------------------------------------------------

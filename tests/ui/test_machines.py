@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from PySide6.QtWidgets import QDialogButtonBox
+
 from macfinetune import jobs
 from macfinetune.core import hosts
 from macfinetune.core.events import JobFinished, JobStarted, Stage
@@ -116,3 +118,20 @@ def test_resume_continues_a_multi_mac_run_on_the_machines_and_a_one_mac_run_here
     window.session.machines_file().unlink()  # no Machines: every run resumes here
     window.session.resume_run(multi)
     assert engine.calls[-1] == ("resume", multi)
+
+
+def test_a_bad_host_name_or_address_is_said_beside_its_row_and_save_is_off(window, qtbot):
+    dialog = _dialog(window, qtbot)
+    save = dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Save)
+    dialog.add_host("bad host name with spaces", "not-an-ip")
+    assert not save.isEnabled()
+    assert dialog.table.item(1, 0).toolTip().startswith("'bad host name with spaces' is not a host name")
+    assert dialog.table.item(1, 1).toolTip().startswith("'not-an-ip' is not an IP address")
+    assert dialog.error.text().startswith("Row 2: 'bad host name with spaces' is not a host name")
+    dialog.accept()
+    assert dialog.isVisible() and not window.session.machines_file().exists()
+    dialog.table.item(1, 0).setText("mini.local")
+    dialog.table.item(1, 1).setText("10.0.0.3")
+    assert save.isEnabled() and dialog.error.text() == "" and dialog.table.item(1, 0).toolTip() == ""
+    dialog.accept()
+    assert hosts.load_hostfile(window.session.machines_file()).hosts[1].ips == ("10.0.0.3",)

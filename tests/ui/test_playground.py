@@ -112,6 +112,8 @@ def test_stop_ends_the_answer_and_cancels_the_queued_one(real, qtbot):
     assert page.panes[BASE].speed.text().endswith("· stopped")
     assert int(page.panes[BASE].speed.text().split()[0]) < 1000
     assert page.panes[TUNED].load.text() == "⚠ stopped before it answered"
+    for pane in (BASE, TUNED):  # both panes keep the question
+        assert "You\nWrite a long story." in page.panes[pane].text()
     assert page.conversations[TUNED].turns == () and page.conversations[BASE].turns[-1][0] == "assistant"
     assert page.send_button.isEnabled() is False  # the prompt box is empty again
     page.prompt.setPlainText("again")
@@ -209,3 +211,13 @@ def test_sample_run_helper_writes_committed_checkpoints(tmp_path):
     sample_run.write_sample_run(tmp_path / "r")
     assert sample_chat.write_sample_checkpoints(tmp_path / "r") == list(range(100, 1001, 100))
     assert chat.run_choice(tmp_path / "r").best == 1000
+
+
+def test_a_prompt_beyond_the_models_context_is_refused_with_both_numbers(real, qtbot):
+    page, seen = real
+    ask(qtbot, page, "ship " * 3000)
+    for pane in (BASE, TUNED):
+        said = page.panes[pane].load.text()
+        assert re.match(r"⚠ .*the conversation is [\d,]+ tokens and this model reads at most 1,024", said), said
+        assert "ship ship" in page.panes[pane].text()  # the question stays in sight
+    assert not [e for e in seen if isinstance(e, TokenChunk)]  # nothing was generated

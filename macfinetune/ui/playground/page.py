@@ -368,9 +368,9 @@ class PlaygroundPage(QWidget):
             self.answers.set_state(pane, speed)
 
     def _fail(self, pane: str, message: str) -> None:
-        if pane in self.panes:
-            self.conversations[pane] = self.conversations[pane].undo_question()
+        if pane in self.panes:  # the question stays in sight; the next prompt is sent without it
             self.panes[pane].show_conversation(self.conversations[pane], self.controls.system_prompt())
+            self.conversations[pane] = self.conversations[pane].undo_question()
             self.panes[pane].set_load(f"⚠ {message}")
         elif self.answers.has(pane):
             self.answers.set_state(pane, message)

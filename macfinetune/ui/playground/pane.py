@@ -37,6 +37,8 @@ class ChatPane(QFrame):
         self.transcript.setFrameShape(QFrame.Shape.NoFrame)
         self.load = QLabel()
         self.load.setObjectName(f"{pane_id}Load")
+        self.load.setWordWrap(True)  # a long refusal must not widen the window
+        self.load.setMinimumWidth(self.load.fontMetrics().horizontalAdvance("model loaded in 00.0 s"))
         self.speed = QLabel()
         self.speed.setObjectName(f"{pane_id}Speed")
         footer = QHBoxLayout()

@@ -256,7 +256,16 @@ class DataStep(Step):
             return "Token lengths need the model's tokenizer, which this window was started without."
         if self.page.state.data_busy or self._job is not None and self._job.isRunning():
             return "Counting tokens…"
-        return "Token lengths need the model's tokenizer: choose a model first."
+        if self.page.state.data is not None and self.page.state.data.problem:
+            return "No token lengths: the data could not be read (see the message above)."
+        model = self.page.state.values["model"]["path"]
+        if not model:
+            return "Token lengths need the model's tokenizer: choose a model first."
+        if self.page.state.model_problem:
+            return "Token lengths need the model's tokenizer: the model cannot be used (see the Model step)."
+        if not Path(model).expanduser().is_dir():
+            return f"Token lengths need the model's tokenizer: {model} is not downloaded yet."
+        return "Token lengths need the model's tokenizer; choose the data again to count them."
 
     # --- options ---------------------------------------------------------------------------
 

@@ -40,9 +40,11 @@ def wizard_page(session, settings, parent=None) -> WizardPage:
     services.start_on_hosts = lambda recipe, run_dir, allow, hostfile: start(session, recipe, run_dir, allow, hostfile)
     services.check_hosts = lambda recipe, hostfile, copy: _check_hosts(session, recipe, hostfile, copy)
     services.cancel_job = session.cancel
+    services.is_training = lambda: session.is_training
     page = WizardPage(services, parent)
     page.setObjectName("newRunPage")
     session.jobEvent.connect(page.on_event)
+    session.stateChanged.connect(page.on_session_state)
     return page
 
 

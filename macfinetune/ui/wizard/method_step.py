@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QRadioButton,
     QTableView,
     QTextBrowser,
+    QWidget,
 )
 
 from macfinetune.core import catalog, wizard
@@ -65,6 +66,7 @@ class MethodStep(Step):
         self.catalog_model = CatalogTableModel(self)
         self.table = QTableView(self)
         self.table.setObjectName("catalogTable")
+        self.table.setTabKeyNavigation(False)  # Tab leaves the table (arrows move between rows)
         self.table.setModel(self.catalog_model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         header = self.table.horizontalHeader()
@@ -118,11 +120,14 @@ class MethodStep(Step):
             button.setParent(None)
             button.deleteLater()
         self._choices = wizard.methods_for(self.page.state.shape)
+        previous = self.page.step_list  # new widgets join the Tab order last: put these first in the step
         for i, (method, bits, label) in enumerate(self._choices):
             button = QRadioButton(label, self)
             button.setObjectName(f"method:{method}" + (f"-{bits}" if bits else ""))
             self.group.addButton(button, i)
             self.method_row.addWidget(button)
+            QWidget.setTabOrder(previous, button)
+            previous = button
 
     def _on_method_clicked(self, index: int) -> None:
         method, bits, _ = self._choices[index]

@@ -43,6 +43,7 @@ class ModelStep(Step):
     def _build(self) -> None:
         self.table = QTableView(self)
         self.table.setObjectName("modelTable")
+        self.table.setTabKeyNavigation(False)  # Tab leaves the table (arrows move between rows)
         self.table.setModel(self.table_model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)

@@ -51,11 +51,13 @@ class WizardPage(QWidget):
         self.recipe: Recipe | None = None
         self.errors: dict[str, str] = {}
         self.recommended = False  # the settings are the recommendation's, untouched since
+        self.training = False  # a run is training (services.is_training, at the last refresh)
         self.rate = services.rate or timing.seed_rate(services.machine.chip)
         self.mac_rows: list = []  # this Mac's finished runs: the estimate's correction (read on a worker)
         self._workers: list = []
         self.gauge = MemoryGauge(self)
         self.gauge.setObjectName("gauge")
+        self.step_list = QListWidget(self)  # before the steps: Tab goes from the list into the step
         self.steps = {"model": ModelStep(self), "data": DataStep(self), "method": MethodStep(self),
                       "settings": SettingsStep(self), "review": ReviewStep(self)}
         self._build()
@@ -84,7 +86,6 @@ class WizardPage(QWidget):
     # --- layout ----------------------------------------------------------------------------
 
     def _build(self) -> None:
-        self.step_list = QListWidget(self)
         self.step_list.setObjectName("stepList")
         self.step_list.addItems([_TITLES[s] for s in STEPS])
         self.step_list.setFixedWidth(self.step_list.fontMetrics().horizontalAdvance("5  Settings") + 48)
@@ -146,7 +147,8 @@ class WizardPage(QWidget):
     def refresh(self) -> None:
         self.recipe, self.errors = self.state.check()
         self._draw_gauge()
-        self.blockers.setText(_blockers_text(self.errors, self.gauge.status))
+        self.training = self.services.is_training()
+        self.blockers.setText(_blockers_text(self.errors, self.gauge.status, self.training))
         for name in STEPS:
             self.steps[name].show_state()
         self.steps[self.current_step()].refresh()
@@ -241,6 +243,10 @@ class WizardPage(QWidget):
         self.services.show_monitor()
         return run_dir
 
+    def on_session_state(self, state: str) -> None:
+        """The engine started or ended a run: Train follows (one run at a time)."""
+        self.refresh()
+
     def on_event(self, event) -> None:
         """Events the session routes here (download progress, Measure this Mac)."""
         self.steps["model"].on_event(event)
@@ -270,7 +276,9 @@ def _field_errors(errors: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in errors.items() if k not in ("model.path", "data.path")}
 
 
-def _blockers_text(errors: dict[str, str], status: str | None) -> str:
+def _blockers_text(errors: dict[str, str], status: str | None, training: bool = False) -> str:
+    if not errors and training:
+        return "A run is training: Train waits until it ends (or stop it from the toolbar)."
     if not errors:
         return ("Ready to train; it will not fit by the estimate, so Train asks first (or use Auto-fit)."
                 if status == "will not fit" else "Ready to train.")

@@ -204,7 +204,7 @@ class ReviewStep(Step):
     # --- drawing ---------------------------------------------------------------------------
 
     def show_state(self) -> None:
-        blocked = bool(self.page.errors)
+        blocked = bool(self.page.errors) or self.page.training
         self.train.setEnabled(not blocked)
         self.save.setEnabled(self.page.recipe is not None)
         self.measure.setEnabled(self.page.services.measure is not None and self._measure_job is None

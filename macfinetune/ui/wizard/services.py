@@ -47,4 +47,5 @@ class WizardServices:
     start_on_hosts: Callable[[Recipe, Path, bool, object], object] | None = None  # a run on those Macs
     check_hosts: Callable[[Recipe, object, bool], int] | None = None  # jobs.check_hosts(recipe, hostfile, copy):
     #                                       its id; the events (job 'check_hosts') reach on_event
+    is_training: Callable[[], bool] = lambda: False  # a run is training now (Train waits for it to end)
     cancel_job: Callable[[int], object] | None = None  # stop a job the wizard started (Check these Macs, a copy)

@@ -72,12 +72,13 @@ class WizardState:
         recipe, errors = wizard.field_problems(self.values, self.shape)
         errors = dict(errors)
         errors.update(self._path_errors())
-        if recipe is not None and self.data is not None and self.data.train_rows < recipe.training.batch_size:
+        readable = self.data is not None and not self.data.problem
+        if recipe is not None and readable and self.data.train_rows < recipe.training.batch_size:
             errors.setdefault("training.batch_size", f"the training set has {self.data.train_rows} rows, fewer "
                               f"than the batch size; use at most {self.data.train_rows}")
         if self.values["data"].get("mask_prompt") in (True, "true") and self.data and self.data.mask_problem:
             errors.setdefault("data.mask_prompt", self.data.mask_problem)
-        if recipe is not None and self.data is not None and not self.data.problem:
+        if recipe is not None and readable:
             wrong = pairs.objective_problem(recipe.training.objective, "preference" if self.data.is_pairs else
                                             "supervised rows", self.data.source)
             if wrong:
