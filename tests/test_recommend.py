@@ -274,3 +274,16 @@ def test_the_gate_proposes_a_copy_quantized_beforehand():
     with pytest.raises(ProblemError) as info:
         gate.check(recipe, shape_of("Qwen3-14B"), machine_from_memory(24))
     assert "mlx-community/Qwen3-14B-4bit" in str(info.value)
+
+
+def test_learning_rate_advice_follows_the_seeds_rate_for_the_size_and_method():
+    from macfinetune.core.recipe import Recipe, apply_overrides
+    from macfinetune.core.recommend import advice
+
+    shape = shape_of("Qwen3-8B-4bit")  # 8B: litgpt's adapter rate 1e-4, seed 000's full rate 5e-6
+    assert advice(apply_overrides(Recipe(), ["learning_rate=1e-4"]), shape) == {}
+    assert "unusually high: litgpt's adapter rate (seed 002) for" in advice(
+        apply_overrides(Recipe(), ["learning_rate=2e-3"]), shape)["training.learning_rate"]
+    assert "unusually low" in advice(apply_overrides(Recipe(), ["learning_rate=5e-7"]), shape)["training.learning_rate"]
+    full = apply_overrides(Recipe(), ["type=full", "learning_rate=1e-4"])
+    assert "seed 000's full fine-tuning rate" in advice(full, shape_of("Qwen3-1.7B"))["training.learning_rate"]

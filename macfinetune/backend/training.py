@@ -126,6 +126,8 @@ def train_run(recipe: Recipe, run_dir: Path, emit: Emit, control: JobControl | N
     folder = models.resolve_model_path(recipe.model.path)
     models.check_architecture(modelinfo.read_config(folder), folder)  # before any tokenizer reads the config
     check_templates(pre, folder)
+    for key, words in _advice(recipe, folder).items():
+        emit(Stage("train", f"{key}: {words}"))
     memory = memory_gate(pre, folder, allow_over_budget, confirm)
     if memory.warning:
         emit(Stage("train", memory.warning))
@@ -162,6 +164,16 @@ def memory_gate(pre: Preflight, folder: Path, allow_over_budget: bool = False,
             raise
         # the estimator's own doubts about the settings; the checks against the loaded model decide
         return gate.Gate(None, None, None, None, note=str(e))
+
+
+def _advice(recipe: Recipe, folder: Path) -> dict[str, str]:
+    """Settings the seeds would not choose for this model (core.recommend.advice), said before training."""
+    from macfinetune.core.recommend import advice
+
+    try:
+        return advice(recipe, read_shape(folder))
+    except ProblemError:  # the estimator cannot read this config; loading the model decides
+        return {}
 
 
 _REFUSALS_SHOWN = 5

@@ -59,6 +59,26 @@ def size_band(shape: ModelShape) -> dict:
     return next(b for b in rules()["bands"] if billions <= b["up_to_billion"])
 
 
+LR_FACTOR = 10  # a rate this many times the seeds' for the size and method is called unusual (either way)
+
+
+def advice(recipe, shape: ModelShape) -> dict[str, str]:
+    """Settings that run but that the seeds would not choose, per recipe key, in words (never blocking)."""
+    band, lr = size_band(shape), recipe.training.learning_rate
+    full = recipe.method.type == "full"
+    usual = band["lr_full" if full else "lr_adapter"]
+    source = ("the demo recipe's rate" if band.get("below_seeds") else
+              "seed 000's full fine-tuning rate" if full else "litgpt's adapter rate (seed 002)")
+    size = f"{format_params(shape.total_params)} parameters"
+    if lr > LR_FACTOR * usual:
+        return {"training.learning_rate": f"unusually high: {source} for {size} is {usual:g}; "
+                                          f"over {LR_FACTOR}x that, the loss often diverges"}
+    if lr < usual / LR_FACTOR**2:
+        return {"training.learning_rate": f"unusually low: {source} for {size} is {usual:g}; "
+                                          "it may barely learn"}
+    return {}
+
+
 def recommend(shape: ModelShape, machine: Machine, *, model_path: str = "", data_path: str = "",
               train_rows: int | None = None, longest_row_tokens: int | None = None,
               sequences_per_row: int = 1) -> Recommendation:

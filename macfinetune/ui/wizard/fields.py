@@ -25,6 +25,12 @@ def error_html(message: str, palette: QPalette) -> str:
     return f"<span style='color:{error_color(palette)}'>⚠ {message}</span>" if message else ""
 
 
+def advice_html(message: str, palette: QPalette) -> str:
+    """Advice that does not block (an unusual value): amber, not the error red."""
+    dark = palette.color(QPalette.ColorRole.Window).lightness() < 128
+    return f"<span style='color:{QColor.fromHsl(35, 200, 160 if dark else 90).name()}'>{message}</span>"
+
+
 def make_error_label(key: str, parent: QWidget) -> QLabel:
     label = QLabel(parent)
     label.setObjectName(f"error:{key}")
@@ -103,9 +109,13 @@ class FieldGrid(QWidget):
             section, _, name = key.partition(".")
             set_editor(editor, values.get(section, {}).get(name))
 
-    def show_errors(self, errors: dict[str, str]) -> None:
+    def show_errors(self, errors: dict[str, str], advice: dict[str, str] | None = None) -> None:
+        """Each field's error, or where it has none its advice (``core.recommend.advice``)."""
         for key, label in self.errors.items():
             show_error(label, errors.get(key, ""))
+            if key not in errors and (advice or {}).get(key):
+                label.setText(advice_html(advice[key], label.palette()))
+                label.setVisible(True)
 
 
 def _text_value(text: str):

@@ -50,6 +50,7 @@ class WizardPage(QWidget):
         self.state = WizardState()
         self.recipe: Recipe | None = None
         self.errors: dict[str, str] = {}
+        self.advice: dict[str, str] = {}  # unusual but valid settings (core.recommend.advice)
         self.recommended = False  # the settings are the recommendation's, untouched since
         self.training = False  # a run is training (services.is_training, at the last refresh)
         self.rate = services.rate or timing.seed_rate(services.machine.chip)
@@ -146,6 +147,7 @@ class WizardPage(QWidget):
 
     def refresh(self) -> None:
         self.recipe, self.errors = self.state.check()
+        self.advice = self.state.advice(self.recipe)
         self._draw_gauge()
         self.training = self.services.is_training()
         self.blockers.setText(_blockers_text(self.errors, self.gauge.status, self.training))

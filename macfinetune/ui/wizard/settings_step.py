@@ -88,6 +88,6 @@ class SettingsStep(Step):
     def show_state(self) -> None:
         for grid in (self.basics, self.advanced):
             grid.set_values(self.page.state.values)
-            grid.show_errors(self.page.errors)
+            grid.show_errors(self.page.errors, self.page.advice)
         if any(k in self.page.errors for k in self.advanced.editors):
             self.fold.setChecked(True)  # never hide a wrong field

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from macfinetune.core import wizard
+from macfinetune.core import recommend, wizard
 from macfinetune.core.formats import pairs
 from macfinetune.core.modelshape import ModelShape
 from macfinetune.core.recipe import Recipe, recipe_to_dict
@@ -84,6 +84,12 @@ class WizardState:
             if wrong:
                 errors.setdefault("training.objective", wrong.message)
         return recipe, errors
+
+    def advice(self, recipe: Recipe | None) -> dict[str, str]:
+        """Unusual but valid settings for this model (core.recommend.advice); none without a model."""
+        if recipe is None or self.shape is None:
+            return {}
+        return recommend.advice(recipe, self.shape)
 
     def _path_errors(self) -> dict[str, str]:
         out = {}

@@ -121,6 +121,24 @@ def test_bad_values_block_train_with_the_message_beside_the_field(qtbot, make_pa
     assert error(page, "method.num_layers") == ""
 
 
+def test_an_unusual_learning_rate_is_advised_beside_the_field_without_blocking(qtbot, make_page, tiny_model,
+                                                                               fake_engine):
+    page = make_page(folders=[tiny_model.parent])
+    choose_tiny(qtbot, page, tiny_model)
+    page.steps["data"].choose_path(str(SAMPLE_DATA))
+    wait_data(qtbot, page, tokens=False)
+    page.go("settings")
+    label = page.findChild(QLabel, "error:training.learning_rate")
+    type_into(field(page, "training.learning_rate"), "1.0")
+    assert not label.isHidden() and "unusually high: the demo recipe's rate for 0.1M parameters is 0.002" in label.text()
+    assert error(page, "training.learning_rate") == ""  # advice, not an error: Train stays possible
+    page.go("review")
+    assert page.errors == {} and button(page, "train").isEnabled()
+    page.go("settings")
+    type_into(field(page, "training.learning_rate"), "0.002")
+    assert label.isHidden()
+
+
 def test_auto_fit_makes_an_over_budget_configuration_fit(qtbot, make_page):
     page = make_page(memory_gb=16)
     page.steps["model"].choose_path(QWEN)
