@@ -230,12 +230,21 @@ def resume_run(run_dir: Path, emit: Emit, control: JobControl | None = None, hos
 
     A run started on several hosts keeps its global batch (so its data order): it continues on
     any number of hosts that divides it, one Mac included."""
-    from macfinetune.backend import models
-
     control = control or JobControl()
     run_dir = Path(run_dir).expanduser()
-    status, start = _check_resumable(run_dir)
-    runs.remove_partial_files(run_dir)
+    _check_resumable(run_dir)
+    lock = runs.RunLock(run_dir).acquire()  # before loading: a second resume of the same run is refused now
+    try:
+        status, start = _check_resumable(run_dir)  # again, holding the folder: the other process may have finished
+        runs.remove_partial_files(run_dir)
+        return _resume_locked(run_dir, status, start, emit, control, hosts)
+    finally:
+        lock.release()
+
+
+def _resume_locked(run_dir: Path, status, start, emit: Emit, control: JobControl, hosts: int) -> RunResult:
+    from macfinetune.backend import models
+
     recipe = load_recipe(run_dir / runs.RECIPE)
     train_rows = dataset.read_jsonl(run_dir / runs.DATA / "train.jsonl")
     valid_rows = dataset.read_jsonl(run_dir / runs.DATA / "valid.jsonl")
@@ -344,8 +353,9 @@ def _check_against_model(pre: Preflight, model, folder: Path) -> None:
 class _Run:
     """The live run folder: status, metrics log and the best checkpoint so far."""
 
-    def __init__(self, run_dir: Path, status: runs.RunStatus, emit: Emit):
+    def __init__(self, run_dir: Path, status: runs.RunStatus, emit: Emit, lock: runs.RunLock | None = None):
         self.dir = run_dir
+        self._hold = lock  # the folder's RunLock, let go when the run ends
         self.status = status
         self._emit = emit
         self.log = runs.MetricsLog(run_dir)
@@ -362,12 +372,19 @@ class _Run:
 
     def close(self) -> None:
         self.log.close()
+        if self._hold is not None:
+            self._hold.release()
 
 
 def _start_run(pre: Preflight, base_folder: Path, emit: Emit, remember: bool = True) -> _Run:
     r = pre.recipe
     run_dir = pre.run_dir
-    run_dir.mkdir(parents=True)
+    try:
+        run_dir.mkdir(parents=True)
+    except FileExistsError:  # another run that started at the same moment took the name
+        raise ProblemError(Problem("the run folder was just created by another run started at the same moment; "
+                                   "start again (or choose another --out)", file=str(run_dir))) from None
+    lock = runs.RunLock(run_dir).acquire()
     try:
         resolved = _resolved_recipe(r, base_folder)
         save_recipe(run_dir / runs.RECIPE, resolved, header=_recipe_header(pre))
@@ -383,9 +400,10 @@ def _start_run(pre: Preflight, base_folder: Path, emit: Emit, remember: bool = T
         if remember:
             run_index.remember(run_dir)
     except BaseException:
+        lock.release()
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    return _Run(run_dir, status, emit)
+    return _Run(run_dir, status, emit, lock)
 
 
 def resolved_recipe(r: Recipe, base_folder: Path) -> Recipe:

@@ -308,6 +308,36 @@ def _nonempty(path: Path) -> bool:
         return False
 
 
+LOCK = ".macfinetune.lock"  # held (flock) by the process that trains in the folder; the OS lets go when it dies
+
+
+class RunLock:
+    """An exclusive hold on a run folder while a process trains in it: a second process that would train or resume
+    in the same folder is refused, even in the seconds before the first one writes its status."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self._file = None
+
+    def acquire(self) -> RunLock:
+        import fcntl  # macOS and Linux
+
+        handle = open(self.run_dir / LOCK, "a+")  # noqa: SIM115 (held open for the life of the run)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise ProblemError(Problem("another macfinetune process is training in this run folder or resuming it; "
+                                       "wait for it to end, or stop it", file=str(self.run_dir))) from None
+        self._file = handle
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing lets go of the lock
+            self._file = None
+
+
 def remove_partial_files(run_dir: Path) -> list[str]:
     """Temporary files a killed process left mid-write (atomic writes start them with a dot)."""
     removed = []

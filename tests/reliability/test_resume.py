@@ -14,7 +14,7 @@ from conftest import FAST, SAMPLE_DATA, fast_recipe
 from macfinetune.backend.training import resume_run, train_run
 from macfinetune.core import atomic, runs
 from macfinetune.core.control import JobControl
-from macfinetune.core.events import RunContinued, TrainReport
+from macfinetune.core.events import RunContinued, Stage, TrainReport
 from macfinetune.core.problems import ProblemError
 from macfinetune.core.recipe import save_recipe
 
@@ -95,6 +95,43 @@ def test_half_written_checkpoint_is_skipped(tiny_model, tmp_path):
     events = []
     assert resume_run(run, events.append).state == "finished"
     assert next(e for e in events if isinstance(e, RunContinued)).iteration == 3
+
+
+def test_a_run_folder_another_process_holds_is_refused_before_loading(tiny_model, tmp_path):
+    """Two resumes started together: the second finds the folder held (the first still loading its model, its
+    status not yet 'running') and is refused; once the holder ends, the resume goes on."""
+    control = JobControl()
+
+    def stop_at_3(event):
+        if isinstance(event, TrainReport) and event.iteration == 3:
+            control.request_stop()
+
+    run = tmp_path / "run"
+    train_run(fast_recipe(tiny_model, *EXACT), run, stop_at_3, control)
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+                               str(run / runs.LOCK)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ProblemError, match="another macfinetune process is training in this run folder"):
+            resume_run(run, lambda e: None)
+        assert [r["event"] for r in runs.read_metrics(run)].count("resume") == 0  # refused before anything
+    finally:
+        holder.kill()
+        holder.wait()
+    assert resume_run(run, lambda e: None).state == "finished"
+
+
+def test_a_run_folder_taken_while_the_model_loads_is_a_problem_not_a_traceback(tiny_model, tmp_path):
+    run = tmp_path / "run"
+
+    def other_run_takes_the_name(event):
+        if isinstance(event, Stage) and event.message.startswith("Loading model"):
+            run.mkdir()
+
+    with pytest.raises(ProblemError, match="just created by another run started at the same moment"):
+        train_run(fast_recipe(tiny_model, *EXACT), run, other_run_takes_the_name)
+    assert list(run.iterdir()) == []  # the other run's folder is left as it was
 
 
 def test_resume_refuses_finished_and_foreign_folders(trained_run, tmp_path):
@@ -204,7 +241,7 @@ def test_validations_fall_due_on_update_boundaries(accumulation, due):
 
 
 def test_a_line_torn_by_a_kill_does_not_swallow_the_next_record(tmp_path):
-    from macfinetune.core.events import RunContinued
+    from macfinetune.core.events import RunContinued, Stage
 
     (tmp_path / runs.METRICS).write_text('{"event": "train", "iteration": 1}\n{"event": "train", "itera')
     log = runs.MetricsLog(tmp_path)
