@@ -241,7 +241,7 @@ def test_validations_fall_due_on_update_boundaries(accumulation, due):
 
 
 def test_a_line_torn_by_a_kill_does_not_swallow_the_next_record(tmp_path):
-    from macfinetune.core.events import RunContinued, Stage
+    from macfinetune.core.events import RunContinued
 
     (tmp_path / runs.METRICS).write_text('{"event": "train", "iteration": 1}\n{"event": "train", "itera')
     log = runs.MetricsLog(tmp_path)
