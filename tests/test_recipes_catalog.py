@@ -123,6 +123,23 @@ def test_a_run_folder_becomes_a_calibration_row(tmp_path):
     assert row.error == pytest.approx((est.total_gb - 4.4) / 4.4, abs=1e-3)
     rate = calibration.machine_rate([row])
     assert rate.low == rate.high == pytest.approx(1e10 * 110.0)
+    assert calibration.machine_rate([row], flops_per_token=5e10).low == pytest.approx(1e10 * 110.0)  # similar size
+    assert calibration.machine_rate([row], flops_per_token=1e12) is None  # a tiny run says nothing of a 100x larger
+
+
+def test_the_demo_run_does_not_set_the_time_of_a_large_model(tmp_path, monkeypatch, capsys):
+    """Runs of the tiny demo model (its steps are overhead, not arithmetic) leave a 1.7B model's time to the seeds."""
+    from macfinetune import cli
+
+    monkeypatch.setenv("MACFINETUNE_HOME", str(tmp_path))
+    tiny = tmp_path / "runs" / "demo-run"
+    tiny.mkdir(parents=True)
+    shape = catalog.shipped_config("Qwen3-1.7B")
+    calibration.write_run_estimate(tiny, estimate(shape, Settings(batch_size=1, max_seq_length=256)), 1e6)
+    (tiny / "metrics.jsonl").write_text(json.dumps({"event": "train", "peak_memory_gb": 0.1,
+                                                    "tokens_per_second": 900.0}) + "\n")
+    assert cli.main(["estimate", "--model", "Qwen3-1.7B", "--json"]) == 0
+    assert "past run" not in json.loads(capsys.readouterr().out)["time"]["source"]
 
 
 def test_model_names_resolve_without_a_download(tmp_path, monkeypatch):

@@ -92,7 +92,8 @@ def cmd_estimate(args) -> int:
            if verdict.status != "fits" else None)
     pre = prequantized(args.model, shape, settings, machine) if verdict.status != "fits" else None
     iterations = recipe.training.iterations if recipe else None
-    time = timing.estimate_time(shape, settings, _rate(machine), iterations=iterations)
+    time = timing.estimate_time(shape, settings, _rate(machine, timing.flops_per_token(shape, settings),
+                                                        this_machine=args.memory_gb is None), iterations=iterations)
     report = _report(args.model, shape, est, verdict, fit, time, machine)
     report.update(_mode_report(est, correction))
     if measured is not None:
@@ -175,8 +176,11 @@ def _machine(memory_gb: float | None) -> Machine:
     return jobs.probe_machine(lambda event: None, JobControl())
 
 
-def _rate(machine: Machine) -> timing.Rate:
-    return machine_rate(collect_rows(runs_home())) or timing.seed_rate(machine.chip)
+def _rate(machine: Machine, flops_per_token: float, this_machine: bool = True) -> timing.Rate:
+    """This machine's rate from its past runs of a similar size; the seeds' for the chip otherwise (and for a Mac
+    described by --memory-gb, which is not this one)."""
+    rate = machine_rate(collect_rows(runs_home()), flops_per_token) if this_machine else None
+    return rate or timing.seed_rate(machine.chip)
 
 
 def _report(model, shape, est, verdict, fit, time, machine) -> dict:

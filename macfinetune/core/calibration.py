@@ -91,9 +91,17 @@ def collect_rows(runs_home: Path) -> list[RunRow]:
     return [row for row in map(run_row, folders) if row is not None]
 
 
-def machine_rate(rows: list[RunRow]) -> Rate | None:
-    """This machine's effective FLOP/s from its past runs (their tokens/s x arithmetic per token)."""
-    rates = [r.flops_per_token * r.tokens_per_second for r in rows if r.flops_per_token and r.tokens_per_second]
+RATE_SIZE_FACTOR = 10  # past runs whose arithmetic per token is within this factor of the run asked about
+
+
+def machine_rate(rows: list[RunRow], flops_per_token: float | None = None) -> Rate | None:
+    """This machine's effective FLOP/s from its past runs (their tokens/s x arithmetic per token).
+
+    Only runs of a similar size count (arithmetic per token within RATE_SIZE_FACTOR of ``flops_per_token``): a
+    tiny model's steps are overhead, not arithmetic, and its rate would make a large model's time absurd."""
+    rates = [r.flops_per_token * r.tokens_per_second for r in rows if r.flops_per_token and r.tokens_per_second
+             and (flops_per_token is None or
+                  1 / RATE_SIZE_FACTOR <= r.flops_per_token / flops_per_token <= RATE_SIZE_FACTOR)]
     if not rates:
         return None
     return Rate(min(rates), max(rates), f"{len(rates)} past run{'s' if len(rates) > 1 else ''} on this machine")
