@@ -246,6 +246,7 @@ def _resume_locked(run_dir: Path, status, start, emit: Emit, control: JobControl
     from macfinetune.backend import models
 
     recipe = load_recipe(run_dir / runs.RECIPE)
+    _check_recipe_matches_checkpoints(recipe, run_dir)
     train_rows = dataset.read_jsonl(run_dir / runs.DATA / "train.jsonl")
     valid_rows = dataset.read_jsonl(run_dir / runs.DATA / "valid.jsonl")
     global_batch = hosts_mod.read_global_batch(run_dir)
@@ -260,6 +261,25 @@ def _resume_locked(run_dir: Path, status, start, emit: Emit, control: JobControl
     run.update(state="running", pid=os.getpid(), host=socket.gethostname(), message="")
     run.emit(RunContinued(str(run_dir), start.iteration))
     return _recorded(run, lambda: _train(pre, run, model, tokenizer, emit, control, start=start))
+
+
+def _check_recipe_matches_checkpoints(recipe: Recipe, run_dir: Path) -> None:
+    """recipe.yaml edited by hand so that the checkpoints no longer fit it (method, rank, blocks): said before the
+    model loads, naming the key, the recipe's value and the checkpoints' (the run is not marked failed)."""
+    from macfinetune.backend.adapters import read_adapter_config
+
+    config = read_adapter_config(run_dir / runs.ADAPTERS)
+    m = recipe.method
+    saved = {"method.type": config.get("fine_tune_type", m.type), "method.num_layers": config.get("num_layers", m.num_layers)}
+    if m.type != "full":
+        saved["method.rank"] = config.get("lora_parameters", {}).get("rank", m.rank)
+    now = {"method.type": m.type, "method.num_layers": m.num_layers, "method.rank": m.rank}
+    problems = [Problem(f"recipe.yaml sets {key}: {now[key]}, but the run's checkpoints were trained with {value}; a "
+                        f"resume keeps the run's settings: put {value} back, or start a new run with the new value",
+                        file=str(run_dir / runs.RECIPE), field=key, value=now[key])
+                for key, value in saved.items() if value != now[key]]
+    if problems:
+        raise ProblemError(problems)
 
 
 def _check_resumable(run_dir: Path) -> tuple[runs.RunStatus, runs.CheckpointState]:

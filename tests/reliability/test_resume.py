@@ -16,7 +16,7 @@ from macfinetune.core import atomic, runs
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import RunContinued, Stage, TrainReport
 from macfinetune.core.problems import ProblemError
-from macfinetune.core.recipe import save_recipe
+from macfinetune.core.recipe import load_recipe, save_recipe
 
 EXACT = ["iterations=12", "report_every=1", "save_every=3", "eval_every=3", "dropout=0.1",
          "lr_schedule=cosine", "warmup_steps=2", "optimizer=adamw", "weight_decay=0.01"]
@@ -132,6 +132,27 @@ def test_a_run_folder_taken_while_the_model_loads_is_a_problem_not_a_traceback(t
     with pytest.raises(ProblemError, match="just created by another run started at the same moment"):
         train_run(fast_recipe(tiny_model, *EXACT), run, other_run_takes_the_name)
     assert list(run.iterdir()) == []  # the other run's folder is left as it was
+
+
+def test_a_recipe_edited_so_the_checkpoints_no_longer_fit_is_refused_before_loading(tiny_model, tmp_path):
+    control = JobControl()
+
+    def stop_at_3(event):
+        if isinstance(event, TrainReport) and event.iteration == 3:
+            control.request_stop()
+
+    run = tmp_path / "run"
+    train_run(fast_recipe(tiny_model, *EXACT), run, stop_at_3, control)
+    text = (run / "recipe.yaml").read_text()
+    rank = load_recipe(run / "recipe.yaml").method.rank
+    (run / "recipe.yaml").write_text(text.replace(f"rank: {rank}", f"rank: {rank * 2}"))
+    with pytest.raises(ProblemError, match=f"recipe.yaml sets method.rank: {rank * 2}, but the run's checkpoints were "
+                                           f"trained with {rank}") as e:
+        resume_run(run, lambda e: None)
+    assert e.value.problems[0].field == "method.rank"
+    assert runs.read_status(run).state == "stopped"  # not marked failed: put the value back and resume
+    (run / "recipe.yaml").write_text(text)
+    assert resume_run(run, lambda e: None).state == "finished"
 
 
 def test_resume_refuses_finished_and_foreign_folders(trained_run, tmp_path):
