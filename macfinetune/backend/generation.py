@@ -91,17 +91,29 @@ def run_generate(model: str | None, adapter: tuple[Path, str] | None, prompt: st
 
 def fused_base_of(model: str | None) -> str | None:
     """The base model a fused folder records (``macfinetune.json``), or None."""
+    return fused_record(model).get("base_model")
+
+
+def fused_record(model: str | None) -> dict:
+    """What a fused folder's ``macfinetune.json`` says (base_model, run, checkpoint), with a base and run
+    that were inside a since-moved run folder found where the fused folder is now ({} when not fused)."""
     import json
 
     from macfinetune.backend import models
 
     if not model:
-        return None
+        return {}
     try:
-        record = json.loads((models.resolve_model_path(model) / "macfinetune.json").read_text(encoding="utf-8"))
+        folder = models.resolve_model_path(model)
+        record = json.loads((folder / "macfinetune.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, ProblemError):
-        return None
-    return record.get("base_model") if isinstance(record, dict) else None
+        return {}
+    if not isinstance(record, dict) or not record.get("base_model"):
+        return {}
+    record["base_model"] = runs.relocated_base(str(record["base_model"]), folder.parent)
+    if record.get("run") and not Path(record["run"]).exists() and runs.is_run_dir(folder.parent):
+        record["run"] = str(folder.parent)
+    return record
 
 
 def _compare_fused(model: str | None, prompt: str, sampling: Sampling, **kw) -> list[GenerationFinished]:
