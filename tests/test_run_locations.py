@@ -75,3 +75,41 @@ def test_missing_base_model_suggests_model_option(capsys, tiny_model, tmp_path):
     code, out, err = run_cli(capsys, "generate", "--adapter", run_dir, "--model", tmp_path / "base-moved",
                              "--prompt", "hi", "--max-tokens", "2")
     assert code == 0, err
+
+
+@pytest.fixture(scope="module")
+def fused_lora(trained_run, tmp_path_factory):
+    from macfinetune.backend import fusing
+
+    out = tmp_path_factory.mktemp("fused") / "fused"
+    fusing.fuse(trained_run, "best", out)
+    return out
+
+
+@pytest.mark.parametrize("compare", [False, True])
+def test_adapter_on_a_model_that_already_has_it_fused_is_refused(capsys, trained_run, fused_lora, compare):
+    code, out, err = run_cli(capsys, "generate", "--model", fused_lora, "--adapter", trained_run, "--prompt", "hi",
+                             "--max-tokens", "2", *(["--compare"] if compare else []))
+    assert code == 2
+    assert "already" in err and str(fused_lora) in err and str(trained_run) in err
+    assert "--- base ---" not in out and "[base]" not in err
+
+
+def test_a_fused_model_without_its_run_recorded_is_recognised_by_its_base(capsys, trained_run, fused_lora, tmp_path):
+    old = tmp_path / "old-fused"
+    shutil.copytree(fused_lora, old)
+    (old / "macfinetune.json").write_text(json.dumps({"base_model": runs.base_model(trained_run)}))
+    code, out, err = run_cli(capsys, "generate", "--model", old, "--adapter", trained_run, "--prompt", "hi",
+                             "--max-tokens", "2")
+    assert code == 2 and "already" in err
+
+
+def test_adapter_on_another_base_is_warned_about(capsys, trained_run, tiny_model_q4):
+    code, out, err = run_cli(capsys, "generate", "--model", tiny_model_q4, "--adapter", trained_run, "--prompt", "hi",
+                             "--max-tokens", "2", "--temp", "0")
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and str(tiny_model_q4) in warnings[0] and runs.base_model(trained_run) in warnings[0]
+    code, out, err = run_cli(capsys, "generate", "--model", runs.base_model(trained_run), "--adapter", trained_run,
+                             "--prompt", "hi", "--max-tokens", "2", "--temp", "0")
+    assert code == 0 and "warning" not in err
