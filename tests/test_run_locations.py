@@ -113,3 +113,42 @@ def test_adapter_on_another_base_is_warned_about(capsys, trained_run, tiny_model
     code, out, err = run_cli(capsys, "generate", "--model", runs.base_model(trained_run), "--adapter", trained_run,
                              "--prompt", "hi", "--max-tokens", "2", "--temp", "0")
     assert code == 0 and "warning" not in err
+
+
+@pytest.fixture
+def named_run(trained_run, tmp_path, monkeypatch):
+    """A run in the runs folder, called by the name `macfinetune runs` shows, from another working folder."""
+    from macfinetune.core import paths
+
+    name = "20990101-000000-tiny-lora"
+    shutil.copytree(trained_run, paths.runs_home() / name)
+    monkeypatch.chdir(tmp_path)
+    yield name
+    shutil.rmtree(paths.runs_home() / name)
+
+
+def test_a_run_is_taken_by_the_name_runs_shows(capsys, named_run, tmp_path):
+    from macfinetune.core import paths
+
+    code, out, err = run_cli(capsys, "runs")
+    assert named_run in out
+    code, out, err = run_cli(capsys, "generate", "--adapter", f"{named_run}:last", "--prompt", "hi",
+                             "--max-tokens", "2", "--temp", "0")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "fuse", named_run, "--checkpoint", "last")
+    assert code == 0, err
+    assert (paths.runs_home() / named_run / "fused-last" / "config.json").is_file()
+    code, out, err = run_cli(capsys, "export", named_run, "--target", "mlx", "--checkpoint", "last",
+                             "--out", tmp_path / "exported")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "train", "--resume", named_run)
+    assert "not a run folder" not in err
+    assert str(paths.runs_home() / named_run) in out + err
+
+
+def test_a_path_still_wins_over_a_run_name(capsys, named_run, tmp_path, trained_run):
+    local = tmp_path / named_run
+    shutil.copytree(trained_run, local)
+    code, out, err = run_cli(capsys, "fuse", named_run, "--checkpoint", "last")
+    assert code == 0, err
+    assert (local / "fused-last").is_dir()

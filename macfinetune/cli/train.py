@@ -11,6 +11,7 @@ from macfinetune.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_STOPPED,
+    run_folder,
     shell_command,
     stop_on_ctrl_c,
     stopped_by,
@@ -54,7 +55,7 @@ def _add_demo(sub) -> None:
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train from a recipe YAML")
     p.add_argument("recipe", nargs="?", help="recipe YAML (a file, or the name of a shipped recipe)")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+    p.add_argument("--resume", type=run_folder, metavar="RUN_DIR",
                    help="continue an interrupted or stopped run from its newest complete checkpoint")
     p.add_argument("--model", help="model folder or Hugging Face repo id (overrides model.path)")
     p.add_argument("--data", help="dataset file or folder in any supported format (overrides data.path): "

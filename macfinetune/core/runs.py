@@ -250,6 +250,15 @@ def relocated_base(recorded: str, run_dir: Path) -> str:
     return recorded
 
 
+def locate_run(path: Path, home: Path) -> Path:
+    """A run folder given as a path, or by the name ``macfinetune runs`` shows (relative to the runs
+    folder ``home``). A path that exists wins; anything else is returned as given, for the caller's error."""
+    path = Path(path).expanduser()
+    if path.exists() or path.is_absolute() or not (Path(home) / path).is_dir():
+        return path
+    return Path(home) / path
+
+
 def is_run_dir(path: Path) -> bool:
     return (Path(path) / RECIPE).is_file() or (Path(path) / STATUS).is_file()
 
