@@ -152,3 +152,29 @@ def test_a_path_still_wins_over_a_run_name(capsys, named_run, tmp_path, trained_
     code, out, err = run_cli(capsys, "fuse", named_run, "--checkpoint", "last")
     assert code == 0, err
     assert (local / "fused-last").is_dir()
+
+
+def test_recommend_alpha_reason_states_the_scale_it_writes(capsys, tiny_model, tmp_path):
+    import re
+
+    import yaml
+    from conftest import SAMPLE_DATA
+
+    out_file = tmp_path / "r.yaml"
+    code, out, err = run_cli(capsys, "recommend", "--model", tiny_model, "--data", SAMPLE_DATA, "--out", out_file)
+    assert code == 0, err
+    method = yaml.safe_load(out_file.read_text())["method"]
+    line = next(x for x in out.splitlines() if "method.alpha" in x)
+    scale = float(re.search(r"scale alpha / rank = ([\d.]+)", line).group(1))
+    assert scale == method["alpha"] / method["rank"]
+    assert f"alpha = {scale:g} x rank" in line
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_runs_in_a_folder_that_is_not_there_is_an_error(capsys, tmp_path, kind):
+    target = tmp_path / "nothing"
+    if kind == "file":
+        target.write_text("x")
+    code, out, err = run_cli(capsys, "runs", "--in", target)
+    assert code == 2
+    assert str(target) in err and "no runs yet" not in out

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from macfinetune import jobs
 from macfinetune.cli.common import (
+    EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_STOPPED,
@@ -260,6 +261,10 @@ def cmd_runs(args) -> int:
     from macfinetune.core import run_index
 
     home = args.folder or paths.runs_home()
+    if args.folder and not args.folder.is_dir():
+        what = "is a file, not a folder" if args.folder.exists() else "folder not found"
+        print(f"error: {args.folder} (--in): {what}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     found = runs.list_runs(home) if args.folder else run_index.all_runs(home)
     if not found:
         print(f"no runs yet in {home}")
