@@ -15,21 +15,28 @@ from macfinetune.core.problems import Problem, ProblemError
 
 
 def base_model_of(adapters: Path, override: str | None = None) -> str:
-    """The base model an adapter folder was trained on: --model, the run's status, or adapter_config."""
+    """The base model an adapter folder was trained on: --model, the run's records (``runs.base_model``),
+    or adapter_config.json. A recorded folder that is no longer there is an error that says what to pass."""
     from macfinetune.backend.adapters import read_adapter_config
 
     if override:
         return override
-    if adapters.name == runs.ADAPTERS:
-        status = runs.read_status(adapters.parent)
-        if status and status.model:
-            return status.model
-    model = read_adapter_config(adapters).get("model")
+    model = runs.base_model(adapters.parent) if adapters.name == runs.ADAPTERS else ""
+    model = model or read_adapter_config(adapters).get("model")
     if not model:
         raise ProblemError(
             Problem("the adapter folder does not say which base model it belongs to; pass --model", file=str(adapters))
         )
+    check_base_present(model)
     return model
+
+
+def check_base_present(model: str) -> None:
+    """A recorded base model folder that was moved or deleted: say so, and how to point at its new place."""
+    if Path(model).expanduser().exists() or modelinfo.looks_like_repo_id(model):
+        return
+    raise ProblemError(Problem("the base model folder this adapter was trained on is not there any more; "
+                               "pass --model NEWPATH with its new location", file=model, field="model", value=model))
 
 
 def default_fuse_dir(path: Path, which: str) -> Path:
@@ -71,6 +78,7 @@ class Loaded:
     config: dict
     label: str
     gguf_plan: object = None
+    run: Path | None = None
 
 
 def load_fused(path: Path, which: str, *, model: str | None = None, dequantize: bool = False, emit=lambda e: None,
@@ -95,7 +103,8 @@ def load_fused(path: Path, which: str, *, model: str | None = None, dequantize: 
     emit(Stage("fuse", "Fusing adapter layers into the weights"))
     net, config = _fused(net, config, dequantize)
     label = str(iteration) if iteration is not None else "final"
-    return Loaded(base, net, tokenizer, config, label, plan)
+    root = adapters.parent if adapters.name == runs.ADAPTERS else adapters
+    return Loaded(base, net, tokenizer, config, label, plan, root.absolute())
 
 
 def _model_name(path: Path, iteration: int | None) -> str:
@@ -130,7 +139,8 @@ def save_fused(tmp: Path, loaded: Loaded) -> None:
     from mlx_lm.utils import save
 
     save(tmp, str(loaded.base), loaded.net, loaded.tokenizer, dict(loaded.config), donate_model=False)
-    (tmp / "macfinetune.json").write_text(json.dumps({"base_model": str(loaded.base)}, indent=2) + "\n")
+    record = {"base_model": str(loaded.base), "run": str(loaded.run) if loaded.run else None, "checkpoint": loaded.label}
+    (tmp / "macfinetune.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def write_loaded_gguf(loaded: Loaded, path: Path, check=lambda: None) -> dict:

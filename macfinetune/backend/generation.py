@@ -55,6 +55,8 @@ def load_generator(model: str | None, adapter: tuple[Path, str] | None, emit=lam
     from macfinetune.backend import fusing, models
 
     adapters_dir = runs.adapters_dir(adapter[0]) if adapter else None
+    if model and adapters_dir:
+        check_model_for_adapter(model, adapters_dir, emit)
     base = model or (fusing.base_model_of(adapters_dir) if adapters_dir else None)
     if base is None:
         raise ProblemError(Problem("pass --model, or --adapter with a run folder", field="model"))
@@ -63,6 +65,34 @@ def load_generator(model: str | None, adapter: tuple[Path, str] | None, emit=lam
     emit(Stage("generate", f"Loading {folder}"))
     net, tokenizer, _ = models.load_model(folder)
     return net, tokenizer, adapters_dir, weights
+
+
+def check_model_for_adapter(model: str, adapters_dir: Path, emit=lambda e: None) -> None:
+    """--model with --adapter: refuse a fused model that already holds this adapter (it would be applied
+    twice); warn, in one line, when --model is not the base the adapter was trained on."""
+    from macfinetune.backend.adapters import read_adapter_config
+
+    run = adapters_dir.parent if adapters_dir.name == runs.ADAPTERS else adapters_dir
+    trained_on = runs.base_model(run) if adapters_dir.name == runs.ADAPTERS else ""
+    trained_on = trained_on or str(read_adapter_config(adapters_dir).get("model") or "")
+    fused = fused_record(model)
+    if fused and (_same(fused.get("run"), run) if fused.get("run") else _same(fused["base_model"], trained_on)):
+        raise ProblemError(Problem(
+            f"{model} is a fused model that already holds the adapter of {run}; applying it again would double it. "
+            f"Pass --model {model} without --adapter (add --compare to see it beside its base {fused['base_model']}), "
+            f"or --adapter {run} without --model", field="adapter", value=str(run)))
+    if trained_on and not _same(model, trained_on):
+        emit(Stage("generate", f"warning: --model {model} is not the base this adapter was trained on ({trained_on})"))
+
+
+def _same(a, b) -> bool:
+    """Two model paths or repo ids naming the same thing."""
+    if not a or not b:
+        return False
+    pa, pb = Path(str(a)).expanduser(), Path(str(b)).expanduser()
+    if pa.exists() and pb.exists():
+        return pa.resolve() == pb.resolve()
+    return str(a).rstrip("/") == str(b).rstrip("/")
 
 
 def run_generate(model: str | None, adapter: tuple[Path, str] | None, prompt: str, sampling: Sampling, *,
@@ -91,17 +121,29 @@ def run_generate(model: str | None, adapter: tuple[Path, str] | None, prompt: st
 
 def fused_base_of(model: str | None) -> str | None:
     """The base model a fused folder records (``macfinetune.json``), or None."""
+    return fused_record(model).get("base_model")
+
+
+def fused_record(model: str | None) -> dict:
+    """What a fused folder's ``macfinetune.json`` says (base_model, run, checkpoint), with a base and run
+    that were inside a since-moved run folder found where the fused folder is now ({} when not fused)."""
     import json
 
     from macfinetune.backend import models
 
     if not model:
-        return None
+        return {}
     try:
-        record = json.loads((models.resolve_model_path(model) / "macfinetune.json").read_text(encoding="utf-8"))
+        folder = models.resolve_model_path(model)
+        record = json.loads((folder / "macfinetune.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, ProblemError):
-        return None
-    return record.get("base_model") if isinstance(record, dict) else None
+        return {}
+    if not isinstance(record, dict) or not record.get("base_model"):
+        return {}
+    record["base_model"] = runs.relocated_base(str(record["base_model"]), folder.parent)
+    if record.get("run") and not Path(record["run"]).exists() and runs.is_run_dir(folder.parent):
+        record["run"] = str(folder.parent)
+    return record
 
 
 def _compare_fused(model: str | None, prompt: str, sampling: Sampling, **kw) -> list[GenerationFinished]:
@@ -187,6 +229,8 @@ def _ready_model(cache, model: str | None, adapter: tuple[Path, str] | None, emi
     from macfinetune.backend import fusing, models
 
     adapters_dir = runs.adapters_dir(adapter[0]) if adapter else None
+    if model and adapters_dir:
+        check_model_for_adapter(model, adapters_dir, emit)
     base = model or (fusing.base_model_of(adapters_dir) if adapters_dir else None)
     if base is None:
         raise ProblemError(Problem("choose a model, or a run to take its base model from", field="model"))

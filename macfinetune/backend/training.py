@@ -255,8 +255,9 @@ def _resume_locked(run_dir: Path, status, start, emit: Emit, control: JobControl
     plan = make_plan(recipe, len(train_rows), len(valid_rows), data_file=str(run_dir / runs.DATA), hosts=hosts,
                      global_batch=global_batch)
     pre = Preflight(recipe, run_dir, train_rows, valid_rows, dataset.detect_format(train_rows[0]), plan)
-    emit(Stage("train", f"Loading model {status.model}"))
-    model, tokenizer, _ = models.load_model(models.resolve_model_path(status.model))
+    base = runs.base_model(run_dir) or status.model
+    emit(Stage("train", f"Loading model {base}"))
+    model, tokenizer, _ = models.load_model(models.resolve_model_path(base))
     run = _Run(run_dir, status, emit)
     run.update(state="running", pid=os.getpid(), host=socket.gethostname(), message="")
     run.emit(RunContinued(str(run_dir), start.iteration))

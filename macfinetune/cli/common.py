@@ -5,7 +5,9 @@ from __future__ import annotations
 import shlex
 import signal
 import sys
+from pathlib import Path
 
+from macfinetune.core import paths, runs
 from macfinetune.core.control import JobControl
 from macfinetune.core.problems import ProblemError
 
@@ -16,6 +18,11 @@ def shell_command(*words) -> str:
     """A command line to copy into a shell, each word quoted where needed (on a Mac every default
     run folder is under "~/Library/Application Support")."""
     return shlex.join(str(word) for word in words)
+
+
+def run_folder(text: str) -> Path:
+    """A RUN_DIR argument: a path, or a run's name in the runs folder (as ``macfinetune runs`` lists it)."""
+    return runs.locate_run(Path(text), paths.runs_home())
 
 
 def print_problems(error: ProblemError) -> None:

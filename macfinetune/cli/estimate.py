@@ -12,7 +12,7 @@ import textwrap
 from dataclasses import replace
 from pathlib import Path
 
-from macfinetune.cli.common import EXIT_OK, shell_command
+from macfinetune.cli.common import EXIT_OK, run_folder, shell_command
 from macfinetune.core import catalog, timing
 from macfinetune.core.autofit import auto_fit, prequantized
 from macfinetune.core.calibration import collect_rows, machine_rate
@@ -69,7 +69,7 @@ def add_parsers(sub) -> None:
     r = sub.add_parser("recipes", help="the recipe catalog with its feasibility on this machine")
     r.add_argument("--memory-gb", type=float, help="judge for a Mac with this much memory (default: this machine)")
     r.add_argument("--json", action="store_true", help="print a JSON list")
-    r.add_argument("--save-from", type=Path, metavar="RUN_DIR",
+    r.add_argument("--save-from", type=run_folder, metavar="RUN_DIR",
                    help="save a run's settings as one of your recipes (needs --name)")
     r.add_argument("--name", help="name of the recipe --save-from writes")
     r.add_argument("--description", default="", help="what the saved recipe is for")

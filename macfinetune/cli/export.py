@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from macfinetune import jobs
-from macfinetune.cli.common import EXIT_OK, EXIT_STOPPED, StopOnCtrlC
+from macfinetune.cli.common import EXIT_OK, EXIT_STOPPED, StopOnCtrlC, run_folder
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import ExportFinished, Progress, Stage
 from macfinetune.core.exports import GGUF_DTYPES, HUB_CONTENTS, TARGETS
@@ -15,7 +14,7 @@ from macfinetune.core.exports import GGUF_DTYPES, HUB_CONTENTS, TARGETS
 def add_parsers(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint: GGUF (llama.cpp), Ollama, LM Studio, the Hugging Face "
                        "hub, or a fused MLX folder")
-    p.add_argument("run_dir", type=Path, help="run folder (or an mlx-lm adapter folder)")
+    p.add_argument("run_dir", type=run_folder, help="run folder or run name (or an mlx-lm adapter folder)")
     p.add_argument("--target", required=True, choices=TARGETS, help="where the model goes")
     p.add_argument("--checkpoint", default="best", help="best, last or an iteration number (default best)")
     p.add_argument("--out", help="output folder (gguf, ollama, mlx; default RUN_DIR/exports/...), LM Studio's models "

@@ -8,9 +8,11 @@ from pathlib import Path
 
 from macfinetune import jobs
 from macfinetune.cli.common import (
+    EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_STOPPED,
+    run_folder,
     shell_command,
     stop_on_ctrl_c,
     stopped_by,
@@ -54,7 +56,7 @@ def _add_demo(sub) -> None:
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train from a recipe YAML")
     p.add_argument("recipe", nargs="?", help="recipe YAML (a file, or the name of a shipped recipe)")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+    p.add_argument("--resume", type=run_folder, metavar="RUN_DIR",
                    help="continue an interrupted or stopped run from its newest complete checkpoint")
     p.add_argument("--model", help="model folder or Hugging Face repo id (overrides model.path)")
     p.add_argument("--data", help="dataset file or folder in any supported format (overrides data.path): "
@@ -259,6 +261,10 @@ def cmd_runs(args) -> int:
     from macfinetune.core import run_index
 
     home = args.folder or paths.runs_home()
+    if args.folder and not args.folder.is_dir():
+        what = "is a file, not a folder" if args.folder.exists() else "folder not found"
+        print(f"error: {args.folder} (--in): {what}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     found = runs.list_runs(home) if args.folder else run_index.all_runs(home)
     if not found:
         print(f"no runs yet in {home}")

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from macfinetune import jobs
-from macfinetune.cli.common import EXIT_OK, EXIT_STOPPED, stop_on_ctrl_c, stopped_by
+from macfinetune.cli.common import EXIT_OK, EXIT_STOPPED, run_folder, stop_on_ctrl_c, stopped_by
 from macfinetune.cli.train import Progress
 from macfinetune.core.control import JobControl
 from macfinetune.core.events import Stage, TokenChunk
@@ -20,7 +20,7 @@ def add_parsers(sub) -> None:
 
 def _add_fuse(sub) -> None:
     p = sub.add_parser("fuse", help="fuse a checkpoint into a standalone model folder")
-    p.add_argument("run_dir", type=Path, help="run folder (or an mlx-lm adapter folder)")
+    p.add_argument("run_dir", type=run_folder, help="run folder or run name (or an mlx-lm adapter folder)")
     p.add_argument("--checkpoint", default="best", help="best, last or an iteration number (default best)")
     p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/fused-<checkpoint>)")
     p.add_argument("--model", help="base model, when the adapter folder does not name it")
@@ -32,7 +32,7 @@ def _add_fuse(sub) -> None:
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="generate text from a model, base + checkpoint, or both side by side")
     p.add_argument("--model", help="base or fused model (default: the adapter's base model)")
-    p.add_argument("--adapter", help="RUN_DIR[:best|last|N] (default checkpoint: best)")
+    p.add_argument("--adapter", help="RUN_DIR or run name [:best|last|N] (default checkpoint: best)")
     p.add_argument("--compare", action="store_true", help="answer with the base model, then the tuned one")
     p.add_argument("--prompt", required=True, help="the user message")
     p.add_argument("--system", help="an optional system message")
@@ -54,6 +54,7 @@ def cmd_fuse(args) -> int:
 
 def cmd_generate(args) -> int:
     adapter = parse_adapter_spec(args.adapter) if args.adapter else None
+    adapter = (run_folder(str(adapter[0])), adapter[1]) if adapter else None
     sampling = Sampling(max_tokens=args.max_tokens, temperature=args.temp, top_p=args.top_p, seed=args.seed)
     printer = _StreamPrinter(compare=args.compare)
     control = JobControl()

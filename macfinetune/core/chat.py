@@ -5,7 +5,6 @@ Pure Python (no Qt, no MLX): the page draws these values and the backend follows
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -204,15 +203,8 @@ def run_choice(run_dir: Path) -> RunChoice | None:
 
 
 def run_base_model(run_dir: Path) -> str:
-    """The base model a run trained on: its status, else its adapter_config.json ('' when neither says)."""
-    status = runs.read_status(run_dir)
-    if status and status.model:
-        return status.model
-    try:
-        config = json.loads((Path(run_dir) / runs.ADAPTERS / runs.ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return ""
-    return str(config.get("model") or "") if isinstance(config, dict) else ""
+    """The base model a run trained on ('' when it does not say); see ``runs.base_model``."""
+    return runs.base_model(Path(run_dir))
 
 
 # --- what the engine keeps loaded ------------------------------------------------------------

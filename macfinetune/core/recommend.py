@@ -181,11 +181,13 @@ def _adapter_choices(shape: ModelShape, band: dict, s: Settings) -> list[Choice]
     if s.method == "full":
         return [Choice("method.num_layers", -1, "full fine-tuning trains every block (the seeds' baselines)")]
     prefix = "dora" if s.method == "dora" else "lora"
-    alpha = float(band[f"{prefix}_alpha"]) * s.rank / band[f"{prefix}_rank"]
+    scale = float(band[f"{prefix}_alpha"]) / band[f"{prefix}_rank"]
+    alpha = scale * s.rank
+    rule = "the demo recipe's rules" if band.get("below_seeds") else "seed 000"
     source = "seed 000's DoRA recipes" if s.method == "dora" else "seed 000's LoRA table"
     return [
         Choice("method.rank", s.rank, f"{source} for {billions}: rank {band[f'{prefix}_rank']}"),
-        Choice("method.alpha", alpha, "alpha = 2 x rank (seed 000): mlx-lm's scale alpha / rank = 2"),
+        Choice("method.alpha", alpha, f"alpha = {scale:g} x rank ({rule}): mlx-lm's scale alpha / rank = {scale:g}"),
         Choice("method.num_layers", s.num_layers, f"{source}: {_blocks(band[f'{prefix}_layers'], shape)} for {billions}"),
         Choice("method.dropout", rules()["lora_dropout"], "LoRA dropout 0.05 (seeds 001, 002, 004)"),
     ]

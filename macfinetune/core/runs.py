@@ -230,6 +230,47 @@ def _alive(pid: int | None, host: str) -> bool:
     return True
 
 
+# --- base model -------------------------------------------------------------------------
+
+
+def base_model(run_dir: Path) -> str:
+    """The base model a run trained on, where it is now: its status, else its adapter_config.json
+    ('' when neither says). A base quantized into the run's own base_model/ is found there even after
+    the run folder was moved or renamed (the records hold the absolute path it had)."""
+    status = read_status(run_dir)
+    recorded = status.model if status and status.model else _adapter_config_model(Path(run_dir) / ADAPTERS)
+    return relocated_base(recorded, Path(run_dir))
+
+
+def relocated_base(recorded: str, run_dir: Path) -> str:
+    """``recorded``, unless it names a run's own base_model/ and ``run_dir`` has one: then that one."""
+    own = Path(run_dir) / BASE_MODEL
+    if recorded and Path(recorded).name == BASE_MODEL and own.is_dir():
+        return str(own.absolute())
+    return recorded
+
+
+def locate_run(path: Path, home: Path) -> Path:
+    """A run folder given as a path, or by the name ``macfinetune runs`` shows (relative to the runs
+    folder ``home``). A path that exists wins; anything else is returned as given, for the caller's error."""
+    path = Path(path).expanduser()
+    if path.exists() or path.is_absolute() or not (Path(home) / path).is_dir():
+        return path
+    return Path(home) / path
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / RECIPE).is_file() or (Path(path) / STATUS).is_file()
+
+
+def _adapter_config_model(adapters: Path) -> str:
+    try:
+        config = json.loads((adapters / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    return str(config.get("model") or "") if isinstance(config, dict) else ""
+
+
 # --- checkpoints ------------------------------------------------------------------------
 
 
