@@ -112,3 +112,15 @@ def test_adapters_written_by_mlx_lm_lora_fuse_and_generate_here(tiny_model, tmp_
     assert not mx.array_equal(*changed)  # mlx-lm's adapter was fused in, not dropped
     with pytest.raises(ProblemError, match="no 'best'"):
         fusing.fuse(adapters, "best", tmp_path / "fused2")
+
+
+@pytest.mark.parametrize("compare", [False, True])
+def test_a_prompt_longer_than_the_models_context_is_refused_before_generating(trained_run, capsys, compare):
+    from macfinetune import cli
+
+    code = cli.main(["generate", "--adapter", str(trained_run), "--prompt", "word " * 3000, "--max-tokens", "5",
+                     *(["--compare"] if compare else [])])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert "the prompt is" in err and "tokens and this model reads at most 1,024 (its context)" in err
+    assert "[tuned]" not in out + err and "[base]" not in out + err  # nothing was generated

@@ -24,18 +24,25 @@ def format_prompt(tokenizer, prompt: str, system: str | None = None):
 
 
 def generate(model, tokenizer, prompt: str, sampling: Sampling, *, source: str = "model", system: str | None = None,
-             emit=lambda e: None, control: JobControl | None = None) -> GenerationFinished:
-    """Generate, emitting TokenChunk every 16 tokens or 50 ms; stops between tokens on request."""
+             emit=lambda e: None, control: JobControl | None = None, context: int | None = None) -> GenerationFinished:
+    """Generate, emitting TokenChunk every 16 tokens or 50 ms; stops between tokens on request. A prompt longer than
+    ``context`` (the model's, from config.json) is refused before anything is generated."""
     import mlx.core as mx
     from mlx_lm.generate import stream_generate
     from mlx_lm.sample_utils import make_sampler
 
+    from macfinetune.core import chat
+
+    formatted = format_prompt(tokenizer, prompt, system)
+    tokens = len(formatted) if isinstance(formatted, list) else len(tokenizer.encode(formatted))
+    problem = chat.context_problem(tokens, context, "the prompt", "shorten it (the model would not read past it)")
+    if problem is not None:
+        raise ProblemError(problem)
     control = control or JobControl()
     mx.random.seed(sampling.seed)
     sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p)
     pieces, pending, last_flush, response = [], [], time.perf_counter(), None
-    for response in stream_generate(model, tokenizer, format_prompt(tokenizer, prompt, system),
-                                    max_tokens=sampling.max_tokens, sampler=sampler):
+    for response in stream_generate(model, tokenizer, formatted, max_tokens=sampling.max_tokens, sampler=sampler):
         pending.append(response.text)
         if len(pending) >= CHUNK_TOKENS or time.perf_counter() - last_flush > CHUNK_SECONDS:
             emit(TokenChunk(source, "".join(pending)))
@@ -64,7 +71,14 @@ def load_generator(model: str | None, adapter: tuple[Path, str] | None, emit=lam
     weights = runs.resolve_checkpoint(adapter[0], adapter[1])[0] if adapter else None
     emit(Stage("generate", f"Loading {folder}"))
     net, tokenizer, _ = models.load_model(folder)
-    return net, tokenizer, adapters_dir, weights
+    return net, tokenizer, adapters_dir, weights, _context(folder)
+
+
+def _context(folder: Path) -> int | None:
+    """The model's context (config.json), or None when it does not say."""
+    from macfinetune.core import modelinfo, models_catalog
+
+    return models_catalog.context_length(modelinfo.read_config(folder))
 
 
 def check_model_for_adapter(model: str, adapters_dir: Path, emit=lambda e: None) -> None:
@@ -106,16 +120,18 @@ def run_generate(model: str | None, adapter: tuple[Path, str] | None, prompt: st
         raise ProblemError(problems)
     if compare and adapter is None:
         return _compare_fused(model, prompt, sampling, system=system, emit=emit, control=control)
-    net, tokenizer, adapters_dir, weights = load_generator(model, adapter, emit)
+    net, tokenizer, adapters_dir, weights, context = load_generator(model, adapter, emit)
     results = []
     if compare:
-        results.append(generate(net, tokenizer, prompt, sampling, source="base", system=system, emit=emit, control=control))
+        results.append(generate(net, tokenizer, prompt, sampling, source="base", system=system, emit=emit,
+                                control=control, context=context))
         if control and control.stop_requested:
             return results
     if adapter:
         adapter_ops.apply_adapter(net, adapters_dir, weights)
     source = "tuned" if adapter else "model"
-    results.append(generate(net, tokenizer, prompt, sampling, source=source, system=system, emit=emit, control=control))
+    results.append(generate(net, tokenizer, prompt, sampling, source=source, system=system, emit=emit, control=control,
+                            context=context))
     return results
 
 
@@ -159,8 +175,9 @@ def _compare_fused(model: str | None, prompt: str, sampling: Sampling, **kw) -> 
         if kw["control"] and kw["control"].stop_requested:
             break
         kw["emit"](Stage("generate", f"Loading {folder}"))
-        net, tokenizer, _ = models.load_model(models.resolve_model_path(folder))
-        results.append(generate(net, tokenizer, prompt, sampling, source=source, **kw))
+        resolved = models.resolve_model_path(folder)
+        net, tokenizer, _ = models.load_model(resolved)
+        results.append(generate(net, tokenizer, prompt, sampling, source=source, context=_context(resolved), **kw))
     return results
 
 

@@ -53,12 +53,13 @@ class Conversation:
         return head + self.turns
 
 
-def context_problem(prompt_tokens: int, context: int | None) -> Problem | None:
-    """A conversation longer than the model reads (its context): refused before it answers, with both numbers."""
+def context_problem(prompt_tokens: int, context: int | None, what: str = "the conversation",
+                    fix: str = "shorten the prompt or start a New chat") -> Problem | None:
+    """A prompt longer than the model reads (its context): refused before it answers, with both numbers."""
     if not context or prompt_tokens <= context:
         return None
-    return Problem(f"the conversation is {prompt_tokens:,} tokens and this model reads at most {context:,} (its "
-                   "context); shorten the prompt or start a New chat", value=prompt_tokens)
+    return Problem(f"{what} is {prompt_tokens:,} tokens and this model reads at most {context:,} (its "
+                   f"context); {fix}", value=prompt_tokens)
 
 
 def as_dicts(messages) -> list[dict]:
