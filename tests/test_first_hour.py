@@ -136,15 +136,17 @@ def test_runs_lists_a_run_made_with_out_and_forgets_deleted_ones(capsys, tmp_pat
     assert "1 run (0 in" in out and "1 elsewhere" in out and "1 runs" not in out
 
 
-def test_a_corrupt_index_reads_as_empty(tmp_path, monkeypatch):
+def test_a_damaged_index_keeps_the_runs_still_named_in_it(tmp_path, monkeypatch):
+    """An index that lost its tail (or was edited by hand) keeps every whole path in it; the next run is added."""
     from macfinetune.core import run_index
 
     monkeypatch.setenv("MACFINETUNE_HOME", str(tmp_path / "home"))
+    old = _fake_run(tmp_path / "old").resolve()
     paths.runs_index_file().parent.mkdir(parents=True)
-    paths.runs_index_file().write_text('["/half')
-    assert run_index.remembered() == []
+    paths.runs_index_file().write_text(f'[\n "{old}",\n "/half')
+    assert run_index.remembered() == [old]
     run_index.remember(_fake_run(tmp_path / "r"))
-    assert run_index.remembered() == [(tmp_path / "r").resolve()]
+    assert run_index.remembered() == [old, (tmp_path / "r").resolve()]
 
 
 def test_runs_in_a_folder(capsys, tmp_path):

@@ -6,8 +6,12 @@ from macfinetune.backend import architectures, selftest
 from macfinetune.cli import main
 
 
-def test_self_test_passes_on_this_install_and_prints_one_line_per_check(capsys):
+def test_self_test_passes_on_this_install_and_prints_one_line_per_check(capsys, tmp_path, monkeypatch):
+    from macfinetune.core import run_index
+
+    monkeypatch.setenv("MACFINETUNE_HOME", str(tmp_path / "home"))
     assert main(["--self-test"]) == 0
+    assert run_index._read(tmp_path / "home" / "runs-index.json") == []  # its temporary run is not the user's
     lines = capsys.readouterr().out.splitlines()
     names = [name for name, _ in selftest._checks(with_qt=True)]
     assert [line.split(":")[0].split()[-1] for line in lines[:-1]] == [n.split()[-1] for n in names]

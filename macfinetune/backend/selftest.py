@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from macfinetune.core import paths
+from macfinetune.core import paths, run_index
 
 # Modules the app imports by name or lazily; a bundle that lacks one fails here, not in front of a user.
 RUNTIME_MODULES = ("mlx.core", "mlx.nn", "mlx.optimizers", "mlx_lm", "mlx_lm.tuner.trainer", "mlx_lm.tuner.lora",
@@ -217,6 +217,7 @@ def _train(state: dict) -> str:
                                       "save_every=4", "val_batches=1"])
     run_dir = state["tmp"] / "run"
     result = training.train_run(recipe, run_dir, lambda event: None)
+    run_index.forget(run_dir)  # a temporary folder, not one of the user's runs
     if result.state != "finished":
         raise RuntimeError(f"the run ended {result.state}")
     state["run_dir"] = run_dir

@@ -1,12 +1,14 @@
 """A small index of every run folder made on this machine, so ``runs`` finds runs made with ``--out``.
 
-One JSON list of absolute paths in the data folder, written atomically. A corrupt or missing
-index reads as empty; folders deleted since are skipped when read (and dropped at the next write).
+One JSON list of absolute paths in the data folder, written atomically. A missing index reads as empty; a
+damaged one (edited by hand, a disk that lost its tail) is salvaged: every quoted absolute path in it is kept.
+Folders deleted since are skipped when read (and dropped at the next write).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from macfinetune.core import atomic, paths, runs
@@ -51,7 +53,11 @@ def all_runs(home: Path, index: Path | None = None) -> list[runs.RunSummary]:
 
 def _read(index: Path) -> list[str]:
     try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        text = index.read_text(encoding="utf-8", errors="replace")
+    except OSError:
         return []
+    try:
+        data = json.loads(text)
+    except ValueError:  # damaged: keep every path that is still readable in it
+        return re.findall(r'"(/[^"\n]+)"', text)
     return [p for p in data if isinstance(p, str)] if isinstance(data, list) else []
