@@ -425,6 +425,34 @@ def test_hub_upload_of_adapters(trained_run, upload_hub):
     assert "--adapter-path me/tiny-adapters" in upload_hub.repos["me/tiny-adapters"]["files"]["README.md"].decode()
 
 
+@pytest.mark.parametrize("offline", [True, False])
+def test_an_unreachable_hub_stops_the_upload_before_the_model_is_fused(trained_run, monkeypatch, offline):
+    """Offline mode, or no network (a closed port here): said in seconds, in upload words, and nothing is loaded
+    or fused first."""
+    import socket
+
+    from huggingface_hub import constants
+
+    from macfinetune.backend import fusing
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"  # the port is free again once closed: nothing listens
+    fused = []
+    monkeypatch.setattr(fusing, "save_fused", lambda *a, **k: fused.append(a))
+    reason = ("offline mode is on \\(HF_HUB_OFFLINE is set\\); unset it to upload" if offline else
+              "no network connection to huggingface.co; nothing was uploaded")
+    with pytest.raises(ProblemError, match=f"could not upload to 'me/offline': {reason}") as e:
+        export(trained_run, "hub", "me/offline", endpoint=closed)
+    assert "cached model" not in str(e.value) and fused == []
+
+
+def test_the_hub_export_without_a_repository_says_to_pass_out(trained_run):
+    with pytest.raises(ProblemError, match="repository id like 'your-name/model-name'; pass --out your-name/model-name"):
+        export(trained_run, "hub", None)
+
+
 def test_stopped_upload_commits_nothing_and_removes_the_new_repo(trained_run, upload_hub):
     control = JobControl()
 
@@ -444,7 +472,7 @@ def test_stopped_upload_commits_nothing_and_removes_the_new_repo(trained_run, up
 
 @pytest.mark.parametrize("target, dest, options, expected", [
     ("zip", None, {}, "export target must be one of gguf, ollama, lmstudio, hub, mlx, got 'zip'"),
-    ("hub", "not-a-repo", {}, "repository id like 'your-name/model-name', got 'not-a-repo'"),
+    ("hub", "not-a-repo", {}, "repository id like 'your-name/model-name'; got 'not-a-repo'"),
     ("gguf", None, {"dtype": "q4"}, "GGUF type must be one of f16, bf16, f32, got 'q4'"),
     ("gguf", None, {"system": "x"}, "the gguf export takes no option system"),
     ("ollama", None, {"name": "Bad Name"}, "name must be lower-case"),

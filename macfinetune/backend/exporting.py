@@ -94,6 +94,7 @@ def _hub(plan: ExportPlan, emit, check: Check) -> ExportFinished:
 
     options = plan.options
     contents = options.get("contents", "model")
+    hub_upload.check_reachable(plan.location, token=load_hf_token(), endpoint=options.get("endpoint"))  # before fusing
     base = fusing.base_model_of(_adapters(plan), options.get("model"))
     staging = Path(tempfile.mkdtemp(prefix="macfinetune-upload-"))
     try:

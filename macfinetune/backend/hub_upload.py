@@ -50,6 +50,19 @@ def upload_folder(folder: Path, repo_id: str, *, token: str | None, private: boo
     return url
 
 
+def check_reachable(repo_id: str, *, token: str | None, endpoint: str | None = None) -> None:
+    """Before the model is fused for an upload: the hub answers (network, offline mode, token) or the export stops
+    here, in seconds, saying why."""
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi(endpoint=endpoint, token=token).repo_exists(repo_id)
+    except Exception as e:
+        if _is_hub_error(e):
+            raise _upload_problem(repo_id, e) from None
+        raise
+
+
 def _delete_quietly(api, repo_id: str) -> None:
     try:
         api.delete_repo(repo_id)
@@ -66,8 +79,13 @@ def _upload_problem(repo_id: str, error: Exception) -> ProblemError:
     from macfinetune.backend.hub import hub_reason
 
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    name = type(error).__name__
     if "401" in text or "403" in text or "Unauthorized" in text:
         reason = "the hub refused the token (log in again with `macfinetune login`, with a token that can write)"
+    elif "Offline" in name or "LocalEntryNotFound" in name:
+        reason = "offline mode is on (HF_HUB_OFFLINE is set); unset it to upload"
+    elif "Connect" in name or "Connect" in text or isinstance(error, OSError):
+        reason = "no network connection to huggingface.co; nothing was uploaded, export again when online"
     else:
         reason = hub_reason(error)
     return ProblemError(Problem(f"could not upload to {repo_id!r}: {reason}", field="dest", value=repo_id))

@@ -102,8 +102,9 @@ def _check_options(target: str, options: dict) -> None:
 def _location(target: str, root: Path, name: str, dest, options: dict) -> str:
     if target == "hub":
         if not dest or not _REPO_ID.match(str(dest)):
-            raise ProblemError(Problem(f"the hub export needs a repository id like 'your-name/model-name', got "
-                                       f"{dest!r}", field="dest", value=str(dest)))
+            got = f"got {dest!r}" if dest else "pass --out your-name/model-name"
+            raise ProblemError(Problem(f"the hub export needs a repository id like 'your-name/model-name'; {got}",
+                                       field="dest", value=str(dest)))
         return str(dest)
     if target == "lmstudio":
         folder = lmstudio_models_dir(options.get("models_dir") or dest)
