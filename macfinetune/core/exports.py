@@ -93,6 +93,10 @@ def _check_options(target: str, options: dict) -> None:
     if target == "hub" and contents not in HUB_CONTENTS:
         raise ProblemError(Problem(f"hub upload contents must be model or adapters, got {contents!r}",
                                    field="contents", value=contents))
+    if '"""' in (options.get("system") or ""):  # Ollama's Modelfile ends a SYSTEM """...""" block at the first one
+        raise ProblemError(Problem('the system prompt holds three double quotes in a row ("""), which end Ollama\'s '
+                                   "SYSTEM block in the Modelfile; write it without them", field="system",
+                                   value=options["system"]))
     name = options.get("name")
     if name is not None and not _NAME.match(name):
         raise ProblemError(Problem(f"name must be lower-case letters, digits, '.', '_' or '-', got {name!r}",
