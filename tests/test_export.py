@@ -473,7 +473,7 @@ def test_stopped_upload_commits_nothing_and_removes_the_new_repo(trained_run, up
 @pytest.mark.parametrize("target, dest, options, expected", [
     ("zip", None, {}, "export target must be one of gguf, ollama, lmstudio, hub, mlx, got 'zip'"),
     ("hub", "not-a-repo", {}, "repository id like 'your-name/model-name'; got 'not-a-repo'"),
-    ("ollama", None, {"system": 'Talk like a "pirate" """ end'}, 'three double quotes in a row \\(""")'),
+    ("ollama", None, {"system": 'Talk like a "pirate" """ end'}, 'three double quotes in a row (""")'),
     ("gguf", None, {"dtype": "q4"}, "GGUF type must be one of f16, bf16, f32, got 'q4'"),
     ("gguf", None, {"system": "x"}, "the gguf export takes no option system"),
     ("ollama", None, {"name": "Bad Name"}, "name must be lower-case"),
