@@ -28,6 +28,9 @@ FAULT_POINTS = tuple(f"{label}.{phase}" for label in ATOMIC_LABELS for phase in 
     "prune.marker-removed",  # an old checkpoint's commit marker deleted, its weight files not yet
 )
 
+_UMASK = os.umask(0o022)  # reading the umask means setting it: read once, at import (one thread), and put back
+os.umask(_UMASK)
+
 _armed: tuple[str, int] | None = None
 _parsed = False
 _hits = 0
@@ -71,6 +74,7 @@ def write_atomically(path: Path, write: Callable[[Path], None], suffix: str = ".
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file gets the mode any new file would
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -118,3 +118,14 @@ def test_the_final_adapters_are_a_copy_never_a_link(platform, tmp_path, monkeypa
         f.write(b"X")
     assert source.read_bytes() == b"checkpoint 4"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+def test_atomic_writes_get_the_mode_any_new_file_gets(tmp_path):
+    """mkstemp makes 0600 files; a recipe, a status or a prepared dataset must be as readable as any file the user
+    makes (the umask decides), e.g. to share a run folder."""
+    import os
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic.write_text(tmp_path / "atomic.txt", "x")
+    assert os.stat(tmp_path / "atomic.txt").st_mode & 0o777 == os.stat(plain).st_mode & 0o777
