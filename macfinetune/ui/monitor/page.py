@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from macfinetune.core import progress, runs, runs_table
+from macfinetune.core import events, progress, runs, runs_table
 from macfinetune.core.progress import epoch_of
 from macfinetune.ui.monitor.buffer import MetricsBuffer
 from macfinetune.ui.monitor.panels import LearningRatePanel, LossPanel, MemoryPanel, ThroughputPanel
@@ -157,15 +157,20 @@ class MonitorPage(QWidget):
         self.redraw()
 
     def _on_session_training_event(self, event) -> None:
+        if isinstance(event, events.RunContinued):  # a resumed run: its history from the folder comes first
+            self._show_history(runs_table.history_before_continue(Path(event.run_dir)))
         self.buffer.apply(event, time.time())
         if not self._timer.isActive():
             self._timer.start()
 
-    def _on_session_run_opened(self, run_dir: str) -> None:
+    def _show_history(self, history: list) -> None:
         self.buffer.reset()
         self.log.clear()
         self._drawn = -1
-        self.show_events(runs_table.load_run_events(Path(run_dir)))
+        self.show_events(history)
+
+    def _on_session_run_opened(self, run_dir: str) -> None:
+        self._show_history(runs_table.load_run_events(Path(run_dir)))
         if not self.buffer.run.run_dir:
             self.buffer.run.run_dir = run_dir
         # A run that stopped or died without a last event (a crash, a killed process) has no final record in
