@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, Qt, QTimer
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QFileDialog,
     QFrame,
@@ -33,6 +33,8 @@ REDRAW_MS = 33
 
 
 class MonitorPage(QWidget):
+    progressChanged = Signal(str)  # the progress line once a training event is applied (the window's status bar)
+
     def __init__(self, session, settings, parent=None):
         super().__init__(parent)
         self.setObjectName("monitorPage")
@@ -160,6 +162,7 @@ class MonitorPage(QWidget):
         if isinstance(event, events.RunContinued):  # a resumed run: its history from the folder comes first
             self._show_history(runs_table.history_before_continue(Path(event.run_dir)))
         self.buffer.apply(event, time.time())
+        self.progressChanged.emit(self.buffer.progress_line())
         if not self._timer.isActive():
             self._timer.start()
 
