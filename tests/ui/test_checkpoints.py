@@ -317,3 +317,10 @@ def test_a_run_without_checkpoints_disables_the_actions_and_drops_the_last_resul
     assert not page.export_button.isEnabled()
     assert not page.test_button.isEnabled()
     assert not page.jobs.isVisibleTo(page) and page.jobs.label.text() == ""
+
+
+def test_tab_leaves_the_checkpoints_table(page, window, qtbot):
+    window.activateWindow()
+    page.table.setFocus()
+    qtbot.keyClick(page.table, Qt.Key.Key_Tab)
+    assert QApplication.focusWidget() is not page.table

@@ -225,3 +225,12 @@ def test_a_filter_that_matches_nothing_says_so(page):
     assert page.empty.isVisibleTo(page) and page.empty.text() == "No runs match “no-such-run”."
     page.filter.setText("failed")
     assert not page.empty.isVisibleTo(page)
+
+
+def test_tab_leaves_the_runs_table(page, window, qtbot):
+    window.show_page("runs")
+    window.activateWindow()
+    page.table.setFocus()
+    _select(page, "finished-run")
+    qtbot.keyClick(page.table, Qt.Key.Key_Tab)
+    assert QApplication.focusWidget() is not page.table

@@ -129,6 +129,7 @@ class CheckpointsPage(QWidget):
         table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         table.setAlternatingRowColors(True)
+        table.setTabKeyNavigation(False)  # Tab moves on to the next control, not to the next cell
         table.verticalHeader().hide()
         table.setWordWrap(False)
         header = table.horizontalHeader()
