@@ -249,3 +249,42 @@ def test_a_run_resumed_live_shows_its_whole_history(window, engine, monitor, qtb
     qtbot.waitUntil(lambda: monitor.buffer.run.state == "finished")
     monitor.redraw()
     _resumed_run_shows_its_whole_history(monitor)
+
+
+def test_a_single_point_is_drawn_and_iteration_axes_start_at_0(window, engine, monitor, qtbot):
+    start_job(engine, window.session)
+    engine.send(*sample_run.sample_events(upto=10))
+    monitor.redraw()
+    for curve in (monitor.loss.smooth, monitor.throughput.curves["tokens_per_second"], monitor.lr.curves["learning_rate"]):
+        assert len(curve.getData()[0]) == 1 and curve.opts["symbol"] == "o"
+    for panel in (monitor.loss, monitor.throughput, monitor.lr, monitor.memory):
+        panel.plot.getViewBox().updateAutoRange()
+        assert panel.plot.getViewBox().viewRange()[0][0] >= 0
+    assert monitor.memory.plot.getAxis("left").labelText == "GB"
+    engine.send(*sample_run.sample_events(upto=20)[-2:])
+    monitor.redraw()
+    assert monitor.loss.smooth.opts["symbol"] is None  # a line from two points on
+
+
+def test_the_header_says_the_iteration_of_the_pause(window, engine, monitor, qtbot):
+    start_job(engine, window.session)
+    engine.send(*sample_run.sample_events(upto=10), events.RunPaused(13))
+    monitor.redraw()
+    assert monitor.progress.text().startswith("Paused 13/1000")
+
+
+def test_a_failure_recorded_only_in_the_status_file_is_shown(window, monitor, runs_dir):
+    window.session.open_run(runs_dir / "failed-run")
+    shown = [monitor.failure.item(i).text() for i in range(monitor.failure.count())]
+    assert shown == ["Failed: the loss became NaN"]
+
+
+def test_a_damaged_status_file_is_said(window, monitor, runs_dir):
+    (runs_dir / "stopped-run" / "status.json").write_text("{not json")
+    window.session.open_run(runs_dir / "stopped-run")
+    assert "status.json cannot be read (damaged or edited by hand)" in monitor.warnings.text()
+    (runs_dir / "empty-run").mkdir()
+    (runs_dir / "empty-run" / "status.json").write_text("")
+    window.session.open_run(runs_dir / "empty-run")
+    assert monitor.progress.text() == "empty-run: nothing recorded"
+    assert "status.json cannot be read" in monitor.warnings.text()

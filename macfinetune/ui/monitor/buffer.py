@@ -230,6 +230,7 @@ class MetricsBuffer:
 
     def _on_paused(self, e) -> None:
         self.run.state, self.run.paused_at = "paused", self._time(e)
+        self.run.iteration = max(self.run.iteration, e.iteration)  # reports come every N steps; the pause is exact
         if e.reason:
             self.warn(f"Paused: {e.reason}")
 

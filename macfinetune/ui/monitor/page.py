@@ -178,12 +178,15 @@ class MonitorPage(QWidget):
             self.buffer.run.run_dir = run_dir
         # A run that stopped or died without a last event (a crash, a killed process) has no final record in
         # metrics.jsonl: its status file says what it is, so it never reads "Running" when nothing runs.
-        status = runs.read_status(Path(run_dir))
-        if status is not None and self.buffer.run.state in ("running", "paused") and status.state not in (
+        status, r = runs.read_status(Path(run_dir)), self.buffer.run
+        if status is None and _is_file(Path(run_dir) / runs.STATUS):
+            self.buffer.warn(f"{runs.STATUS} cannot be read (damaged or edited by hand): the state of this run is "
+                             "unknown; its metrics and checkpoints are intact")
+        elif status is not None and r.state in ("idle", "running", "paused") and status.state not in (
                 "running", "paused"):
-            self.buffer.run.state = status.state
-            self.buffer.version += 1
-            self.redraw()
+            r.state, r.message = status.state, r.message or status.message  # a failure recorded only there
+        self.buffer.version += 1
+        self.redraw()
 
     def redraw(self) -> None:
         """Draw every panel now (a replay, a reopened run); live events go through the timer instead."""
@@ -229,8 +232,9 @@ class MonitorPage(QWidget):
 
     def _set_labels(self) -> None:
         r = self.buffer.run
-        self.progress.setText(self.buffer.progress_line() if r.state != "idle" else "No run yet: start one, or "
-                              "open a run from Runs (or drop its folder here)")
+        idle = f"{Path(r.run_dir).name}: nothing recorded" if r.run_dir else ("No run yet: start one, or open a "
+                                                                           "run from Runs (or drop its folder here)")
+        self.progress.setText(self.buffer.progress_line() if r.state != "idle" else idle)
         self.stats.setText(self._stats_text())
         self.warnings.setText("\n".join(f"⚠ {w}" for w in r.warnings[-3:]) if r.warnings else "")
         self.warnings.setVisible(bool(r.warnings))
