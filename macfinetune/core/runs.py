@@ -63,6 +63,20 @@ def check_new_dir(path: Path, what: str = "output folder") -> list[Problem]:
     return []
 
 
+def rename_refusal(run_dir: Path, new_name: str) -> str | None:
+    """Why the run folder ``run_dir`` cannot be renamed to ``new_name``; None when it can."""
+    if not new_name:
+        return "the new name is empty"
+    if new_name in (".", ".."):
+        return f"“{new_name}” cannot name a folder: it means {'this folder' if new_name == '.' else 'the folder above'}"
+    if "/" in new_name:
+        return f"a folder name cannot contain “/”: “{new_name}”"
+    target = Path(run_dir).with_name(new_name)
+    if target.exists():
+        return f"{target} already exists"
+    return None
+
+
 def _existing_parent(path: Path) -> Path:
     parent = path.absolute().parent
     while not parent.exists():

@@ -100,6 +100,13 @@ def load_run_events(run_dir: Path) -> list:
     return events_from_records(runs.read_metrics(run_dir))
 
 
+def history_before_continue(run_dir: Path) -> list:
+    """A resumed run's events before its last 'resume' record: what a resume job shows under its own events."""
+    evs = load_run_events(run_dir)
+    last = max((i for i, e in enumerate(evs) if isinstance(e, events.RunContinued)), default=len(evs))
+    return evs[:last]
+
+
 def flat_recipe(run_dir: Path) -> dict[str, object]:
     """recipe.yaml as dotted keys (training.learning_rate: 0.001); {} when unreadable."""
     import yaml  # here, not at import: the window paints before it needs YAML

@@ -69,7 +69,6 @@ class MainWindow(QMainWindow):
         session.stateChanged.connect(self._on_session_state_changed)
         session.preparedChanged.connect(self._update_actions)
         session.runOpened.connect(self._on_session_run_opened)
-        session.trainingEvent.connect(self._on_session_training_event)
         session.testPrompt.connect(self._on_session_test_prompt)
         session.duplicateRun.connect(self.duplicate_run)
         self._restore()
@@ -98,6 +97,8 @@ class MainWindow(QMainWindow):
         self.stack.removeWidget(stand_in)
         stand_in.deleteLater()
         self.stack.setCurrentIndex(current)
+        if hasattr(page, "progressChanged"):  # after the page applied the event, so the last word is the final state
+            page.progressChanged.connect(self.statusBar().showMessage)
         if self.session.run_dir and hasattr(page, "show_run"):  # what runOpened would have told it
             page.show_run(self.session.run_dir)
         return page
@@ -187,9 +188,6 @@ class MainWindow(QMainWindow):
         self._update_actions()
         if state == "starting":
             self.show_page("monitor")
-
-    def _on_session_training_event(self, event) -> None:
-        self.statusBar().showMessage(self.pages["monitor"].buffer.progress_line())
 
     def _on_session_run_opened(self, run_dir: str) -> None:
         self.session.run_dir = run_dir if not self.session.is_training else self.session.run_dir

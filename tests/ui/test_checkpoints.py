@@ -301,3 +301,26 @@ def test_screenshot_of_the_page_is_deterministic_and_shows_the_demo_run(tmp_path
     first = _shot(tmp_path, "checkpoints")
     assert hashlib.sha256(first).digest() == hashlib.sha256(_shot(tmp_path / "again", "checkpoints")).digest()
     assert _shot(tmp_path, "checkpoints", "dark") != first
+
+
+def test_a_run_without_checkpoints_disables_the_actions_and_drops_the_last_result(page, engine, runs_dir, tmp_path,
+                                                                                  qtbot):
+    page.fuse_selected(parent=str(tmp_path))
+    engine.send(JobStarted(), JobFinished(FuseFinished(str(tmp_path / "fused"), None)))
+    assert page.jobs.isVisibleTo(page) and page.fuse_button.isEnabled()
+    page.run_combo.setCurrentIndex(page.run_combo.findData(str(runs_dir / "failed-run")))
+    page.run_combo.activated.emit(page.run_combo.currentIndex())
+    page.wait_for_reads()
+    qtbot.waitUntil(lambda: page.model.rowCount() == 0)
+    assert page.empty.isVisibleTo(page)
+    assert not page.fuse_button.isEnabled()
+    assert not page.export_button.isEnabled()
+    assert not page.test_button.isEnabled()
+    assert not page.jobs.isVisibleTo(page) and page.jobs.label.text() == ""
+
+
+def test_tab_leaves_the_checkpoints_table(page, window, qtbot):
+    window.activateWindow()
+    page.table.setFocus()
+    qtbot.keyClick(page.table, Qt.Key.Key_Tab)
+    assert QApplication.focusWidget() is not page.table

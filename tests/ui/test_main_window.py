@@ -8,7 +8,7 @@ from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent, QKeySequence
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from macfinetune.core import events
+from macfinetune.core import events, sample_run
 from macfinetune.core.events import JobFinished, JobStarted
 from macfinetune.ui.main_window import create_main_window
 from macfinetune.ui.pages import REGISTRY
@@ -237,3 +237,15 @@ def test_start_anyway_reaches_the_engine(window, engine):
     window.session.prepare(Recipe(), Path("run"))
     window.session.start(allow_over_budget=True)
     assert engine.allow_over_budget is True
+
+
+def test_the_status_bar_shows_the_final_state_of_a_run(window, engine):
+    start_job(engine, window.session, "demo-run")
+    engine.send(*sample_run.sample_events("demo-run", upto=30))
+    assert window.statusBar().currentMessage().startswith("Running 30/1000")
+    engine.send(events.RunFinished("demo-run", 30, True, None, None))
+    assert window.statusBar().currentMessage().startswith("Stopped 30/1000")
+    finish_job(engine)
+    start_job(engine, window.session, "demo-run")
+    engine.send(*sample_run.sample_events("demo-run", upto=20), events.RunFailed("demo-run", "the loss became NaN"))
+    assert window.statusBar().currentMessage().startswith("Failed 20/1000")

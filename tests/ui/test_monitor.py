@@ -5,6 +5,7 @@ import pytest
 from PySide6.QtWidgets import QApplication
 
 from macfinetune.core import events, sample_run
+from macfinetune.core.events import JobStarted
 from macfinetune.core.problems import Problem
 from macfinetune.core.smoothing import ema
 from macfinetune.ui.widgets.theme import dark_palette, plot_colors
@@ -186,3 +187,104 @@ def test_a_constant_learning_rate_is_drawn_where_its_value_can_be_read(window, e
     monitor.lr.plot.getViewBox().updateAutoRange()  # what the next paint does
     low, high = monitor.lr.plot.getViewBox().viewRange()[1]
     assert low < 1e-3 < high and high < 1.2e-3
+
+
+def _resumed_run(run_dir, resumed_at: int = 600, gap_s: float = 60.0) -> tuple[list, list]:
+    """A run stopped at ``resumed_at`` and resumed ``gap_s`` later, as the resume job writes it: 'resume' then a
+    new 'start'. Returns (the first job's events, the resume job's events)."""
+    from dataclasses import replace
+
+    evs = sample_run.sample_events(str(run_dir))
+    first = [e for e in evs if getattr(e, "iteration", 0) <= resumed_at and not isinstance(e, events.RunFinished)]
+    t = first[-1].time
+    first.append(events.RunFinished(str(run_dir), resumed_at, True, 400, 1.62, time=t + 1))
+    later = [replace(e, time=e.time + gap_s) for e in evs if getattr(e, "iteration", 0) > resumed_at]
+    second = [events.RunContinued(str(run_dir), resumed_at, time=t + gap_s),
+              replace(evs[0], time=t + gap_s + 2), *later]
+    return first, second
+
+
+def _write_metrics(run_dir, evs) -> None:
+    from macfinetune.core import runs
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = runs.MetricsLog(run_dir)
+    for e in evs:
+        log.write(e)
+    log.close()
+
+
+def _resumed_run_shows_its_whole_history(monitor) -> None:
+    x, _ = monitor.loss.raw.getData()
+    assert x.tolist() == list(range(10, 1001, 10))
+    assert monitor.buffer.series["mem_active"].view()[0][0] == pytest.approx(4.5)  # seconds since the first start
+    log = monitor.log.toPlainText()
+    assert log.index("Stopped at iteration 600") < log.index("Continuing from checkpoint 600")
+    # 1000 iterations at 0.45 s, the 60 s between the stop and the resume, 5 s to the finish: 08:35 since the start
+    assert monitor.progress.text() == "Finished 1000/1000 · 08:35 elapsed"
+
+
+def test_a_resumed_run_reopened_shows_its_whole_history(window, monitor, tmp_path):
+    run_dir = tmp_path / "resumed-run"
+    first, second = _resumed_run(run_dir)
+    _write_metrics(run_dir, first + second)
+    window.session.open_run(run_dir)
+    _resumed_run_shows_its_whole_history(monitor)
+
+
+def test_a_run_resumed_live_shows_its_whole_history(window, engine, monitor, qtbot, tmp_path):
+    """The app restarted (the Monitor shows nothing) and the run is resumed from Runs: its history comes from its
+    folder, which holds the 'resume' record when the event arrives, and the resume job's events go on from it."""
+    run_dir = tmp_path / "resumed-run"
+    first, second = _resumed_run(run_dir)
+    _write_metrics(run_dir, first + second[:1])
+    window.session.resume_run(run_dir)
+    engine.send(JobStarted(), *second[:32])
+    qtbot.waitUntil(lambda: monitor.buffer.run.iteration == 740)
+    monitor.redraw()
+    assert monitor.loss.raw.getData()[0].tolist() == list(range(10, 741, 10))
+    # the time left is at the pace of this job: 140 iterations in 61 s since the resume
+    assert monitor.progress.text() == "Running 740/1000 · 06:33 elapsed · 01:53 left"
+    engine.send(*second[32:])
+    qtbot.waitUntil(lambda: monitor.buffer.run.state == "finished")
+    monitor.redraw()
+    _resumed_run_shows_its_whole_history(monitor)
+
+
+def test_a_single_point_is_drawn_and_iteration_axes_start_at_0(window, engine, monitor, qtbot):
+    start_job(engine, window.session)
+    engine.send(*sample_run.sample_events(upto=10))
+    monitor.redraw()
+    for curve in (monitor.loss.smooth, monitor.throughput.curves["tokens_per_second"], monitor.lr.curves["learning_rate"]):
+        assert len(curve.getData()[0]) == 1 and curve.opts["symbol"] == "o"
+    for panel in (monitor.loss, monitor.throughput, monitor.lr, monitor.memory):
+        panel.plot.getViewBox().updateAutoRange()
+        assert panel.plot.getViewBox().viewRange()[0][0] >= 0
+    assert monitor.memory.plot.getAxis("left").labelText == "GB"
+    engine.send(*sample_run.sample_events(upto=20)[-2:])
+    monitor.redraw()
+    assert monitor.loss.smooth.opts["symbol"] is None  # a line from two points on
+
+
+def test_the_header_says_the_iteration_of_the_pause(window, engine, monitor, qtbot):
+    start_job(engine, window.session)
+    engine.send(*sample_run.sample_events(upto=10), events.RunPaused(13))
+    monitor.redraw()
+    assert monitor.progress.text().startswith("Paused 13/1000")
+
+
+def test_a_failure_recorded_only_in_the_status_file_is_shown(window, monitor, runs_dir):
+    window.session.open_run(runs_dir / "failed-run")
+    shown = [monitor.failure.item(i).text() for i in range(monitor.failure.count())]
+    assert shown == ["Failed: the loss became NaN"]
+
+
+def test_a_damaged_status_file_is_said(window, monitor, runs_dir):
+    (runs_dir / "stopped-run" / "status.json").write_text("{not json")
+    window.session.open_run(runs_dir / "stopped-run")
+    assert "status.json cannot be read (damaged or edited by hand)" in monitor.warnings.text()
+    (runs_dir / "empty-run").mkdir()
+    (runs_dir / "empty-run" / "status.json").write_text("")
+    window.session.open_run(runs_dir / "empty-run")
+    assert monitor.progress.text() == "empty-run: nothing recorded"
+    assert "status.json cannot be read" in monitor.warnings.text()

@@ -1,11 +1,14 @@
 """The Runs page: table model, scan, filter, sort, open, resume, compare, rename, trash."""
 
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
 
-from macfinetune.core import events, runs_table
+from macfinetune.core import events, runs, runs_table, sample_run
 from macfinetune.ui.runs.model import COLUMNS, RunsTableModel
 
 
@@ -169,3 +172,65 @@ def test_duplicate_as_new_run_from_runs_and_from_the_monitor_fills_the_wizard(pa
     qtbot.waitUntil(lambda: page.model.rowCount() == 4)
     _select(page, "failed-run")
     assert not page.buttons["duplicate"].isEnabled()
+
+
+def test_a_run_folder_gone_behind_the_apps_back_is_refused_and_said(page, window, engine, runs_dir, qtbot):
+    import shutil
+
+    _select(page, "interrupted-run")
+    shutil.rmtree(runs_dir / "interrupted-run")
+    page.rename_selected("renamed")  # raised FileNotFoundError
+    assert not (runs_dir / "renamed").exists()
+    assert "interrupted-run" in page.message.text() and page.message.isVisibleTo(page)
+    page.wait_for_scan()
+    qtbot.waitUntil(lambda: "interrupted-run" not in _names(page))
+    sample_run.write_sample_run(runs_dir / "stopped-gone", upto=300, state="stopped")
+    page.refresh()
+    page.wait_for_scan()
+    qtbot.waitUntil(lambda: "stopped-gone" in _names(page))
+    _select(page, "stopped-gone")
+    shutil.rmtree(runs_dir / "stopped-gone")
+    calls = len(engine.calls)
+    for name in ("open", "resume", "duplicate"):
+        page.message.clear()
+        page.buttons[name].click()
+        assert "stopped-gone" in page.message.text()
+    assert len(engine.calls) == calls and window.current_page() == "runs"
+    page.wait_for_scan()
+
+
+def test_rename_is_refused_with_its_reason_and_off_while_the_run_trains(page, runs_dir):
+    _select(page, "failed-run")
+    page.rename_selected("..")
+    assert page.message.text() == "Cannot rename “failed-run”: “..” cannot name a folder: it means the folder above"
+    page.rename_selected("stopped-run")
+    assert page.message.text() == f"Cannot rename “failed-run”: {runs_dir / 'stopped-run'} already exists"
+    page.rename_selected("r" * 300)
+    assert page.message.text() == "Cannot rename “failed-run”: File name too long"
+    assert (runs_dir / "failed-run").is_dir()
+    status = runs.read_status(runs_dir / "stopped-run")
+    runs.write_status(runs_dir / "stopped-run", replace(status, state="paused", pid=os.getpid(), host=""))
+    page.refresh()
+    page.wait_for_scan()
+    QApplication.processEvents()
+    _select(page, "stopped-run")
+    assert not page.buttons["rename"].isEnabled() and not page.buttons["delete"].isEnabled()
+    page.rename_selected("moved")
+    assert (runs_dir / "stopped-run").is_dir() and not (runs_dir / "moved").exists()
+
+
+def test_a_filter_that_matches_nothing_says_so(page):
+    page.filter.setText("no-such-run")
+    assert _names(page) == []
+    assert page.empty.isVisibleTo(page) and page.empty.text() == "No runs match “no-such-run”."
+    page.filter.setText("failed")
+    assert not page.empty.isVisibleTo(page)
+
+
+def test_tab_leaves_the_runs_table(page, window, qtbot):
+    window.show_page("runs")
+    window.activateWindow()
+    page.table.setFocus()
+    _select(page, "finished-run")
+    qtbot.keyClick(page.table, Qt.Key.Key_Tab)
+    assert QApplication.focusWidget() is not page.table

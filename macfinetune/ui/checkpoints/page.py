@@ -129,6 +129,7 @@ class CheckpointsPage(QWidget):
         table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         table.setAlternatingRowColors(True)
+        table.setTabKeyNavigation(False)  # Tab moves on to the next control, not to the next cell
         table.verticalHeader().hide()
         table.setWordWrap(False)
         header = table.horizontalHeader()
@@ -233,6 +234,7 @@ class CheckpointsPage(QWidget):
         data, arrays = loaded
         if data.run_dir != self.data.run_dir:
             self._selected = None
+            self.jobs.clear()  # "Done: …" was about the previous run
         self.data = data
         self.model.set_rows(data.rows)
         self.curve.set_run(data, arrays)
@@ -243,6 +245,7 @@ class CheckpointsPage(QWidget):
                                         "iterations and at the end.")
         self.select_iteration(self._selected if data.row_of(self._selected or -1) is not None
                               else checkpoints.default_selection(data))
+        self._update_buttons()  # the model's reset dropped the selection without a selectionChanged
 
     @staticmethod
     def _summary_text(data: RunCheckpoints) -> str:

@@ -73,6 +73,13 @@ class JobPanel(QWidget):
         self.setVisible(True)
         self.busyChanged.emit()
 
+    def clear(self) -> None:
+        """Forget the last job's result line (another run is shown); a job still running stays."""
+        if self.job_id is None:
+            self.folder = None
+            self.label.clear()
+            self.setVisible(False)
+
     def _set_running(self, running: bool) -> None:
         self.progress.setVisible(running)
         self.cancel.setVisible(running)

@@ -62,8 +62,10 @@ class RunState:
     total: int = 0
     epochs: float = 0.0
     iteration: int = 0
-    start_iteration: int = 0
+    start_iteration: int = 0  # where this job began: a continued run's checkpoint
+    continuing: bool = False  # RunContinued came; the RunStarted the resume job writes next starts no new run
     started_at: float | None = None
+    job_elapsed_s: float = 0.0  # elapsed when this job began: the ETA is at this job's pace
     now: float | None = None
     paused_s: float = 0.0
     paused_at: float | None = None
@@ -127,7 +129,8 @@ class MetricsBuffer:
 
     def left_s(self) -> float | None:
         r = self.run
-        return progress.eta_seconds(r.iteration, r.total, self.elapsed_s() or 0.0, r.start_iteration)
+        elapsed = (self.elapsed_s() or 0.0) - r.job_elapsed_s
+        return progress.eta_seconds(r.iteration, r.total, elapsed, r.start_iteration)
 
     def progress_line(self) -> str:
         r = self.run
@@ -141,15 +144,25 @@ class MetricsBuffer:
     # --- handlers ---------------------------------------------------------------------
 
     def _on_started(self, e) -> None:
-        self.reset()
+        if not (self.run.continuing and self.run.run_dir == e.run_dir):
+            self.reset()
+            self.run.started_at = self._time(e)
         r = self.run
         r.state, r.run_dir, r.method, r.total, r.epochs = "running", e.run_dir, e.method, e.iterations, e.epochs
-        r.started_at = self._time(e)
+        r.continuing = False
 
     def _on_continued(self, e) -> None:
+        """A stopped or interrupted run goes on from checkpoint ``e.iteration``: its history (replayed before this,
+        as ``runs.read_metrics`` rewinds it to the checkpoint) stays and the clock runs on from the first start."""
+        if self.run.run_dir != e.run_dir:
+            self.reset()
         r = self.run
         r.state, r.run_dir, r.iteration, r.start_iteration = "running", e.run_dir, e.iteration, e.iteration
-        r.started_at, r.paused_s, r.paused_at = self._time(e), 0.0, None
+        r.continuing, r.paused_at = True, None
+        if r.started_at is None:
+            r.started_at = self._time(e)
+        self._stamp(e)
+        r.job_elapsed_s = self.elapsed_s() or 0.0
 
     def _on_train(self, e) -> None:
         r = self.run
@@ -217,6 +230,7 @@ class MetricsBuffer:
 
     def _on_paused(self, e) -> None:
         self.run.state, self.run.paused_at = "paused", self._time(e)
+        self.run.iteration = max(self.run.iteration, e.iteration)  # reports come every N steps; the pause is exact
         if e.reason:
             self.warn(f"Paused: {e.reason}")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, Qt, QTimer
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QFileDialog,
     QFrame,
@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from macfinetune.core import progress, runs, runs_table
+from macfinetune.core import events, progress, runs, runs_table
 from macfinetune.core.progress import epoch_of
 from macfinetune.ui.monitor.buffer import MetricsBuffer
 from macfinetune.ui.monitor.panels import LearningRatePanel, LossPanel, MemoryPanel, ThroughputPanel
@@ -33,6 +33,8 @@ REDRAW_MS = 33
 
 
 class MonitorPage(QWidget):
+    progressChanged = Signal(str)  # the progress line once a training event is applied (the window's status bar)
+
     def __init__(self, session, settings, parent=None):
         super().__init__(parent)
         self.setObjectName("monitorPage")
@@ -157,25 +159,34 @@ class MonitorPage(QWidget):
         self.redraw()
 
     def _on_session_training_event(self, event) -> None:
+        if isinstance(event, events.RunContinued):  # a resumed run: its history from the folder comes first
+            self._show_history(runs_table.history_before_continue(Path(event.run_dir)))
         self.buffer.apply(event, time.time())
+        self.progressChanged.emit(self.buffer.progress_line())
         if not self._timer.isActive():
             self._timer.start()
 
-    def _on_session_run_opened(self, run_dir: str) -> None:
+    def _show_history(self, history: list) -> None:
         self.buffer.reset()
         self.log.clear()
         self._drawn = -1
-        self.show_events(runs_table.load_run_events(Path(run_dir)))
+        self.show_events(history)
+
+    def _on_session_run_opened(self, run_dir: str) -> None:
+        self._show_history(runs_table.load_run_events(Path(run_dir)))
         if not self.buffer.run.run_dir:
             self.buffer.run.run_dir = run_dir
         # A run that stopped or died without a last event (a crash, a killed process) has no final record in
         # metrics.jsonl: its status file says what it is, so it never reads "Running" when nothing runs.
-        status = runs.read_status(Path(run_dir))
-        if status is not None and self.buffer.run.state in ("running", "paused") and status.state not in (
+        status, r = runs.read_status(Path(run_dir)), self.buffer.run
+        if status is None and _is_file(Path(run_dir) / runs.STATUS):
+            self.buffer.warn(f"{runs.STATUS} cannot be read (damaged or edited by hand): the state of this run is "
+                             "unknown; its metrics and checkpoints are intact")
+        elif status is not None and r.state in ("idle", "running", "paused") and status.state not in (
                 "running", "paused"):
-            self.buffer.run.state = status.state
-            self.buffer.version += 1
-            self.redraw()
+            r.state, r.message = status.state, r.message or status.message  # a failure recorded only there
+        self.buffer.version += 1
+        self.redraw()
 
     def redraw(self) -> None:
         """Draw every panel now (a replay, a reopened run); live events go through the timer instead."""
@@ -221,8 +232,9 @@ class MonitorPage(QWidget):
 
     def _set_labels(self) -> None:
         r = self.buffer.run
-        self.progress.setText(self.buffer.progress_line() if r.state != "idle" else "No run yet: start one, or "
-                              "open a run from Runs (or drop its folder here)")
+        idle = f"{Path(r.run_dir).name}: nothing recorded" if r.run_dir else ("No run yet: start one, or open a "
+                                                                           "run from Runs (or drop its folder here)")
+        self.progress.setText(self.buffer.progress_line() if r.state != "idle" else idle)
         self.stats.setText(self._stats_text())
         self.warnings.setText("\n".join(f"⚠ {w}" for w in r.warnings[-3:]) if r.warnings else "")
         self.warnings.setVisible(bool(r.warnings))

@@ -24,6 +24,18 @@ def _pen(color: QColor, width: int = 1, style=Qt.PenStyle.SolidLine) -> QPen:
     return pen
 
 
+def set_curve(curve: pg.PlotDataItem, x, y) -> None:
+    """``curve.setData``; a lone point is drawn as a dot (a line through one point draws nothing)."""
+    lone = len(x) == 1
+    if lone != (curve.opts["symbol"] is not None):
+        pen = pg.mkPen(curve.opts["pen"])
+        curve.setSymbolPen(pen)
+        curve.setSymbolBrush(pen.color())
+        curve.setSymbolSize(6)
+        curve.setSymbol("o" if lone else None)
+    curve.setData(x, y)
+
+
 class Panel(QWidget):
     """A titled PlotWidget; subclasses make curves and fill them in ``redraw``."""
 
@@ -40,6 +52,7 @@ class Panel(QWidget):
         self.plot.setMouseEnabled(x=True, y=False)
         self.plot.getPlotItem().setDownsampling(auto=True, mode="peak")
         self.plot.getPlotItem().setClipToView(True)
+        self.plot.getViewBox().setLimits(xMin=0)  # iterations and seconds: auto range never goes below 0
         self.heading = QLabel(self.title)
         self.heading.setObjectName(f"{name}Title")
         font = self.heading.font()
@@ -90,7 +103,7 @@ class Panel(QWidget):
     def redraw(self, buffer: MetricsBuffer) -> None:
         for key, curve in self.curves.items():
             if self.changed(buffer, key):
-                curve.setData(*buffer.series[key].view())
+                set_curve(curve, *buffer.series[key].view())
 
     def changed(self, buffer: MetricsBuffer, key: str, series_key: str | None = None) -> bool:
         """Whether curve ``key`` (drawn from ``series_key``, default the same name) moved since it was drawn;
@@ -184,8 +197,8 @@ class LossPanel(Panel):
         self._buffer = buffer
         x, y = buffer.series["train_loss"].view()
         if self.changed(buffer, "raw", "train_loss") | self.changed(buffer, "smooth", "train_loss"):
-            self.raw.setData(x, y)
-            self.smooth.setData(x, self.smoothed(buffer))
+            set_curve(self.raw, x, y)
+            set_curve(self.smooth, x, self.smoothed(buffer))
         if self.changed(buffer, "val_loss"):
             vx, vy = buffer.series["val_loss"].view()
             self.val.setSymbol("o" if len(vx) <= VAL_SYMBOLS_MAX else None)  # 100k markers cost 50 ms a redraw
@@ -254,7 +267,7 @@ class ThroughputPanel(Panel):
     def redraw(self, buffer: MetricsBuffer) -> None:
         super().redraw(buffer)
         if self.changed(buffer, "its", "iterations_per_second"):
-            self.its_curve.setData(*buffer.series["iterations_per_second"].view())
+            set_curve(self.its_curve, *buffer.series["iterations_per_second"].view())
 
     def _on_resized(self) -> None:
         self.its.setGeometry(self.plot.getPlotItem().vb.sceneBoundingRect())
@@ -283,6 +296,7 @@ class MemoryPanel(Panel):
         self.pressure.setObjectName("pressureLevel")
         self.header.addWidget(self.pressure)
         self.plot.setLabel("bottom", "seconds")
+        self.plot.setLabel("left", "GB")
         self._colors: PlotColors | None = None
 
     def apply_colors(self, colors: PlotColors) -> None:
@@ -325,7 +339,7 @@ class LearningRatePanel(Panel):
         if not self.changed(buffer, "learning_rate"):
             return
         x, y = buffer.series["learning_rate"].view()
-        self.curves["learning_rate"].setData(x, y)
+        set_curve(self.curves["learning_rate"], x, y)
         finite = y[np.isfinite(y)] if len(y) else y
         if len(finite) and finite.min() == finite.max():
             value = float(finite[0])

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from macfinetune.core import runs_table
+from macfinetune.core import runs, runs_table
 from macfinetune.ui.runs.model import PATH_ROLE, SORT_ROLE, RunsTableModel
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class RunsPage(QWidget):
         self.filter.setObjectName("runsFilter")
         self.filter.setPlaceholderText("Filter runs")
         self.filter.setClearButtonEnabled(True)
-        self.filter.textChanged.connect(self.proxy.setFilterFixedString)
+        self.filter.textChanged.connect(self._on_filter_text_changed)
         self.table = QTableView()
         self.table.setObjectName("runsTable")
         self.table.setModel(self.proxy)
@@ -69,6 +69,7 @@ class RunsPage(QWidget):
         self.table.sortByColumn(6, Qt.SortOrder.DescendingOrder)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setAlternatingRowColors(True)
+        self.table.setTabKeyNavigation(False)  # Tab moves on to the next control, not to the next cell
         self.table.verticalHeader().hide()
         self.table.setWordWrap(False)
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
@@ -80,6 +81,11 @@ class RunsPage(QWidget):
         self.empty = QLabel()
         self.empty.setObjectName("runsEmpty")
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.message = QLabel()  # why the last action on the selected run did not happen
+        self.message.setObjectName("runsMessage")
+        self.message.setWordWrap(True)
+        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.message.setVisible(False)
         self.buttons = {}
         row = QHBoxLayout()
         for name, text, slot in (("open", "Open", self.open_selected), ("resume", "Resume", self.resume_selected),
@@ -99,6 +105,7 @@ class RunsPage(QWidget):
         layout.addLayout(row)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.empty)
+        layout.addWidget(self.message)
         self._on_selection_changed()
 
     @staticmethod
@@ -130,13 +137,25 @@ class RunsPage(QWidget):
         selected = set(self.selected_paths())
         self.model.set_rows(rows)
         self._select(selected)
-        self.empty.setText("" if rows else f"No runs yet in {self.session.data_folder()}. "
-                           "Start one, or drop a run folder on the window.")
-        self.empty.setVisible(not rows)
+        self._update_empty()
         self._on_selection_changed()
         if self._rescan:
             self._rescan = False
             self.refresh()
+
+    def _on_filter_text_changed(self, text: str) -> None:
+        self.proxy.setFilterFixedString(text)
+        self._update_empty()
+
+    def _update_empty(self) -> None:
+        if not self.model.rowCount():
+            text = f"No runs yet in {self.session.data_folder()}. Start one, or drop a run folder on the window."
+        elif not self.proxy.rowCount():
+            text = f"No runs match “{self.filter.text()}”."
+        else:
+            text = ""
+        self.empty.setText(text)
+        self.empty.setVisible(bool(text))
 
     def _select(self, paths: set[Path]) -> None:
         for r in range(self.proxy.rowCount()):
@@ -157,30 +176,49 @@ class RunsPage(QWidget):
     def _on_selection_changed(self, *args) -> None:
         rows = self.selected_rows()
         one = len(rows) == 1
-        for name in ("open", "reveal", "rename"):
+        training = any(r.status in ("running", "paused") for r in rows)  # its folder must stay where it is
+        for name in ("open", "reveal"):
             self.buttons[name].setEnabled(one)
+        self.buttons["rename"].setEnabled(one and not training)
         self.buttons["duplicate"].setEnabled(one and (rows[0].path / "recipe.yaml").is_file())
-        self.buttons["delete"].setEnabled(bool(rows) and not any(r.status in ("running", "paused") for r in rows))
+        self.buttons["delete"].setEnabled(bool(rows) and not training)
         self.buttons["compare"].setEnabled(len(rows) >= 2)
         self.buttons["resume"].setEnabled(one and rows[0].status in RESUMABLE and not self.session.is_training)
 
     def _on_table_double_clicked(self, index) -> None:
         self.open_selected()
 
-    def open_selected(self) -> None:
+    def _selected_folder(self) -> Path | None:
+        """The one selected run's folder; None when it is gone (said under the table, and the list read again)."""
         paths = self.selected_paths()
-        if paths:
-            self.session.open_run(paths[0])
+        if len(paths) != 1:
+            return None
+        self._say("")
+        if not paths[0].is_dir():
+            self._say(f"“{paths[0].name}” is no longer in {paths[0].parent}: it was moved or deleted outside "
+                      "the app. The list is read again.")
+            self.refresh()
+            return None
+        return paths[0]
+
+    def _say(self, text: str) -> None:
+        self.message.setText(text)
+        self.message.setVisible(bool(text))
+
+    def open_selected(self) -> None:
+        path = self._selected_folder()
+        if path is not None:
+            self.session.open_run(path)
 
     def duplicate_selected(self) -> None:
-        paths = self.selected_paths()
-        if paths and hasattr(self.session, "duplicateRun"):
-            self.session.duplicateRun.emit(str(paths[0]))
+        path = self._selected_folder()
+        if path is not None and hasattr(self.session, "duplicateRun"):
+            self.session.duplicateRun.emit(str(path))
 
     def resume_selected(self) -> None:
-        paths = self.selected_paths()
-        if paths:
-            self.session.resume_run(paths[0])
+        path = self._selected_folder()
+        if path is not None:
+            self.session.resume_run(path)
 
     def compare_selected(self) -> None:  # compare imports pyqtgraph, so not at start-up
         paths = self.selected_paths()
@@ -198,10 +236,9 @@ class RunsPage(QWidget):
                 QDesktopServices.openUrl(QUrl.fromLocalFile(str(path.parent)))
 
     def rename_selected(self, new_name: str | None = None) -> None:
-        paths = self.selected_paths()
-        if len(paths) != 1:
+        old = self._selected_folder()
+        if old is None or not self.buttons["rename"].isEnabled():
             return
-        old = paths[0]
         if new_name is None:
             new_name, ok = QInputDialog.getText(self, "Rename run", "New name:", text=old.name)
             if not ok:
@@ -209,11 +246,15 @@ class RunsPage(QWidget):
         self._rename(old, new_name.strip())
 
     def _rename(self, old: Path, new_name: str) -> None:
-        target = old.with_name(new_name)
-        if not new_name or "/" in new_name or target.exists():
-            QMessageBox.warning(self, "Cannot rename", f"“{new_name}” is empty, has a slash or already exists.")
+        try:
+            refusal = runs.rename_refusal(old, new_name)
+            if refusal is None:
+                target = old.rename(old.with_name(new_name))
+        except (OSError, ValueError) as e:  # gone since the check, not allowed, a name the file system refuses
+            refusal = getattr(e, "strerror", None) or str(e)
+        if refusal is not None:
+            self._say(f"Cannot rename “{old.name}”: {refusal}")
             return
-        old.rename(target)
         self.session.settings.setValue("runs/opened", [str(target) if p == str(old) else p for p in
                                                       map(str, self.session.opened_folders())])
         self.refresh()
