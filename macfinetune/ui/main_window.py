@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QMainWindow,
     QMessageBox,
+    QScrollArea,
     QSplitter,
     QStackedWidget,
     QToolBar,
@@ -42,6 +43,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("macfinetune")
         self.setUnifiedTitleAndToolBarOnMac(True)
         self.setAcceptDrops(True)
+        self.setMinimumSize(640, 480)  # narrower than a page needs, the page scrolls (_scrolled)
         self.session, self.settings = session, settings
         self.pages = LazyPages(self._build_page)  # a page is built when first shown or asked for
         self.sidebar = QListWidget()
@@ -93,7 +95,7 @@ class MainWindow(QMainWindow):
         index = [spec.id for spec in REGISTRY].index(page_id)
         page = REGISTRY[index].create(self.session, self.settings)
         stand_in, current = self.stack.widget(index), self.stack.currentIndex()
-        self.stack.insertWidget(index, page)
+        self.stack.insertWidget(index, _scrolled(page))
         self.stack.removeWidget(stand_in)
         stand_in.deleteLater()
         self.stack.setCurrentIndex(current)
@@ -323,6 +325,17 @@ class MainWindow(QMainWindow):
         app = QApplication.instance()
         if app is not None and self._quitting:
             app.quit()
+
+
+def _scrolled(page: QWidget) -> QScrollArea:
+    """The page at the window's size; below its own minimum (a narrow or short window) it scrolls instead of
+    holding the window wide (the wizard's fields and the Monitor's panels need about 860 pixels)."""
+    area = QScrollArea()
+    area.setObjectName(f"scroll:{page.objectName()}")
+    area.setWidgetResizable(True)
+    area.setFrameShape(QScrollArea.Shape.NoFrame)
+    area.setWidget(page)
+    return area
 
 
 class LazyPages(dict):

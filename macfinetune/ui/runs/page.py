@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPushButton,
     QTableView,
+    QToolBar,
     QVBoxLayout,
     QWidget,
 )
@@ -81,13 +82,15 @@ class RunsPage(QWidget):
         self.empty = QLabel()
         self.empty.setObjectName("runsEmpty")
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setWordWrap(True)
         self.message = QLabel()  # why the last action on the selected run did not happen
         self.message.setObjectName("runsMessage")
         self.message.setWordWrap(True)
         self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.message.setVisible(False)
         self.buttons = {}
-        row = QHBoxLayout()
+        bar = QToolBar(self)  # a narrow window folds the buttons that do not fit into its » menu
+        bar.setObjectName("runsButtons")
         for name, text, slot in (("open", "Open", self.open_selected), ("resume", "Resume", self.resume_selected),
                                  ("duplicate", "Duplicate as New Run", self.duplicate_selected),
                                  ("compare", "Compare", self.compare_selected),
@@ -98,8 +101,9 @@ class RunsPage(QWidget):
             button.setObjectName(f"runs_{name}")
             button.clicked.connect(slot)
             self.buttons[name] = button
-            row.addWidget(button)
-        row.addStretch(1)
+            bar.addWidget(button)
+        row = QHBoxLayout()
+        row.addWidget(bar, 1)
         row.addWidget(self.filter)
         layout = QVBoxLayout(self)
         layout.addLayout(row)

@@ -23,7 +23,7 @@ def test_new_run_is_the_wizard_and_train_goes_through_the_session(qtbot, hub_cac
     qtbot.addWidget(window)
     window.show_page("new")
     page = window.pages["new"]
-    assert isinstance(page, WizardPage) and window.stack.currentWidget() is page
+    assert isinstance(page, WizardPage) and window.stack.currentWidget().widget() is page
     page.services.model_folders.append(tiny_model.parent)
     page.steps["model"].rescan()
     choose_tiny(qtbot, page, tiny_model)
