@@ -282,3 +282,16 @@ def test_estimate_shows_small_models_in_millions(tiny_model, capsys):
     assert cmd_estimate(parse("estimate", "--model", str(tiny_model), "--memory-gb", "16")) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert "M parameters" in first and "0.00B" not in first
+
+
+def test_estimate_takes_the_model_from_the_recipe(tiny_model, tmp_path, capsys):
+    from macfinetune import cli
+    from macfinetune.core.recipe import Recipe, apply_overrides, save_recipe, with_paths
+
+    recipe = tmp_path / "r.yaml"
+    save_recipe(recipe, apply_overrides(with_paths(Recipe(), str(tiny_model), "data.jsonl"),
+                                        ["num_layers=-1", "max_seq_length=256"]))
+    assert cli.main(["estimate", "--recipe", str(recipe), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == str(tiny_model)
+    assert cli.main(["estimate", "--recipe", "demo-tiny-lora"]) == 2  # a shipped recipe names no model
+    assert "pass --model, or a --recipe whose model.path names the model" in capsys.readouterr().err

@@ -40,7 +40,8 @@ _WIDTH = 100
 def add_parsers(sub) -> None:
     """Add the ``estimate`` and ``recipes`` commands to ``cli.build_parser``'s subparsers."""
     p = sub.add_parser("estimate", help="peak memory, verdict, auto-fit and duration of a run, before training")
-    p.add_argument("--model", required=True, help="model folder (config.json is enough), downloaded repo id or known name")
+    p.add_argument("--model", help="model folder (config.json is enough), downloaded repo id or known name "
+                                   "(default: the --recipe's model.path)")
     p.add_argument("--recipe", help="start from a recipe (a file or a shipped recipe name)")
     p.add_argument("--method", choices=("lora", "dora", "full"))
     p.add_argument("--quantize", type=int, choices=(4, 8), help="quantize a full-precision base on the fly (QLoRA)")
@@ -79,8 +80,11 @@ def add_parsers(sub) -> None:
 
 
 def cmd_estimate(args) -> int:
-    shape = catalog.find_shape(args.model)
     recipe = _read_recipe(args.recipe) if args.recipe else None
+    args.model = args.model or (recipe.model.path if recipe else "")
+    if not args.model:
+        raise ProblemError(Problem("pass --model, or a --recipe whose model.path names the model", field="model"))
+    shape = catalog.find_shape(args.model)
     machine = _machine(args.memory_gb)
     settings = replace(_settings(args, recipe), device=machine.device)
     settings = fitted_to(shape, settings, length=args.max_seq_length is None and recipe is None,
