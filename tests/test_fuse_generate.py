@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -40,6 +41,24 @@ def test_fuse_refuses_missing_checkpoint_and_existing_output(trained_run, tmp_pa
     (tmp_path / "b").mkdir()
     with pytest.raises(ProblemError, match="already exists"):
         fusing.fuse(trained_run, "best", tmp_path / "b")
+
+
+def test_the_default_fused_folder_from_an_earlier_fuse_says_which_checkpoint_it_holds(trained_run, tmp_path):
+    """A run that went on after 'fused-best' was made (a resume found a better checkpoint) names both checkpoints."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    best = fusing.fuse(run, "best", None)
+    assert Path(best.out_dir).name == "fused-best"
+    record = Path(best.out_dir) / "macfinetune.json"
+    held = json.loads(record.read_text())["checkpoint"]
+    with pytest.raises(ProblemError, match=f"fused-best already holds checkpoint {held}, fused earlier"):
+        fusing.fuse(run, "best", None)
+    record.write_text(json.dumps({**json.loads(record.read_text()), "checkpoint": "3"}))  # as if fused before a resume
+    with pytest.raises(ProblemError, match=f"fused-best holds checkpoint 3, fused before the run went on; this is "
+                                           f"checkpoint {held}: pass --out NEW_FOLDER"):
+        fusing.fuse(run, "best", None)
 
 
 def test_gguf_export_for_llama_and_clear_refusal_elsewhere(trained_run, tmp_path, tiny_model):

@@ -53,8 +53,11 @@ def fuse(path: Path, which: str, out_dir: Path | None, *, dequantize: bool = Fal
     is then de-quantized first, since GGUF export needs full-precision weights."""
     weights, iteration = runs.resolve_checkpoint(path, which)
     label = str(iteration) if iteration is not None else "final"
+    chosen = out_dir is not None
     out_dir = Path(out_dir) if out_dir else default_fuse_dir(path, label if which.isdigit() else which)
     problems = runs.check_new_dir(out_dir, "fused model folder")
+    if problems and not chosen:
+        problems = [_earlier_fuse(out_dir, label) or problems[0]]
     if problems:
         raise ProblemError(problems)
     loaded = load_fused(path, which, model=model, dequantize=dequantize or gguf, emit=emit,
@@ -66,6 +69,21 @@ def fuse(path: Path, which: str, out_dir: Path | None, *, dequantize: bool = Fal
             write_loaded_gguf(loaded, tmp / "model.gguf")
     gguf_path = str(out_dir / "model.gguf") if gguf else None
     return FuseFinished(str(out_dir), gguf_path)
+
+
+def _earlier_fuse(out_dir: Path, label: str) -> Problem | None:
+    """The default folder holds an earlier fuse: say which checkpoint it holds against the one asked for."""
+    import json
+
+    try:
+        held = str(json.loads((out_dir / "macfinetune.json").read_text(encoding="utf-8")).get("checkpoint"))
+    except (OSError, ValueError, AttributeError):
+        return None
+    if held == label:
+        return Problem(f"{out_dir.name} already holds checkpoint {label}, fused earlier: nothing to do, use it",
+                       file=str(out_dir))
+    return Problem(f"{out_dir.name} holds checkpoint {held}, fused before the run went on; this is checkpoint {label}: "
+                   "pass --out NEW_FOLDER, or move the old one away", file=str(out_dir))
 
 
 @dataclass
