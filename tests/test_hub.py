@@ -191,6 +191,23 @@ def test_unknown_repository(online, fake_hub, tmp_path):
         download(h, tmp_path)
 
 
+def test_no_network_answers_from_the_cache_at_once_without_retries(online, tmp_path, monkeypatch):
+    """huggingface.co unreachable (a closed port here): one request finds it out and the model comes from the cache
+    or is refused; the API calls that huggingface_hub retries for about 20 s (printing each retry) are not made."""
+    import socket
+
+    from huggingface_hub import HfApi
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    retried = []
+    monkeypatch.setattr(HfApi, "list_repo_files", lambda *a, **k: retried.append(a) or [])
+    with pytest.raises(ProblemError) as info:
+        hub.download_model("org/never-downloaded", cache_dir=tmp_path, endpoint=closed, supported=SUPPORTED)
+    assert "not in the local cache" in info.value.problems[0].message and retried == []
+
+
 def test_offline_and_not_cached_fails_clearly(tmp_path):
     with pytest.raises(ProblemError) as info:
         hub.download_model("org/never-downloaded", cache_dir=tmp_path, supported=SUPPORTED)

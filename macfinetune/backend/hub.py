@@ -61,6 +61,8 @@ def download_model(
     emit = emit or (lambda event: None)
     offline = constants.is_offline_mode() if offline is None else offline
     weights_wanted = patterns is None
+    if not offline and not _reachable(endpoint):  # the cache only, at once: huggingface_hub would retry for ~20 s
+        offline = True
     if patterns is None and not offline:
         patterns = _check_remote(repo_id, revision, cache_dir, endpoint, supported)
     folder = _snapshot(repo_id, emit, control or JobControl(), revision=revision, offline=offline,
@@ -139,6 +141,30 @@ def _caused_by_cancel(error: BaseException) -> bool:
         if isinstance(error, DownloadCancelled):
             return True
         error = error.__cause__ or error.__context__
+    return False
+
+
+def _reachable(endpoint: str | None) -> bool:
+    """One request to the hub, no retries (through huggingface_hub's own session, so its proxies apply): False only
+    when no connection could be made; any answer, even an error status, means the hub is there."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(endpoint or constants.ENDPOINT, timeout=10)
+    except Exception as e:
+        return not _no_network(e)
+    return True
+
+
+def _no_network(error: Exception) -> bool:
+    """A connection that could not be made (no network, DNS), as huggingface_hub and httpx raise it."""
+    seen, current = set(), error
+    while current is not None and id(current) not in seen:  # the cause may be wrapped
+        seen.add(id(current))
+        if "Connect" in type(current).__name__ or isinstance(current, (ConnectionError, TimeoutError)):
+            return True
+        current = current.__cause__ or current.__context__
     return False
 
 
