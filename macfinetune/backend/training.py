@@ -265,8 +265,9 @@ def _resume_locked(run_dir: Path, status, start, emit: Emit, control: JobControl
 
 
 def _check_recipe_matches_checkpoints(recipe: Recipe, run_dir: Path) -> None:
-    """recipe.yaml edited by hand so that the checkpoints no longer fit it (method, rank, blocks): said before the
-    model loads, naming the key, the recipe's value and the checkpoints' (the run is not marked failed)."""
+    """recipe.yaml edited by hand so that the checkpoints no longer fit it (method, rank, blocks) or the run could not
+    continue exactly (batch, accumulation: the data order): said before the model loads, naming the key, the
+    recipe's value and the run's (the run is not marked failed)."""
     from macfinetune.backend.adapters import read_adapter_config
 
     config = read_adapter_config(run_dir / runs.ADAPTERS)
@@ -274,7 +275,13 @@ def _check_recipe_matches_checkpoints(recipe: Recipe, run_dir: Path) -> None:
     saved = {"method.type": config.get("fine_tune_type", m.type), "method.num_layers": config.get("num_layers", m.num_layers)}
     if m.type != "full":
         saved["method.rank"] = config.get("lora_parameters", {}).get("rank", m.rank)
-    now = {"method.type": m.type, "method.num_layers": m.num_layers, "method.rank": m.rank}
+    first = next((r for r in runs.read_metrics(run_dir) if r.get("event") == "start"), {})
+    if first and not hosts_mod.read_global_batch(run_dir):  # one Mac: the data order follows batch and accumulation
+        saved["training.batch_size"] = first.get("batch_size", recipe.training.batch_size)
+        saved["training.grad_accumulation"] = first.get("grad_accumulation", recipe.training.grad_accumulation)
+    now = {"method.type": m.type, "method.num_layers": m.num_layers, "method.rank": m.rank,
+           "training.batch_size": recipe.training.batch_size,
+           "training.grad_accumulation": recipe.training.grad_accumulation}
     problems = [Problem(f"recipe.yaml sets {key}: {now[key]}, but the run's checkpoints were trained with {value}; a "
                         f"resume keeps the run's settings: put {value} back, or start a new run with the new value",
                         file=str(run_dir / runs.RECIPE), field=key, value=now[key])

@@ -151,6 +151,11 @@ def test_a_recipe_edited_so_the_checkpoints_no_longer_fit_is_refused_before_load
         resume_run(run, lambda e: None)
     assert e.value.problems[0].field == "method.rank"
     assert runs.read_status(run).state == "stopped"  # not marked failed: put the value back and resume
+    batch = load_recipe(run / "recipe.yaml").training.batch_size
+    (run / "recipe.yaml").write_text(text.replace(f"batch_size: {batch}", f"batch_size: {batch + 1}"))
+    with pytest.raises(ProblemError, match=f"sets training.batch_size: {batch + 1}, but the run's checkpoints were "
+                                           f"trained with {batch}"):
+        resume_run(run, lambda e: None)  # a resume continues the same data order: a new batch would not
     (run / "recipe.yaml").write_text(text)
     assert resume_run(run, lambda e: None).state == "finished"
 
