@@ -134,6 +134,11 @@ def test_runs_lists_a_run_made_with_out_and_forgets_deleted_ones(capsys, tmp_pat
     code, out, _ = run_cli(capsys, "runs")
     assert code == 0 and str(kept) in out and str(gone) not in out
     assert "1 run (0 in" in out and "1 elsewhere" in out and "1 runs" not in out
+    code, out, _ = run_cli(capsys, "runs", "--json")  # for scripts: full paths and status.json's fields
+    listed = json.loads(out)
+    assert code == 0 and [r["path"] for r in listed] == [str(kept)]
+    assert listed[0]["state"] == "running"  # new_status: this (live) process trains it
+    assert listed[0]["total_iterations"] == 10 and listed[0]["method"] == "lora"
 
 
 def test_a_damaged_index_keeps_the_runs_still_named_in_it(tmp_path, monkeypatch):

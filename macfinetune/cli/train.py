@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -45,6 +47,8 @@ def add_parsers(sub) -> None:
     runs_parser = sub.add_parser("runs", help="list runs with status, best validation loss and size")
     runs_parser.add_argument("--in", dest="folder", type=Path, metavar="DIR",
                              help="list the runs in this folder (default: your runs and every run made with --out)")
+    runs_parser.add_argument("--json", action="store_true",
+                             help="print a JSON list: each run's full path, its status.json fields and its size")
 
 
 def _add_demo(sub) -> None:
@@ -266,6 +270,11 @@ def cmd_runs(args) -> int:
         print(f"error: {args.folder} (--in): {what}", file=sys.stderr)
         return EXIT_BAD_INPUT
     found = runs.list_runs(home) if args.folder else run_index.all_runs(home)
+    if args.json:
+        print(json.dumps([{"path": str(f.path), "name": _run_name(f.path, home), "size_bytes": f.size_bytes,
+                           **(dataclasses.asdict(f.status) if f.status else {"state": "unknown"})} for f in found],
+                         indent=2))
+        return EXIT_OK
     if not found:
         print(f"no runs yet in {home}")
         return EXIT_OK
