@@ -483,6 +483,13 @@ def test_plan_refuses_bad_values_by_name(trained_run, target, dest, options, exp
         exports.plan_export(trained_run, "last", target, dest, **options)
 
 
+def test_an_ollama_name_may_carry_a_tag(trained_run):
+    plan = exports.plan_export(trained_run, "last", "ollama", name="pirate:v1")
+    assert plan.options["name"] == "pirate:v1" and ":" not in Path(plan.location).name  # the folder keeps the run's
+    with pytest.raises(ProblemError, match="with an optional :tag, got 'pirate:v1:x'"):
+        exports.plan_export(trained_run, "last", "ollama", name="pirate:v1:x")
+
+
 def test_plan_default_locations(trained_run):
     plan = exports.plan_export(trained_run, "last", "ollama")
     assert plan.location == str(trained_run / "exports" / "lora-12-ollama") and plan.name == "lora-12"

@@ -30,6 +30,7 @@ _OPTIONS = {  # target -> the options it takes (anything else is refused by name
 }
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_OLLAMA_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*(:[a-z0-9._-]+)?$")  # Ollama's name:tag (only the command uses it)
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,9 @@ def _check_options(target: str, options: dict) -> None:
                                    "SYSTEM block in the Modelfile; write it without them", field="system",
                                    value=options["system"]))
     name = options.get("name")
-    if name is not None and not _NAME.match(name):
-        raise ProblemError(Problem(f"name must be lower-case letters, digits, '.', '_' or '-', got {name!r}",
+    if name is not None and not (_OLLAMA_NAME if target == "ollama" else _NAME).match(name):
+        tag = ", with an optional :tag" if target == "ollama" else ""
+        raise ProblemError(Problem(f"name must be lower-case letters, digits, '.', '_' or '-'{tag}, got {name!r}",
                                    field="name", value=name))
 
 
