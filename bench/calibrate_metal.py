@@ -76,6 +76,11 @@ def mechanisms_of(row: dict):
         estimator.coefficients = today
 
 
+PR53 = dict(machine="not stated", mlx="mlx at ml-explore/mlx#2006 (2025-03)",
+            settings=dict(num_layers=16, rank=8, target_modules=("q_proj", "v_proj"), batch_size=4,
+                          max_seq_length=2048),
+            trainer="mlx-lm train", held_out=True, mechanisms=OLDER_MLX)  # the two rows of mlx-lm PR #53
+
 ROWS = [
     dict(name="mlx-train-perf Qwen3-8B-4bit L1024", config="Qwen3-8B-4bit", measured_gb=(2.12 + 4.29) * GIB,
          settings=dict(num_layers=-1, rank=8, batch_size=1, max_seq_length=1024, grad_checkpoint=True,
@@ -108,18 +113,12 @@ ROWS = [
          trainer="mlx-lm train", held_out=False,
          uncertain="'about 24.5 GiB' at the largest context that completed; " + PERF_NOTE.split(";")[0]),
     dict(name="mlx-lm PR #53 1B L2048 b4 (compiled step)", config="Llama-3.2-1B-Instruct", measured_gb=40.508,
-         settings=dict(num_layers=16, rank=8, target_modules=("q_proj", "v_proj"), batch_size=4,
-                       max_seq_length=2048),
-         source="https://github.com/ml-explore/mlx-lm/pull/53 ('Post': Peak mem 40.508 GB)", machine="not stated",
-         mlx="mlx at ml-explore/mlx#2006 (2025-03)", trainer="mlx-lm train", held_out=True, mechanisms=OLDER_MLX,
+         source="https://github.com/ml-explore/mlx-lm/pull/53 ('Post': Peak mem 40.508 GB)", **PR53,
          uncertain="'a 1B' model: taken as Llama-3.2-1B (bf16); mlx-lm's defaults of 2025-03 (16 blocks, rank 8, "
                    "q_proj and v_proj; checked in mlx-lm's history); 80,880 tokens in 10 iterations of batch 4 "
                    "(~2,022 per row) with 'a ~2048 sequence length': rows taken as filling 2048"),
     dict(name="mlx-lm PR #53 1B L2048 b4 (step not compiled)", config="Llama-3.2-1B-Instruct", measured_gb=47.302,
-         settings=dict(num_layers=16, rank=8, target_modules=("q_proj", "v_proj"), batch_size=4,
-                       max_seq_length=2048),
-         source="https://github.com/ml-explore/mlx-lm/pull/53 ('Pre': Peak mem 47.302 GB)", machine="not stated",
-         mlx="mlx at ml-explore/mlx#2006 (2025-03)", trainer="mlx-lm train", held_out=True, mechanisms=OLDER_MLX,
+         source="https://github.com/ml-explore/mlx-lm/pull/53 ('Pre': Peak mem 47.302 GB)", **PR53,
          uncertain="the same run as the compiled row before the step was compiled (the estimate does not tell a "
                    "compiled step from one that is not: its coefficients come from compiled steps)"),
     dict(name="mlx-lm PR #47 1B L4096 b4 (step not compiled)", config="Llama-3.2-1B-Instruct", measured_gb=69.810,

@@ -139,3 +139,17 @@ def fake_ssh(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))  # the probe runs this checkout
     return log
+
+
+def run_cli(capsys, *args):
+    """``macfinetune ARGS`` in this process: (exit code, stdout, stderr)."""
+    from macfinetune import cli
+
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def sets(*items):
+    """``--set`` before each recipe override."""
+    return [x for item in items for x in ("--set", item)]

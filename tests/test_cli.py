@@ -7,20 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import FAST, SAMPLE_DATA
+from conftest import FAST, SAMPLE_DATA, run_cli, sets
 
-from macfinetune import cli
 from macfinetune.core import runs
-
-
-def run_cli(capsys, *args):
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def sets(*items):
-    return [x for item in items for x in ("--set", item)]
 
 
 def test_no_arguments_without_a_display_says_so_and_prints_help(capsys, monkeypatch):

@@ -9,22 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FAST, SAMPLE_DATA
+from conftest import FAST, SAMPLE_DATA, run_cli, sets
 
 from macfinetune import cli
 from macfinetune.core.events import CheckpointSaved, RunStarted, TokenChunk
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_cli(capsys, *args):
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def sets(*items):
-    return [x for item in items for x in ("--set", item)]
 
 
 def _entry_point() -> str:

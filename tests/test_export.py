@@ -11,8 +11,9 @@ import gguf
 import mlx.core as mx
 import numpy as np
 import pytest
+from conftest import run_cli
 
-from macfinetune import cli, jobs
+from macfinetune import jobs
 from macfinetune.backend import exporting, fusing, gguf_export, models
 from macfinetune.core import exports, gotemplate, models_catalog, ollama
 from macfinetune.core.control import JobControl
@@ -20,12 +21,6 @@ from macfinetune.core.events import ExportFinished, Progress, Stage
 from macfinetune.core.problems import ProblemError
 
 TEMPLATES = Path(__file__).parent / "data" / "chat_templates"
-
-
-def run_cli(capsys, *args):
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def read_gguf(path):

@@ -3,18 +3,12 @@
 import json
 
 import pytest
+from conftest import run_cli
 
 from macfinetune import cli
 from macfinetune.core import catalog, paths
 from macfinetune.core.problems import ProblemError
 from macfinetune.core.recipe import Recipe, apply_overrides, parse_recipe
-
-
-def run_cli(capsys, *args):
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 # --- 1. recipe names with a dot ------------------------------------------------------------
 

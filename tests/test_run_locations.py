@@ -4,16 +4,9 @@ import json
 import shutil
 
 import pytest
-from conftest import fast_recipe
+from conftest import fast_recipe, run_cli
 
-from macfinetune import cli
 from macfinetune.core import runs
-
-
-def run_cli(capsys, *args):
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -125,10 +125,10 @@ def train_run(recipe: Recipe, run_dir: Path, emit: Emit, control: JobControl | N
         emit(Stage("train", note))
     folder = models.resolve_model_path(recipe.model.path)
     models.check_architecture(modelinfo.read_config(folder), folder)  # before any tokenizer reads the config
-    check_templates(pre, folder)
+    tokenizer = check_templates(pre, folder)
     for key, words in _advice(recipe, folder).items():
         emit(Stage("train", f"{key}: {words}"))
-    memory = memory_gate(pre, folder, allow_over_budget, confirm)
+    memory = memory_gate(pre, folder, allow_over_budget, confirm, tokenizer)
     if memory.warning:
         emit(Stage("train", memory.warning))
     emit(Stage("train", f"Loading model {recipe.model.path}"))
@@ -144,15 +144,16 @@ def train_run(recipe: Recipe, run_dir: Path, emit: Emit, control: JobControl | N
 
 
 def memory_gate(pre: Preflight, folder: Path, allow_over_budget: bool = False,
-                confirm: Callable[[Problem], bool] | None = None) -> gate.Gate:
-    """The estimator's verdict for this run on this machine, from config.json and the longest rows."""
+                confirm: Callable[[Problem], bool] | None = None, tokenizer=None) -> gate.Gate:
+    """The estimator's verdict for this run on this machine, from config.json and the longest rows (counted with
+    ``tokenizer`` when the caller loaded it already)."""
     from macfinetune.backend.machine_probe import probe_machine
 
     try:
         shape = read_shape(folder)
     except ProblemError as e:
         return gate.Gate(None, None, None, None, note=str(e))
-    longest, machine = _longest_row_tokens(pre, folder), probe_machine()
+    longest, machine = longest_row_tokens(pre.train_rows + pre.valid_rows, folder, tokenizer), probe_machine()
     rows = calibration.this_mac_rows(paths.runs_home(), paths.calibration_home())  # this Mac's correction
     try:
         return gate.check(pre.recipe, shape, machine, longest, allow_over_budget, mac_rows=rows)
@@ -179,18 +180,19 @@ def _advice(recipe: Recipe, folder: Path) -> dict[str, str]:
 _REFUSALS_SHOWN = 5
 
 
-def check_templates(pre: Preflight, folder: Path) -> None:
+def check_templates(pre: Preflight, folder: Path):
     """Rows the model's chat template cannot render stop mlx-lm mid-run: refuse them before anything is written,
-    naming each row's file and line (as ``data inspect --model`` does)."""
+    naming each row's file and line (as ``data inspect --model`` does). Returns the tokenizer it loaded (None when
+    it cannot load: loading the model reports that)."""
     from macfinetune.backend import tokens
     from macfinetune.backend.hfdata import load_hf_dataset
 
     try:
         tokenizer = tokens.load_tokenizer(folder)
     except ProblemError:
-        return  # loading the model reports a broken tokenizer
+        return None
     if not tokens.template_refusals(pre.train_rows + pre.valid_rows, tokenizer):
-        return
+        return tokenizer
     data = formats.load_any(pre.recipe.data.path, load_hf=load_hf_dataset)  # again, for the rows' files and lines
     refused = [(split.refs[i], error) for split in data.splits
                for i, error in tokens.template_refusals(split.rows, tokenizer)]
@@ -199,27 +201,23 @@ def check_templates(pre: Preflight, folder: Path) -> None:
                         value=None if ref.line else f"row {ref.index + 1}")
                 for ref, error in refused[:_REFUSALS_SHOWN]]
     if len(refused) > _REFUSALS_SHOWN:
+        inspect = shlex.join(["macfinetune", "data", "inspect", pre.recipe.data.path, "--model", pre.recipe.model.path])
         problems.append(Problem(f"and {len(refused) - _REFUSALS_SHOWN} more rows the template cannot render; "
-                                f"macfinetune data inspect {shlex.quote(pre.recipe.data.path)} "
-                                f"--model {shlex.quote(pre.recipe.model.path)} "
-                                "lists them all", file=refused[0][0].file))
+                                f"{inspect} lists them all", file=refused[0][0].file))
     raise ProblemError(problems)
 
 
 _LONGEST_SAMPLE = 64  # rows tokenized to find the longest: the longest by characters
 
 
-def _longest_row_tokens(pre: Preflight, folder: Path) -> int | None:
-    return longest_row_tokens(pre.train_rows + pre.valid_rows, folder)
-
-
-def longest_row_tokens(rows: list[dict], folder: Path) -> int | None:
-    """Tokens of the longest row (as mlx-lm templates it), from the longest rows by characters."""
+def longest_row_tokens(rows: list[dict], folder: Path, tokenizer=None) -> int | None:
+    """Tokens of the longest row (as mlx-lm templates it), from the longest rows by characters; ``tokenizer``:
+    the model's, when already loaded."""
     from macfinetune.backend import tokens
 
     rows = heapq.nlargest(_LONGEST_SAMPLE, rows, key=lambda row: len(str(row)))
     try:
-        counts = tokens.count_tokens(rows, tokens.load_tokenizer(folder))
+        counts = tokens.count_tokens(rows, tokenizer or tokens.load_tokenizer(folder))
     except Exception:  # a tokenizer problem shows when the model loads; assume max_seq_length
         return None
     return max((c.total for c in counts if not c.error), default=None)

@@ -79,15 +79,21 @@ def assert_resumes_exactly(run, start, full):
     assert [r["iteration"] for r in history if r["event"] == "train"] == list(range(1, 13))
 
 
-def test_half_written_checkpoint_is_skipped(tiny_model, tmp_path):
+def stopped_at(tiny_model, run, iteration: int):
+    """A run of the EXACT recipe stopped (as the app's Stop does) at ``iteration``."""
     control = JobControl()
 
-    def stop_at_6(event):
-        if isinstance(event, TrainReport) and event.iteration == 6:
+    def stop(event):
+        if isinstance(event, TrainReport) and event.iteration == iteration:
             control.request_stop()
 
-    train_run(fast_recipe(tiny_model, *EXACT), tmp_path / "run", stop_at_6, control)
-    run = tmp_path / "run"
+    train_run(fast_recipe(tiny_model, *EXACT), run, stop, control)
+    return run
+
+
+
+def test_half_written_checkpoint_is_skipped(tiny_model, tmp_path):
+    run = stopped_at(tiny_model, tmp_path / "run", 6)
     # a crash in the middle of saving checkpoint 6: weights written, optimizer torn, no commit marker
     runs.state_file(run, 6).unlink()
     runs.optimizer_file(run, 6).write_bytes(b"\x00" * 10)
@@ -100,14 +106,7 @@ def test_half_written_checkpoint_is_skipped(tiny_model, tmp_path):
 def test_a_run_folder_another_process_holds_is_refused_before_loading(tiny_model, tmp_path):
     """Two resumes started together: the second finds the folder held (the first still loading its model, its
     status not yet 'running') and is refused; once the holder ends, the resume goes on."""
-    control = JobControl()
-
-    def stop_at_3(event):
-        if isinstance(event, TrainReport) and event.iteration == 3:
-            control.request_stop()
-
-    run = tmp_path / "run"
-    train_run(fast_recipe(tiny_model, *EXACT), run, stop_at_3, control)
+    run = stopped_at(tiny_model, tmp_path / "run", 3)
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
                                "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
                                str(run / runs.LOCK)], stdout=subprocess.PIPE, text=True)
@@ -135,14 +134,7 @@ def test_a_run_folder_taken_while_the_model_loads_is_a_problem_not_a_traceback(t
 
 
 def test_a_recipe_edited_so_the_checkpoints_no_longer_fit_is_refused_before_loading(tiny_model, tmp_path):
-    control = JobControl()
-
-    def stop_at_3(event):
-        if isinstance(event, TrainReport) and event.iteration == 3:
-            control.request_stop()
-
-    run = tmp_path / "run"
-    train_run(fast_recipe(tiny_model, *EXACT), run, stop_at_3, control)
+    run = stopped_at(tiny_model, tmp_path / "run", 3)
     text = (run / "recipe.yaml").read_text()
     rank = load_recipe(run / "recipe.yaml").method.rank
     (run / "recipe.yaml").write_text(text.replace(f"rank: {rank}", f"rank: {rank * 2}"))
